@@ -1,0 +1,39 @@
+# Quick start:  make demo   (set up, then run the miniature study into results/demo/)
+#               make test   (set up, then run the tests)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+CORES ?= 2
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup system-deps demo test dry-run-paper clean-demo
+
+# MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
+system-deps:
+	@if ldconfig -p | grep -q libEGL_mesa; then :; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1 >/dev/null; fi
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[metaworld,workflow,test]'
+	touch $@
+
+setup: system-deps $(BIN)/.installed
+
+demo: setup
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
+
+test: setup
+	$(BIN)/pytest -q
+
+dry-run-paper: setup
+	$(BIN)/snakemake -n --quiet rules
+
+clean-demo:
+	rm -rf results/demo

@@ -1,0 +1,26 @@
+# vlm4vla: the VLM4VLA study as a DAG over backbones x benchmarks x ablations x seeds.
+#   paper study on a cluster:  snakemake --profile profiles/slurm
+#   demo study on a laptop:    snakemake --configfile config/demo.yaml --cores 2
+# config.yaml (the paper study) is the default; a --configfile replaces it rather than
+# extending it (replace-workflow-config in profiles/default).
+# Paths, wildcards and resources live here; the logic lives in vlm4vla_core.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/backbones.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        rules.aggregate.output,

@@ -1,0 +1,540 @@
+"""Aggregate stage: results table, tables, statistics, regressions, outputs.
+
+Statistics are checked against values computed here independently (closed
+forms, hypergeometric sums, hand ranking), layouts against hand-written cases.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from vlm4vla_core.aggregate import aggregate, load_results_csv, load_runs, main, results_from_runs
+from vlm4vla_core.aggregate.io import write_text
+from vlm4vla_core.aggregate.results import ResultsError
+from vlm4vla_core.aggregate.stats import baseline_comparison, regressions
+from vlm4vla_core.aggregate.tables import cell, main_table
+from vlm4vla_core.provenance import config_hash, git_commit, provenance
+
+TASKS = ("reach-v3", "push-v3")
+
+
+def config(backbones=None, ablations=("full", "freeze_vision"), seeds=(0, 1)):
+    backbones = backbones or {"qwen": 70.0, "pali": 50.0, "kosmos": None}
+    return {
+        "study": "unit",
+        "seeds": list(seeds),
+        "ablations": list(ablations),
+        "benchmarks": {"metaworld": {"kind": "metaworld", "chunk": 4}},
+        "backbones": {
+            name: {"family": "f", "source": "tiny", **({"vqa": {"score": s, "source": f"test value {name}"}} if s else {})}
+            for name, s in backbones.items()
+        },
+    }
+
+
+def run_json(tmp: Path, backbone, seed, successes, ablation="full", modes=None, rule="best", reported=None, **extra):
+    """One evaluation JSON; ``successes`` = {task: [bool per episode]} of the 'full' mode."""
+    def episodes(succ):
+        return [dict(task=t, episode_seed=100000 + 1000 * seed + i, success=bool(s), steps=10)
+                for t, ss in succ.items() for i, s in enumerate(ss)]
+
+    modes = modes or {"full": successes}
+    md = {m: {"execute_steps": {"full": 4, "half": 2, "single": 1}[m], "episodes": episodes(s)} for m, s in modes.items()}
+    rec = dict(study="unit", backbone=backbone, family="f", benchmark="metaworld", ablation=ablation, seed=seed,
+               metric="success_rate", modes=md, mode_selection=rule, reported_mode=reported or "full",
+               provenance={"git_commit": "c0ffee", "config_hash": "abc"}, **extra)
+    path = tmp / f"{backbone}-{ablation}-{seed}.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+# -- results table ---------------------------------------------------------------
+def test_results_from_runs_hand_case(tmp_path):
+    full = {"reach-v3": [1, 1, 0, 0], "push-v3": [1, 0, 0, 0]}  # 50%, 25%, pooled 3/8
+    half = {"reach-v3": [1, 1, 1, 0], "push-v3": [1, 1, 0, 0]}  # pooled 5/8: 'best' picks half
+    p = run_json(tmp_path, "qwen", 0, full, modes={"full": full, "half": half}, reported="half")
+    df = results_from_runs([p])
+    assert list(df.columns) == ["backbone", "benchmark", "ablation", "seed", "task", "metric", "value", "n_episodes", "mode"]
+    got = df.set_index("task")
+    assert list(df["task"]) == ["push-v3", "reach-v3", "all"]
+    assert got.loc["reach-v3", "value"] == pytest.approx(75.0)
+    assert got.loc["push-v3", "value"] == pytest.approx(50.0)
+    assert got.loc["all", "value"] == pytest.approx(62.5)
+    assert got.loc["all", "n_episodes"] == 8 and set(df["mode"]) == {"half"}
+
+
+def test_mode_rule_is_checked(tmp_path):
+    a = {"reach-v3": [1, 0], "push-v3": [1, 0]}
+    b = {"reach-v3": [1, 1], "push-v3": [1, 0]}
+    bad = run_json(tmp_path, "qwen", 0, a, modes={"full": a, "half": b}, reported="full")
+    with pytest.raises(ResultsError, match=r"qwen-full-0.json.*breaks mode_selection 'best'"):
+        load_runs([bad])
+    tie = run_json(tmp_path, "pali", 0, a, modes={"single": a, "half": a, "full": a}, reported="full")
+    assert set(results_from_runs([tie])["mode"]) == {"full"}  # ties go to fewer re-plans
+    fixed = run_json(tmp_path, "kosmos", 0, a, modes={"full": a, "half": b}, rule="full", reported="full")
+    assert set(results_from_runs([fixed])["mode"]) == {"full"}
+
+
+def test_bad_runs_name_file_and_key(tmp_path):
+    ok = {"reach-v3": [1]}
+    p = run_json(tmp_path, "qwen", 0, ok)
+    rec = json.loads(p.read_text())
+    del rec["reported_mode"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(rec))
+    with pytest.raises(ResultsError, match=r"broken.json: missing key\(s\) 'reported_mode'"):
+        load_runs([broken])
+    with pytest.raises(ResultsError, match="duplicate run"):
+        load_runs([p, p])
+    stranger = run_json(tmp_path, "llava", 0, ok)
+    with pytest.raises(ResultsError, match=r"llava-full-0.json: backbone 'llava' is not a key"):
+        load_runs([stranger], config())
+    late = run_json(tmp_path, "qwen", 7, ok)
+    with pytest.raises(ResultsError, match="seed 7 is not in"):
+        load_runs([late], config())
+
+
+# -- tables ----------------------------------------------------------------------
+def test_cell_format():
+    assert cell(23.333, 4.714, 60, "success_rate") == "23.3 ± 4.7 (n=60)"
+    assert cell(3.8561, float("nan"), 1000, "avg_len") == "3.856 ± n/a (n=1000)"
+    assert cell(23.95, float("nan"), float("nan"), "success_rate") == "23.95 ± n/a (n=?)"
+
+
+def test_main_and_ablation_tables_hand_case(tmp_path):
+    four = lambda k: {"reach-v3": [1] * k + [0] * (4 - k)}  # noqa: E731
+    paths = [
+        run_json(tmp_path, "qwen", 0, four(2)), run_json(tmp_path, "qwen", 1, four(3)),  # 50, 75
+        run_json(tmp_path, "pali", 0, four(4)), run_json(tmp_path, "pali", 1, four(4)),  # 100, 100
+        run_json(tmp_path, "qwen", 0, four(1), ablation="freeze_vision"),  # 25
+        run_json(tmp_path, "zero-action", 0, four(0), ablation="none"), run_json(tmp_path, "zero-action", 1, four(0), ablation="none"),
+    ]
+    cfg = config()
+    out = tmp_path / "out"
+    aggregate(paths, cfg, out, n_boot=50)
+    md = (out / "main_table.md").read_text()
+    _, wide = main_table(load_runs(paths, cfg).results, cfg, ["metaworld"])
+    expected = pd.DataFrame({"backbone": ["qwen", "pali", "zero-action"],
+                             "metaworld": ["62.5 ± 17.7 (n=8)", "100.0 ± 0.0 (n=8)", "0.0 ± 0.0 (n=8)"]})
+    pd.testing.assert_frame_equal(wide, expected)
+    prov = provenance(cfg)
+    assert f"config hash {prov['config_hash']}" in md and f"git commit {prov['git_commit']}" in md
+    abl = pd.read_csv(out / "ablation_table.csv")
+    row = abl[(abl["backbone"] == "qwen") & (abl["ablation"] == "freeze_vision")].iloc[0]
+    assert row["delta_vs_full"] == pytest.approx(25.0 - 62.5) and row["n_seeds"] == 1
+    assert "25.0 ± n/a (n=4)" in (out / "ablation_table.md").read_text()
+    tex = (out / "main_table.tex").read_text()
+    assert r"\toprule" in tex and r"62.5 $\pm$ 17.7 (n=8)" in tex and "config hash" in tex
+    assert set(pd.read_csv(out / "main_table.csv")["config_hash"]) == {prov["config_hash"]}
+
+
+# -- zero-action comparison -------------------------------------------------------
+def fisher_greater_by_hand(k1, n1, k0, n0):
+    """P(X >= k1) for X ~ hypergeometric: n1 draws from n1+n0 with k1+k0 successes."""
+    k, n = k1 + k0, n1 + n0
+    total = math.comb(n, n1)
+    return sum(math.comb(k, x) * math.comb(n - k, n1 - x) for x in range(k1, min(k, n1) + 1)) / total
+
+
+def test_baseline_fisher_on_shared_episodes(tmp_path):
+    policy = {"reach-v3": [1, 1, 1, 0, 1], "push-v3": [1, 0, 1, 1, 0]}  # 7/10
+    zero = {"reach-v3": [0, 0, 1, 0], "push-v3": [0, 0, 0, 0]}  # 1/8, episodes 0-3 only
+    paths = [run_json(tmp_path, "qwen", 0, policy), run_json(tmp_path, "zero-action", 0, zero, ablation="none")]
+    rows, notes = baseline_comparison(load_runs(paths))
+    (r,) = rows
+    # shared episodes: indices 0-3 of each task -> policy 3+3=6 of 8
+    assert (r["successes"], r["episodes"], r["baseline_successes"], r["baseline_episodes"]) == (6, 8, 1, 8)
+    assert r["shared_episodes"] == 8
+    assert r["p_value"] == pytest.approx(fisher_greater_by_hand(6, 8, 1, 8), rel=1e-9)
+    assert notes == []
+
+
+def test_baseline_from_csv_counts(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_text("backbone,benchmark,ablation,seed,metric,value,n_episodes\n"
+                   "qwen,metaworld,full,0,success_rate,40.0,20\nqwen,metaworld,full,1,success_rate,50.0,20\n"
+                   "zero-action,metaworld,none,0,success_rate,5.0,20\nzero-action,metaworld,none,1,success_rate,0.0,20\n")
+    (r,), _ = baseline_comparison(load_results_csv(csv))
+    assert (r["successes"], r["episodes"], r["baseline_successes"], r["baseline_episodes"]) == (18, 40, 1, 40)
+    assert r["p_value"] == pytest.approx(fisher_greater_by_hand(18, 40, 1, 40))
+
+
+# -- regressions -----------------------------------------------------------------------
+VQA = {"a": 40.0, "b": 55.0, "c": 62.0, "d": 71.0, "e": 48.0}
+SEED_VALUES = {"a": (30.0, 34.0), "b": (52.0, 44.0), "c": (41.0, 47.0), "d": (70.0, 60.0), "e": (20.0, 28.0)}
+
+
+def regression_csv(tmp: Path) -> Path:
+    lines = ["backbone,benchmark,ablation,seed,metric,value"]
+    lines += [f"{b},metaworld,full,{s},success_rate,{v}" for b, vs in SEED_VALUES.items() for s, v in enumerate(vs)]
+    path = tmp / "reg.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    for pos, i in enumerate(order):
+        r[i] = pos + 1.0
+    return np.array(r)
+
+
+def test_regression_against_independent_computation(tmp_path):
+    res = load_results_csv(regression_csv(tmp_path))
+    (reg,) = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400).values()
+    x = np.array([VQA[p["backbone"]] for p in reg["points"]])
+    y = np.array([np.mean(SEED_VALUES[p["backbone"]]) for p in reg["points"]])
+    n = len(x)
+    sxx = ((x - x.mean()) ** 2).sum()
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / sxx
+    intercept = y.mean() - slope * x.mean()
+    resid = y - intercept - slope * x
+    r2 = 1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum()
+    se = math.sqrt((resid**2).sum() / (n - 2) / sxx)
+    p = 2 * sps.t.sf(abs(slope / se), n - 2)
+    half = sps.t.ppf(0.975, n - 2) * se
+    assert reg["status"] == "ok" and reg["n"] == 5
+    assert reg["slope"] == pytest.approx(slope) and reg["intercept"] == pytest.approx(intercept)
+    assert reg["r2"] == pytest.approx(r2) and reg["p_value"] == pytest.approx(p)
+    assert reg["slope_ci95"] == pytest.approx([slope - half, slope + half])
+    rx, ry = ranks(x), ranks(y)  # no ties here
+    rho = ((rx - rx.mean()) * (ry - ry.mean())).sum() / math.sqrt(((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum())
+    assert reg["spearman_rho"] == pytest.approx(rho)
+    conc = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in itertools.combinations(range(n), 2))
+    assert reg["kendall_tau"] == pytest.approx(conc / (n * (n - 1) / 2))
+    # bootstrap over seeds: every replicate is one of 3^5 seed-resamples (seed 0, seed 1 or their mean per backbone)
+    boot = reg["bootstrap"]
+    assert boot["method"] == "seeds" and boot["seeds_per_backbone"] == [2] * 5
+    names = [p["backbone"] for p in reg["points"]]
+    choices = [(SEED_VALUES[b][0], SEED_VALUES[b][1], np.mean(SEED_VALUES[b])) for b in names]
+    possible = [((x - x.mean()) * (np.array(c) - np.mean(c))).sum() / sxx for c in itertools.product(*choices)]
+    lo, hi = boot["slope_ci95"]
+    assert min(possible) - 1e-9 <= lo < hi <= max(possible) + 1e-9
+    again = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400)
+    assert again["metaworld"]["bootstrap"]["slope_ci95"] == boot["slope_ci95"]
+
+
+def test_bootstrap_resamples_episodes(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, p in {"qwen": 0.8, "pali": 0.5, "kosmos": 0.3}.items():
+        paths.append(run_json(tmp_path, name, 0, {t: list(rng.random(10) < p) for t in TASKS}))
+    vqa = {"qwen": {"score": 70.0, "source": "t"}, "pali": {"score": 50.0, "source": "t"}, "kosmos": {"score": 40.0, "source": "t"}}
+    reg = regressions(load_runs(paths), vqa, ["metaworld"], n_boot=300)["metaworld"]
+    assert reg["bootstrap"]["method"] == "seeds, then episodes within task"
+    lo, hi = reg["bootstrap"]["slope_ci95"]
+    assert lo < reg["slope"] < hi  # one seed each: all spread comes from the episodes
+
+
+def test_not_enough_scored_backbones(tmp_path):
+    paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0, 1]}) for b in ("qwen", "pali", "kosmos")]
+    out = tmp_path / "out"
+    aggregate(paths, config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, seeds=(0,)), out, n_boot=20)
+    reg = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
+    assert reg["status"] == "not enough backbones with a VQA score (n=2)" and "slope" not in reg
+    assert reg["backbones_without_vqa_score"] == ["kosmos"] and reg["figure"] is None
+    assert "not enough backbones with a VQA score (n=2)" in (out / "regression_table.md").read_text()
+    assert not list((out / "figures").glob("vqa_*"))
+    assert "figures/vqa_metaworld not drawn: not enough backbones with a VQA score (n=2)" in (out / "index.md").read_text()
+
+
+# -- CSV input, full run, CLI ---------------------------------------------------------------
+def test_csv_input_path(tmp_path):
+    csv = tmp_path / "per_task.csv"
+    csv.write_text("# another group's numbers\nbackbone,benchmark,ablation,seed,task,metric,value,n_episodes\n"
+                   "qwen,metaworld,full,0,reach-v3,success_rate,80,10\nqwen,metaworld,full,0,push-v3,success_rate,40,30\n")
+    res = load_results_csv(csv)
+    pooled = res.results.set_index("task").loc["all"]
+    assert pooled["value"] == pytest.approx((80 * 10 + 40 * 30) / 40) and pooled["n_episodes"] == 40
+    out = tmp_path / "out"
+    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out, n_boot=50)
+    assert (out / "figures" / "vqa_metaworld.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "figures" / "vqa_metaworld.pdf").read_bytes()[:4] == b"%PDF"
+    assert "modes_table and figures/modes are not written" in (out / "index.md").read_text()  # said to be absent, with the reason
+    assert not (out / "modes_table.csv").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("backbone,benchmark,seed,metric,value\nq,metaworld,0,success_rate,1\n")
+    with pytest.raises(ResultsError, match="missing column.*ablation"):
+        load_results_csv(bad)
+    bad.write_text("backbone,benchmark,ablation,seed,metric,value\nq,metaworld,full,0,success_rate,high\n")
+    with pytest.raises(ResultsError, match="line 2: column 'value' is not a number"):
+        load_results_csv(bad)
+
+
+def test_atomic_writes(tmp_path):
+    target = tmp_path / "t.csv"
+    write_text(target, "old\n")
+
+    def fails(tmp):
+        tmp.write_text("half a fi")
+        raise RuntimeError("disk full")
+
+    from vlm4vla_core.aggregate.io import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fails)
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vlm4vla_core.config", None)  # plain-YAML config loading
+    import yaml
+
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config()))
+    paths = [run_json(tmp_path, b, s, {t: [s, 1, 0] for t in TASKS}, modes={"full": {t: [s, 1, 0] for t in TASKS},
+                                                                             "single": {t: [0, 0, 0] for t in TASKS}})
+             for b in ("qwen", "pali", "kosmos") for s in (0, 1)]
+    out = tmp_path / "results" / "unit"
+    report = tmp_path / "backbones" / "qwen" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"source": "tiny", "total_params": 1_234_000_000, "image_tokens_per_frame": 64}))
+    assert main(["--config", str(cfg_path), "--runs", *map(str, paths), "--reports", str(report), "--out", str(out),
+                 "--n-boot", "20"]) == 0
+    shown = [line.split("|") for line in (out / "backbones_table.md").read_text().splitlines() if "| qwen " in line]
+    assert [c.strip() for c in shown[0][4:7]] == ["-", "1.234", "64"]  # published size, measured (B), image tokens
+    index = (out / "index.md").read_text()
+    for name in ("results.csv", "episodes.csv", "main_table.md", "backbones_table.csv", "ablation_table.tex", "per_task_table.csv",
+                 "modes_table.md", "baseline.json", "regression.json", "figures/ablation.png",
+                 "figures/modes.pdf", "provenance.json"):
+        assert (out / name).is_file(), name
+        assert f"({name})" in index, name
+    assert not list(out.rglob("*.tmp"))
+    assert main(["--config", str(cfg_path), "--runs", str(tmp_path / "missing.json"), "--out", str(out)]) == 1
+    assert "run file not found" in capsys.readouterr().err
+
+
+# -- provenance and published numbers -----------------------------------------------------------
+def test_provenance(tmp_path):
+    a = {"x": 1, "y": {"b": 2, "a": [1, 2]}}
+    b = {"y": {"a": [1, 2], "b": 2}, "x": 1}
+    assert config_hash(a) == config_hash(b) and len(config_hash(a)) == 12
+    assert config_hash(a) != config_hash({**a, "x": 2})
+    prov = provenance(a)
+    assert {"git_commit", "config_hash", "versions", "hardware", "timestamp_utc"} <= set(prov)
+    assert prov["versions"]["python"] and "numpy" in prov["versions"]
+    assert git_commit(tmp_path) == ("unknown", None)
+
+
+def test_published_numbers():
+    from vlm4vla_core.data import published, published_results, published_vqa
+
+    df = published_results().set_index(["backbone", "benchmark", "ablation"])["value"]
+    assert df[("kosmos-2", "simpler_bridge", "full")] == 60.4
+    assert df[("qwen2.5-vl-7b", "simpler_bridge", "full")] == 46.9  # main table, not the freezing table's 46.75
+    assert df[("paligemma-1", "calvin", "freeze_vision")] == 0.495
+    assert df[("qwen2.5-vl-3b", "simpler_bridge", "from_scratch")] == 15.75
+    pub = published()
+    assert all(t["source"] for t in pub["tables"].values())
+    for name, entry in pub["vqa"]["scores"].items():
+        assert entry.get("source") if entry["score"] is not None else entry.get("reason"), name
+    assert set(published_vqa()) <= set(pub["models"])
+    cfg = {"backbones": {"q3": {"source": "Qwen/Qwen2.5-VL-3B-Instruct"}}, "benchmarks": {"calv": {"kind": "calvin"}}}
+    mapped = published_results(cfg)
+    assert ((mapped["backbone"] == "q3") & (mapped["benchmark"] == "calv")).any()
+
+
+# -- paper tables: reproduced vs published, freezing, from scratch, embodied SFT, CALVIN chains -----------------
+QWEN3B = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+def paper_config():
+    """Two benchmarks (one CALVIN), one backbone the paper has (by hub id), two it lacks, one SFT variant."""
+    cfg = config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": 40.0}, ablations=("full", "freeze_vision", "from_scratch"))
+    cfg["backbones"]["qwen"]["source"] = QWEN3B
+    cfg["benchmarks"]["calv"] = {"kind": "calvin", "chunk": 10}
+    cfg["embodied_sft"] = {"qwen-sftA": {"base": "qwen", "dataset": "SetA"}, "qwen-sftB": {"base": "qwen", "dataset": "SetB"}}
+    return cfg
+
+
+def calvin_json(tmp: Path, backbone, seed, completed, ablation="full"):
+    """One CALVIN evaluation JSON: one episode per chain with ``completed`` (0..5)."""
+    eps = [dict(task="chain", episode_seed=i, success=c == 5, completed=c) for i, c in enumerate(completed)]
+    rec = dict(study="unit", backbone=backbone, family="f", benchmark="calv", ablation=ablation, seed=seed,
+               metric="avg_len", modes={"full": {"execute_steps": 10, "episodes": eps}}, mode_selection="best",
+               reported_mode="full", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
+    path = tmp / f"calv-{backbone}-{ablation}-{seed}.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+CHAINS = {  # (backbone, ablation, seed) -> completed per chain
+    ("qwen", "full", 0): [5, 3, 0, 2, 5, 1], ("qwen", "full", 1): [4, 4, 1, 0, 5, 2],
+    ("qwen", "freeze_vision", 0): [1, 0, 0, 2, 1, 0],
+    ("qwen", "from_scratch", 0): [0, 0, 1, 0, 0, 0],
+    ("pali", "full", 0): [2, 2, 3, 0, 1, 1], ("pali", "full", 1): [3, 2, 2, 1, 0, 4],
+    ("kosmos", "full", 0): [1, 1, 0, 0, 2, 0], ("kosmos", "full", 1): [0, 1, 1, 0, 0, 3],
+    ("qwen-sftA", "full", 0): [3, 3, 0, 2, 4, 1],
+}
+
+
+def md_table(path: Path) -> pd.DataFrame:
+    """The pipe table of a written .md table, cells stripped."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return pd.DataFrame(cells[2:], columns=cells[0])
+
+
+@pytest.fixture(scope="module")
+def paper_out(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("paper")
+    four = lambda k: {"reach-v3": [1] * k + [0] * (4 - k)}  # noqa: E731
+    paths = [calvin_json(tmp, b, s, c, a) for (b, a, s), c in CHAINS.items()]
+    paths += [run_json(tmp, "qwen", 0, four(3)), run_json(tmp, "qwen", 1, four(2)), run_json(tmp, "pali", 0, four(1)),
+              run_json(tmp, "kosmos", 0, four(2)), run_json(tmp, "qwen", 0, four(1), ablation="freeze_vision")]
+    out = tmp / "out"
+    aggregate(paths, paper_config(), out, n_boot=50)
+    return out
+
+
+def test_published_table_hand_case(tmp_path):
+    from vlm4vla_core.aggregate.tables import published_table
+    from vlm4vla_core.data import published_results
+
+    csv = tmp_path / "r.csv"
+    csv.write_text("backbone,benchmark,ablation,seed,metric,value,n_episodes\n"
+                   "qwen,calv,full,0,avg_len,3.0,100\nqwen,calv,full,1,avg_len,3.5,100\n"
+                   "qwen,calv,from_scratch,0,avg_len,1.5,100\nqwen,calv,freeze_embeddings,0,avg_len,3.0,100\n"
+                   "pali,calv,full,0,avg_len,2.0,100\nqwen,metaworld,full,0,success_rate,50.0,10\n")
+    cfg = paper_config()
+    numbers, shown = published_table(load_results_csv(csv).results, cfg, ["metaworld", "calv"], published_results(cfg))
+    # published values transcribed from the paper: Qwen2.5VL-3B CALVIN 3.856 (main), 3.849 (word embeddings
+    # frozen), 1.381 (from scratch)
+    expected = pd.DataFrame({
+        "benchmark": ["metaworld", "calv", "calv", "calv", "calv"],
+        "backbone": ["qwen", "qwen", "qwen", "qwen", "pali"],
+        "ablation": ["full", "full", "freeze_embeddings", "from_scratch", "full"],
+        "reproduced": ["50.0 ± n/a (n=10)", "3.250 ± 0.354 (n=200)", "3.000 ± n/a (n=100)", "1.500 ± n/a (n=100)",
+                       "2.000 ± n/a (n=100)"],
+        "published": ["none: benchmark kind 'metaworld' is not in the paper", "3.856", "3.849", "1.381",
+                      "none: backbone not in the paper (source 'tiny' matches no published model)"],
+        "difference": ["-", "-0.606", "-0.849", "+0.119", "-"],
+        "published in": ["-", "main", "module freezing", "from scratch", "-"],
+    })
+    pd.testing.assert_frame_equal(shown, expected)
+    got = numbers.set_index(["backbone", "benchmark", "ablation"])
+    assert got.loc[("qwen", "calv", "full"), "difference"] == pytest.approx(3.25 - 3.856)
+    assert got.loc[("qwen", "calv", "full"), "published_table"] == "main"
+    assert math.isnan(got.loc[("pali", "calv", "full"), "published"])
+
+
+def test_published_table_from_runs(paper_out):
+    md = (paper_out / "published_table.md").read_text()
+    assert "the paper gives no numbers for the embodied-SFT variants" in md
+    pub = pd.read_csv(paper_out / "published_table.csv").set_index(["backbone", "benchmark", "ablation"])
+    assert pub.loc[("qwen", "calv", "full"), "published"] == 3.856
+    assert pub.loc[("qwen", "calv", "freeze_vision"), "published"] == 2.855
+    assert "freeze_embeddings" in (paper_out / "index.md").read_text()  # published but not reproduced: listed
+
+
+def test_calvin_success_by_chain_length(paper_out):
+    table = pd.read_csv(paper_out / "calvin_length_table.csv")
+    for (b, a), _ in itertools.groupby(sorted(CHAINS), key=lambda k: k[:2]):
+        seeds = [c for (bb, aa, _), c in CHAINS.items() if (bb, aa) == (b, a)]
+        for L in range(1, 6):
+            per_seed = [100.0 * sum(1 for c in chains if c >= L) / len(chains) for chains in seeds]
+            row = table[(table["backbone"] == b) & (table["ablation"] == a) & (table["length"] == L)].iloc[0]
+            assert row["mean"] == pytest.approx(np.mean(per_seed)), (b, a, L)
+            assert row["n_episodes"] == 6 * len(seeds)
+            if len(seeds) > 1:
+                assert row["std"] == pytest.approx(np.std(per_seed, ddof=1))
+        avg = table[(table["backbone"] == b) & (table["ablation"] == a) & (table["length"] == 0)]["mean"].iloc[0]
+        assert avg == pytest.approx(np.mean([np.mean(c) for c in seeds]))  # = sum over L of success at L / 100
+    # qwen full, seed 0: >=1: 5/6, >=5: 2/6; seed 1: >=1: 5/6, >=5: 1/6
+    shown = md_table(paper_out / "calvin_length_table.md").set_index(["backbone", "ablation"])
+    assert shown.loc[("qwen", "full"), "success ≥1 (%)"] == "83.3 ± 0.0 (n=12)"
+    assert shown.loc[("qwen", "full"), "success ≥5 (%)"] == "25.0 ± 11.8 (n=12)"
+    assert shown.loc[("qwen", "full"), "avg. length"] == "2.667 ± 0.000 (n=12)"
+    assert (paper_out / "figures" / "calvin_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (paper_out / "figures" / "calvin_lengths.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_no_calvin_figure_without_calvin(tmp_path):
+    paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0]}) for b in ("qwen", "pali")]
+    out = tmp_path / "out"
+    aggregate(paths, config(seeds=(0,)), out, n_boot=10)
+    assert not list((out / "figures").glob("calvin*")) and not (out / "calvin_length_table.csv").exists()
+    assert "embodied_sft_table not written: the config lists no embodied_sft variants" in (out / "index.md").read_text()
+
+
+def test_embodied_sft_freezing_and_scratch_layout(paper_out):
+    sft = md_table(paper_out / "embodied_sft_table.md")
+    # qwen calv full: seeds 16/6, 16/6 -> 2.667 ± 0.000; sftA: 13/6 = 2.167 -> Δ -0.500
+    # metaworld: qwen 3/4, 2/4 -> 62.5 ± 17.7
+    expected = pd.DataFrame({
+        "base": ["qwen", "qwen", "qwen"],
+        "model": ["qwen (base)", "qwen-sftA", "qwen-sftB"],
+        "SFT dataset": ["-", "SetA", "SetB"],
+        "metaworld": ["62.5 ± 17.7 (n=8)", "not run", "not run"],
+        "Δ metaworld vs base": ["-", "-", "-"],
+        "calv": ["2.667 ± 0.000 (n=12)", "2.167 ± n/a (n=6)", "not run"],
+        "Δ calv vs base": ["-", "-0.500", "-"],
+    })
+    pd.testing.assert_frame_equal(sft.reset_index(drop=True), expected)
+    # qwen freeze_vision: metaworld 25.0 (Δ -37.5), calv 4/6 = 0.667 (Δ -2.000); only qwen froze a module
+    expected = pd.DataFrame({"backbone": ["qwen"], "all trained (metaworld / calv)": ["62.5 ± 17.7 (n=8) / 2.667 ± 0.000 (n=12)"],
+                             "vision frozen (metaworld / calv)": ["25.0 ± n/a (n=4) / 0.667 ± n/a (n=6)"],
+                             "Δ vision frozen (metaworld / calv)": ["-37.5 / -2.000"]})
+    pd.testing.assert_frame_equal(md_table(paper_out / "freezing_table.md"), expected)
+    scr = pd.read_csv(paper_out / "scratch_table.csv")
+    (d,) = set(scr["delta_scratch_minus_pretrained"])
+    assert d == pytest.approx(1 / 6 - 16 / 6)
+
+
+def test_report_captions_cover_every_output(paper_out):
+    """Every report() in the aggregate rules names an existing caption, and the caption has a text for every
+    table and figure the aggregate stage writes (study and published runs)."""
+    import re
+
+    jinja2 = pytest.importorskip("jinja2", reason="comes with snakemake (the workflow extra)")
+    publish_parts = pytest.importorskip("docutils.core", reason="comes with snakemake").publish_parts
+
+    root = Path(__file__).resolve().parents[1]
+    smk = (root / "workflow" / "rules" / "aggregate.smk").read_text()
+    assert smk.count("report(") >= 2
+    captions = re.findall(r'report\(.*?caption="([^"]+)"', smk, flags=re.S)
+    assert len(captions) == smk.count("report(directory(") and captions
+    names = {"tables.rst": [p.stem for p in (paper_out / "html").glob("*.html")],
+             "figures.rst": [p.stem for p in (paper_out / "figures").glob("*.png")]}
+    assert {"published_table", "embodied_sft_table", "calvin_length_table", "freezing_table"} <= set(names["tables.rst"])
+    assert {"calvin_lengths", "ablation", "vqa_calv"} <= set(names["figures.rst"])
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    for caption in set(captions):
+        path = (root / "workflow" / "rules" / caption).resolve()
+        assert path.is_file(), caption
+        for name in names[path.name]:
+            for rule in ("aggregate", "published"):
+                snake = type("S", (), dict(wildcards=type("W", (), {"name": name}), rule=rule, config=paper_config()))
+                text = env.from_string(path.read_text()).render(snakemake=snake)
+                assert "No caption written" not in text, (caption, name)
+                publish_parts(text, writer="html", settings_overrides={"halt_level": 2})
+    wf = root / "workflow" / "report" / "workflow.rst"
+    assert wf.is_file() and 'report: "../report/workflow.rst"' in smk
+
+
+def test_result_files_carry_provenance(paper_out):
+    from PIL import Image
+
+    h = config_hash(paper_config())
+    for csv in paper_out.glob("*.csv"):
+        df = pd.read_csv(csv)  # baseline_table.csv has no rows here (no zero-action runs)
+        assert set(df["config_hash"]) == ({h} if len(df) else set()), csv.name
+    for md in paper_out.glob("*_table.md"):
+        assert f"config hash {h}" in md.read_text(), md.name
+    for png in (paper_out / "figures").glob("*.png"):
+        assert f"config hash {h}" in Image.open(png).info["Description"], png.name
+    for pdf in (paper_out / "figures").glob("*.pdf"):
+        assert f"config hash {h}".encode() in pdf.read_bytes(), pdf.name
+    prov = json.loads((paper_out / "provenance.json").read_text())
+    assert prov["aggregate"]["config_hash"] == h and prov["aggregate"]["versions"] and prov["aggregate"]["hardware"]
+    assert all(r["config_hash"] == "abc" for r in prov["runs"])  # each run's own record, as the run wrote it

@@ -1,0 +1,119 @@
+"""Study config validation, and the DAG planning the paper and demo studies."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlm4vla_core.config import ConfigError, execute_steps, jobs, load_config, train_settings, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER, DEMO = ROOT / "config.yaml", ROOT / "config" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_config(PAPER)
+
+
+def test_paper_and_demo_configs_are_valid(paper):
+    assert len(paper["backbones"]) == 10
+    assert {b["kind"] for b in paper["benchmarks"].values()} == {"calvin", "simpler_bridge", "libero10"}
+    assert len(jobs(paper)) == 10 * 3 * 4 * 3
+    demo = load_config(DEMO)
+    assert len({b["family"] for b in demo["backbones"].values()}) >= 2
+
+
+def test_overrides_merge_benchmark_then_backbone(paper):
+    s = train_settings(paper, "paligemma-1", "calvin")
+    assert (s.lr, s.precision, s.micro_batch, s.max_steps) == (5e-5, "fp16", 16, 41000)
+    assert train_settings(paper, "qwen2.5-vl-3b", "libero10").micro_batch == 64
+
+
+def test_execute_steps():
+    assert [execute_steps(m, 4) for m in ("full", "half", "single")] == [4, 2, 1]
+    assert [execute_steps(m, 10) for m in ("full", "half", "single")] == [10, 5, 1]
+
+
+def _error(config) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate(config)
+    return str(err.value)
+
+
+def test_unknown_family_names_the_key(paper):
+    bad = copy.deepcopy(paper)
+    bad["backbones"]["qwen2.5-vl-3b"]["family"] = "qwen25vl"
+    msg = _error(bad)
+    assert "backbones.qwen2.5-vl-3b.family" in msg and "qwen25vl" in msg
+
+
+def test_misspelt_key_is_named_with_a_suggestion(paper):
+    bad = copy.deepcopy(paper)
+    bad["training"]["learning_rate"] = bad["training"].pop("lr")
+    msg = _error(bad)
+    assert "training.learning_rate" in msg and "missing key 'training.lr'" in msg
+    bad = copy.deepcopy(paper)
+    bad["seedz"] = bad.pop("seeds")
+    msg = _error(bad)
+    assert "'seedz'" in msg and "did you mean 'seeds'" in msg
+
+
+def test_wrong_type_and_unknown_benchmark(paper):
+    bad = copy.deepcopy(paper)
+    bad["training"]["max_steps"] = "many"
+    assert "training.max_steps" in _error(bad)
+    bad = copy.deepcopy(paper)
+    bad["benchmarks"]["calvin"]["kind"] = "calvin_abc"
+    assert "benchmarks.calvin.kind" in _error(bad)
+    bad = copy.deepcopy(paper)
+    bad["ablations"] = ["full", "frozen"]
+    assert "ablations.1" in _error(bad)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def _snakemake(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    exe = Path(sys.executable).with_name("snakemake")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _clone(tmp_path) -> Path:
+    """A copy of the workflow files, so planning never touches the checkout's results/."""
+    dst = tmp_path / "wf"
+    dst.mkdir()
+    for name in ("Snakefile", "config.yaml", "workflow", "config", "profiles", "envs"):
+        src = ROOT / name
+        if src.is_dir():
+            subprocess.run(["cp", "-r", str(src), str(dst / name)], check=True)
+        else:
+            (dst / name).write_text(src.read_text())
+    return dst
+
+
+def test_paper_study_plans(tmp_path):
+    wf = _clone(tmp_path)
+    res = _snakemake("-n", "--quiet", "rules", cwd=wf)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds
+    assert "train" in out and "360" in out
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    wf = _clone(tmp_path)
+    cfg = yaml.safe_load((wf / "config.yaml").read_text())
+    cfg["backbones"]["kosmos-2"]["family"] = "kosmos3"
+    (wf / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = _snakemake("-n", cwd=wf)
+    assert res.returncode != 0
+    assert "backbones.kosmos-2.family" in res.stderr + res.stdout
+    assert not (wf / "results" / "paper" / "runs").exists()

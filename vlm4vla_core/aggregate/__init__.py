@@ -1,0 +1,284 @@
+"""Aggregate stage: per-run evaluation results -> the study's tables, figures and regressions.
+
+Input is either the evaluation JSONs of a study (``--runs``) or a long-format
+results CSV (``--results-csv``: published numbers, another group's results).
+Everything lands in one folder (results/<study>/), each file written
+atomically, with index.md listing what was written and why anything is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from vlm4vla_core.aggregate.io import write_json, write_text
+from vlm4vla_core.aggregate.results import (
+    ALL,
+    ZERO,
+    Results,
+    ResultsError,
+    benchmark_names,
+    load_results_csv,
+    load_runs,
+    results_from_runs,
+    vqa_scores,
+)
+from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
+
+__all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
+
+DESCRIPTIONS = {
+    "results": "long-format results: one row per (backbone, benchmark, ablation, seed, task); task 'all' pools the run",
+    "episodes": "every evaluation episode of the reported mode of every run",
+    "provenance": "provenance of this aggregation and of every input run",
+    "backbones_table": "backbones: published size, measured parameters, image tokens, prompt length, VQA score and source",
+    "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): mean ± std over seeds (n=episodes)",
+    "ablation_table": "backbone x training regime per benchmark, with the difference to full fine-tuning",
+    "per_task_table": "every task of every (benchmark, backbone, regime): mean ± std over seeds (n=episodes)",
+    "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
+    "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
+    "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
+    "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",
+    "scratch_table": "from scratch vs pretrained initialisation (full fine-tuning otherwise), with the difference",
+    "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with the difference to the base",
+    "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
+    "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
+    "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
+    "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
+    "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
+}
+
+
+def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boot_seed: int = 0,
+              reports=None) -> list[Path]:
+    """Write every artefact of a study into ``out_dir``; returns the paths written.
+
+    ``inputs`` is a list of run JSON paths, or one results CSV path (str/Path
+    ending in .csv), or an already loaded ``Results``. ``reports``: optional
+    backbone report JSONs (``backbone-report`` stage) for the backbones table.
+    """
+    from vlm4vla_core.aggregate import figures, tables
+    from vlm4vla_core.aggregate.tables import footer
+    from vlm4vla_core.provenance import provenance
+
+    if isinstance(inputs, Results):
+        res = inputs
+    elif isinstance(inputs, (str, Path)) and str(inputs).endswith(".csv"):
+        res = load_results_csv(inputs, config)
+    else:
+        res = load_runs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), config)
+    out = Path(out_dir)
+    prov = provenance(config)
+    benches = benchmark_names(config)
+    bench_order = [b for b in benches if b in set(res.results["benchmark"])] + sorted(
+        set(res.results["benchmark"]) - set(benches))
+    written: list[Path] = []
+    notes: list[str] = []
+    unknown = sorted(set(res.results["backbone"]) - set(config.get("backbones", {})) - set(config.get("embodied_sft") or {})
+                     - {ZERO})
+    if unknown:
+        notes.append(f"backbones not in the config (no VQA score, listed after the config's): {', '.join(unknown)}")
+
+    stamp = dict(git_commit=prov.get("git_commit", "unknown"), config_hash=prov.get("config_hash", "unknown"))
+    written.append(write_text(out / "results.csv", res.results.assign(**stamp).to_csv(index=False)))
+    written += tables.write_table(out, "backbones_table", *tables.backbones_table(config, load_reports(reports or [], config)),
+                                  "Backbones", prov)
+    if res.episodes is not None:
+        written.append(write_text(out / "episodes.csv", res.episodes.assign(**stamp).to_csv(index=False)))
+
+    written += tables.write_table(out, "main_table", *tables.main_table(res.results, config, bench_order),
+                                  "Main results: full fine-tuning", prov)
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order),
+                                  "Training regimes (Δ: difference to full fine-tuning)", prov)
+    optional = [
+        ("freezing_table", tables.freezing_table(res.results, config, bench_order),
+         "Module freezing (Δ: difference to all trained)", "no run froze a module"),
+        ("scratch_table", tables.scratch_table(res.results, config, bench_order),
+         "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
+        ("embodied_sft_table", tables.embodied_sft_table(res.results, config, bench_order,
+                                                         tables.NOT_RUN if res.episodes is not None else "no result"),
+         "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
+    ]
+    for name, table, title, why in optional:
+        if table is None:
+            notes.append(f"{name} not written: {why}")
+        else:
+            written += tables.write_table(out, name, *table, title, prov)
+    written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order),
+                                  "Per-task results", prov)
+    for bench in bench_order:
+        rb = res.results[res.results["benchmark"] == bench]
+        if (rb["metric"] == "success_rate").all() and (rb["task"] != ALL).any():
+            written += tables.write_table(out, f"per_task_{bench}", *tables.benchmark_task_table(res.results, config, bench),
+                                          f"{bench}: success rate per task", prov)
+    lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
+    if lengths is not None and not lengths.empty:
+        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order),
+                                      "CALVIN: success rate at chain lengths 1..5 and average length", prov)
+    elif (res.results["metric"] == "avg_len").any():
+        notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
+                     "figures/calvin_lengths are not written")
+    if res.episodes is not None:
+        from vlm4vla_core.data import published_results
+
+        pub = published_results(config)
+        written += tables.write_table(out, "published_table", *tables.published_table(res.results, config, bench_order, pub),
+                                      "Reproduced vs published (difference = reproduced - published)", prov)
+        done = set(zip(res.results["backbone"], res.results["benchmark"], res.results["ablation"]))
+        ours = pub[pub["backbone"].isin(config.get("backbones", {})) & pub["benchmark"].isin(benches)]
+        left = [k for k in zip(ours["backbone"], ours["benchmark"], ours["ablation"]) if k not in done]
+        if left:
+            notes.append(f"{len(left)} published cell(s) of this config's backbones and benchmarks have no reproduced "
+                         f"result: {', '.join('/'.join(k) for k in left)}")
+    else:
+        notes.append("published_table not written: the input is a results table, not a study's runs")
+    if res.modes is not None:
+        written += tables.write_table(out, "modes_table", *tables.modes_table(res.modes, config, bench_order),
+                                      "Execution modes (steps executed before re-planning)", prov)
+    else:
+        notes.append("no per-mode results in a results CSV: modes_table and figures/modes are not written")
+
+    base_rows, base_notes = baseline_comparison(res)
+    notes += base_notes
+    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows),
+                                  "Policies vs the zero-action baseline (one-sided Fisher exact test)", prov)
+    written.append(write_json(out / "baseline.json", dict(
+        test="scipy.stats.fisher_exact, alternative='greater' (policy succeeds more often than zero-action)",
+        pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
+        comparisons=base_rows, notes=base_notes, provenance=prov)))
+
+    vqa = vqa_scores(config)
+    regs = regressions(res, vqa, bench_order, n_boot=n_boot, boot_seed=boot_seed)
+    written += tables.write_table(out, "regression_table", *tables.regression_table(regs),
+                                  "Control vs VQA score (full fine-tuning, mean over seeds)", prov)
+    f = out / "figures"
+    for bench, r in regs.items():
+        if r["status"] == "ok":
+            written += figures.vqa_scatter(r, f, f"vqa_{bench}", note=footer(prov))
+            r["figure"] = f"figures/vqa_{bench}.png"
+        else:
+            r["figure"] = None
+            notes.append(f"figures/vqa_{bench} not drawn: {r['status']}")
+    written.append(write_json(out / "regression.json", dict(
+        model="OLS of the benchmark metric (mean over seeds) on the VQA score, statsmodels; 95% t intervals",
+        rank_correlations="scipy.stats.spearmanr, scipy.stats.kendalltau",
+        only_scored_backbones="backbones enter only with a VQA score given in the config; no score is imputed",
+        regressions=regs, provenance=prov)))
+
+    f.mkdir(parents=True, exist_ok=True)
+    written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov))
+    if lengths is not None and not lengths.empty:
+        written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov))
+    if res.modes is not None:
+        written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
+
+    written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
+    written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
+    return written
+
+
+def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str]) -> str:
+    from vlm4vla_core.aggregate.tables import footer
+
+    r = res.results
+    runs = r[r["task"] == ALL]
+    lines = [
+        f"# Results of study `{config.get('study', out.name)}`",
+        "",
+        f"Inputs: {res.source}; {len(runs)} runs, {runs['backbone'].nunique()} backbones, "
+        f"{runs['benchmark'].nunique()} benchmarks, seeds {sorted(int(s) for s in runs['seed'].unique())}.",
+        f"Produced from {footer(prov)} at {prov['timestamp_utc']}.",
+        "",
+        "Conventions: a run's value is its headline metric over all its evaluation episodes in the reported mode "
+        "(success in %, or average completed length); cells read mean ± standard deviation over seeds "
+        "(n = evaluation episodes summed over seeds). Each table comes as CSV (numbers, with the git commit and "
+        "config hash), Markdown, LaTeX (booktabs) and HTML (html/, shown in the Snakemake report).",
+    ]
+    if res.modes is not None:
+        rules = ", ".join(f"'{k}' ({v} runs)" for k, v in res.modes[res.modes["reported"]].groupby("mode_selection").size().items())
+        lines.append(f"Reported mode of each run chosen by the rule recorded in the run: {rules}. 'best' = the mode "
+                     "with the highest success of that run, ties going to fewer re-plans (full > half > single); "
+                     "a mode name fixes the mode. See modes_table for every mode.")
+    commits = sorted({p.get("git_commit") for p in res.provenance if p.get("git_commit")})
+    hashes = sorted({p.get("config_hash") for p in res.provenance if p.get("config_hash")})
+    if commits or hashes:
+        lines.append(f"Runs were produced at commit(s) {', '.join(commits) or 'unknown'} "
+                     f"under config hash(es) {', '.join(hashes) or 'unknown'}.")
+    lines += ["", "## Artefacts", ""]
+    rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
+    stems = {}
+    for p in rel:
+        stem = p.rsplit(".", 1)[0].removeprefix("html/")
+        stems.setdefault({"baseline": "baseline_table", "regression": "regression_table"}.get(stem, stem), []).append(p)
+    for stem, files in sorted(stems.items()):
+        desc = DESCRIPTIONS.get(stem) or (
+            f"control vs VQA score on {stem.split('vqa_', 1)[1]} with OLS fit and 95% band" if "figures/vqa_" in stem else
+            f"success rate per task on {stem.removeprefix('per_task_')}" if stem.startswith("per_task_") else "")
+        files = sorted(files, key=lambda p: (p.startswith("html/"), p))
+        links = ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})" for p in files)
+        lines.append(f"- `{stem}`: {desc} ({links})" if desc else f"- {links}")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def load_reports(paths, config: dict) -> dict[str, dict]:
+    """Backbone report JSONs keyed by backbone: the folder name (backbones/<name>/report.json) or the config
+    backbone whose source matches the report's."""
+    out = {}
+    by_source = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
+    for path in map(Path, paths):
+        try:
+            rep = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ResultsError(f"backbone report not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"{path}: not valid JSON ({err})") from None
+        name = path.parent.name if path.parent.name in config.get("backbones", {}) else by_source.get(rep.get("source"))
+        if name is None:
+            raise ResultsError(f"{path}: matches no backbone of the config (by folder name or by 'source')")
+        out[name] = rep
+    return out
+
+
+def _load_config(path: str) -> dict:
+    """The study config: validated by vlm4vla_core.config when available, else plain YAML."""
+    try:
+        from vlm4vla_core.config import load_config
+    except ImportError:
+        p = Path(path)
+        if not p.is_file():
+            raise ResultsError(f"config file not found: {p}") from None
+        config = yaml.safe_load(p.read_text())
+        if not isinstance(config, dict):
+            raise ResultsError(f"{p}: the config must be a mapping") from None
+        return config
+    return load_config(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core aggregate", description=__doc__)
+    p.add_argument("--config", required=True, help="study config YAML")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--runs", nargs="+", help="evaluation result JSONs")
+    src.add_argument("--results-csv", help="long-format results CSV (backbone, benchmark, ablation, seed, metric, value"
+                     " [, task, n_episodes, mode])")
+    p.add_argument("--reports", nargs="*", default=[], help="backbone report JSONs (backbone-report stage), optional")
+    p.add_argument("--out", required=True, help="output folder, e.g. results/<study>")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the regression slope")
+    p.add_argument("--boot-seed", type=int, default=0)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = _load_config(args.config)
+        written = aggregate(args.runs or args.results_csv, config, args.out, n_boot=args.n_boot,
+                            boot_seed=args.boot_seed, reports=args.reports)
+    except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {args.out} (see {Path(args.out) / 'index.md'})")
+    return 0
+

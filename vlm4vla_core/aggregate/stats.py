@@ -1,0 +1,223 @@
+"""Statistics of a study: seed summaries, the zero-action comparison, VQA regressions.
+
+Conventions: a run's value is its pooled headline metric (task ``all``);
+across seeds we report the mean and the sample standard deviation (ddof=1,
+undefined for one seed); episode counts are summed over seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from vlm4vla_core.aggregate.results import ALL, KEYS, ZERO, Results
+
+MIN_POINTS = 3
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean/std over seeds per (backbone, benchmark, ablation, task)."""
+    group = ["backbone", "benchmark", "ablation", "task", "metric"]
+    g = results.groupby(group, sort=False)
+    out = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
+    n = g["n_episodes"].agg(lambda v: v.sum() if v.notna().all() else np.nan)
+    return out.assign(n_episodes=n).reset_index()
+
+
+# -- zero-action baseline ---------------------------------------------------
+def fisher_greater(k1: int, n1: int, k0: int, n0: int) -> tuple[float, float]:
+    """One-sided Fisher exact test that group 1 succeeds more often than group 0: (odds ratio, p)."""
+    res = sps.fisher_exact([[k1, n1 - k1], [k0, n0 - k0]], alternative="greater")
+    return float(res[0]), float(res[1])
+
+
+def baseline_comparison(res: Results) -> tuple[list[dict], list[str]]:
+    """Each (backbone, benchmark, ablation) vs the zero-action baseline on the same episodes.
+
+    With episode records, both sides keep only the (seed, task, episode_seed)
+    episodes that both were evaluated on; success counts are pooled over tasks
+    and seeds. From a results CSV, counts come from the pooled success rate and
+    ``n_episodes`` of each run (the episodes are assumed to be shared).
+    """
+    notes = []
+    if res.episodes is not None:
+        ep = res.episodes
+        key = ["seed", "task", "episode_seed"]
+        if ep["episode_seed"].isna().any():
+            notes.append("some episodes carry no episode_seed; they are matched by (seed, task, order) instead")
+            ep = ep.assign(episode_seed=ep.groupby([*KEYS, "task"]).cumcount())
+        per_run = {k: g for k, g in ep.groupby(["backbone", "benchmark", "ablation"], sort=False)}
+        counts = lambda g: (int(g["success"].sum()), len(g))  # noqa: E731
+    else:
+        rows = res.results[(res.results["task"] == ALL) & (res.results["metric"] == "success_rate")]
+        if rows["n_episodes"].isna().any():
+            notes.append("runs without n_episodes are left out of the baseline comparison")
+            rows = rows[rows["n_episodes"].notna()]
+        rows = rows.assign(successes=(rows["value"] / 100 * rows["n_episodes"]).round().astype(int),
+                           n=rows["n_episodes"].astype(int))
+        per_run = {k: g for k, g in rows.groupby(["backbone", "benchmark", "ablation"], sort=False)}
+        counts = lambda g: (int(g["successes"].sum()), int(g["n"].sum()))  # noqa: E731
+
+    out = []
+    for (backbone, bench, abl), g in per_run.items():
+        if backbone == ZERO:
+            continue
+        base = [b for (bb, bn, _), b in per_run.items() if bb == ZERO and bn == bench]
+        if not base:
+            notes.append(f"{bench}: no zero-action baseline run, so no comparison")
+            continue
+        b = pd.concat(base)
+        if res.episodes is not None:
+            shared = pd.merge(g[key].drop_duplicates(), b[key].drop_duplicates(), on=key)
+            g = g.merge(shared, on=key)
+            b = b.merge(shared, on=key)
+            n_shared = len(shared)
+        else:
+            shared_seeds = set(g["seed"]) & set(b["seed"])
+            g, b = g[g["seed"].isin(shared_seeds)], b[b["seed"].isin(shared_seeds)]
+            n_shared = None
+        if g.empty or b.empty:
+            notes.append(f"{bench}: {backbone}/{abl} shares no episodes with the zero-action baseline")
+            continue
+        k1, n1 = counts(g)
+        k0, n0 = counts(b)
+        odds, p = fisher_greater(k1, n1, k0, n0)
+        out.append(dict(benchmark=bench, backbone=backbone, ablation=abl, successes=k1, episodes=n1,
+                        baseline_successes=k0, baseline_episodes=n0, success_pct=100 * k1 / n1,
+                        baseline_success_pct=100 * k0 / n0, odds_ratio=odds, p_value=p,
+                        shared_episodes=n_shared, seeds=sorted(int(s) for s in g["seed"].unique())))
+    return out, list(dict.fromkeys(notes))
+
+
+# -- regressions on VQA scores ----------------------------------------------
+def ols_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Closed-form OLS slope of y on x; y may carry a leading batch axis."""
+    xc = x - x.mean()
+    return ((y - y.mean(axis=-1, keepdims=True)) * xc).sum(axis=-1) / (xc**2).sum()
+
+
+def _seed_units(res: Results, backbone: str, bench: str) -> list[list[np.ndarray]]:
+    """Per seed, the episode values of each task (episode records) or the seed's single value."""
+    if res.episodes is not None:
+        e = res.episodes
+        e = e[(e["backbone"] == backbone) & (e["benchmark"] == bench) & (e["ablation"] == "full")]
+        return [[t["value"].to_numpy(float) for _, t in s.groupby("task")] for _, s in e.groupby("seed")]
+    r = res.results
+    r = r[(r["backbone"] == backbone) & (r["benchmark"] == bench) & (r["ablation"] == "full") & (r["task"] == ALL)]
+    return [[np.array([v], float)] for v in r["value"]]
+
+
+def _boot_means(units: list[list[np.ndarray]], n_boot: int, rng: np.random.Generator, episodes: bool) -> np.ndarray:
+    """Bootstrap replicates of a backbone's seed-mean: resample seeds, then episodes within task."""
+    s = len(units)
+    chosen = rng.integers(0, s, size=(n_boot, s))
+    total = np.zeros(n_boot)
+    for slot in range(s):
+        per_seed = np.empty((s, n_boot))
+        for i, tasks in enumerate(units):
+            if episodes:
+                sums = [t[rng.integers(0, len(t), size=(n_boot, len(t)))].sum(axis=1) for t in tasks]
+                per_seed[i] = np.sum(sums, axis=0) / sum(len(t) for t in tasks)
+            else:
+                per_seed[i] = np.concatenate(tasks).mean()
+        total += per_seed[chosen[:, slot], np.arange(n_boot)]
+    return total / s
+
+
+def regressions(res: Results, vqa: dict[str, dict], benchmarks: list[str], n_boot: int = 2000,
+                boot_seed: int = 0) -> dict[str, dict]:
+    """Per benchmark: control (full fine-tuning, mean over seeds) regressed on the VQA score."""
+    import statsmodels.api as sm
+
+    summ = summarize(res.results)
+    summ = summ[(summ["task"] == ALL) & (summ["ablation"] == "full") & (summ["backbone"] != ZERO)]
+    out = {}
+    for bench in benchmarks:
+        s = summ[summ["benchmark"] == bench]
+        if s.empty:
+            continue
+        scored = s[s["backbone"].isin(vqa)]
+        unscored = sorted(set(s["backbone"]) - set(vqa))
+        entry = dict(benchmark=bench, metric=str(s["metric"].iloc[0]), n=len(scored),
+                     backbones_without_vqa_score=unscored)
+        x = np.array([vqa[b]["score"] for b in scored["backbone"]])
+        y = scored["mean"].to_numpy(float)
+        entry["points"] = [dict(backbone=b, vqa_score=vqa[b]["score"], vqa_source=vqa[b]["source"], mean=m, std=sd,
+                                n_seeds=int(k)) for b, m, sd, k in zip(scored["backbone"], y, scored["std"], scored["n_seeds"])]
+        if len(scored) < MIN_POINTS:
+            entry["status"] = f"not enough backbones with a VQA score (n={len(scored)})"
+            out[bench] = entry
+            continue
+        if np.ptp(x) == 0:
+            entry["status"] = f"the VQA scores of the {len(scored)} backbones are all equal; no slope can be fitted"
+            out[bench] = entry
+            continue
+        fit = sm.OLS(y, sm.add_constant(x)).fit()
+        ci = fit.conf_int(alpha=0.05)
+        rho = sps.spearmanr(x, y)
+        tau = sps.kendalltau(x, y)
+        entry.update(
+            status="ok",
+            slope=float(fit.params[1]), intercept=float(fit.params[0]),
+            slope_ci95=[float(ci[1, 0]), float(ci[1, 1])], intercept_ci95=[float(ci[0, 0]), float(ci[0, 1])],
+            r2=float(fit.rsquared), p_value=float(fit.pvalues[1]),
+            spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue),
+            kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
+        )
+        entry["bootstrap"] = _bootstrap(res, bench, list(scored["backbone"]), x, n_boot, boot_seed)
+        out[bench] = entry
+    return out
+
+
+def _bootstrap(res: Results, bench: str, backbones: list[str], x: np.ndarray, n_boot: int, seed: int) -> dict:
+    episodes = res.episodes is not None
+    units = [_seed_units(res, b, bench) for b in backbones]
+    method = "seeds, then episodes within task" if episodes else "seeds"
+    info = dict(method=method, n_boot=n_boot, rng_seed=seed, seeds_per_backbone=[len(u) for u in units])
+    if not episodes and all(len(u) < 2 for u in units):
+        info.update(slope_ci95=None, note="every backbone has one seed and no episode records: nothing to resample")
+        return info
+    rng = np.random.default_rng(seed)
+    y = np.stack([_boot_means(u, n_boot, rng, episodes) for u in units], axis=1)  # (n_boot, n_backbones)
+    slopes = ols_slope(x, y)
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    info.update(slope_ci95=[float(lo), float(hi)], slope_sd=float(slopes.std(ddof=1)))
+    return info
+
+
+def confidence_band(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS fit on ``grid`` with its pointwise 95% confidence band for the mean."""
+    import statsmodels.api as sm
+
+    fit = sm.OLS(y, sm.add_constant(x)).fit()
+    frame = fit.get_prediction(sm.add_constant(grid, has_constant="add")).summary_frame(alpha=0.05)
+    return frame["mean"].to_numpy(), frame["mean_ci_lower"].to_numpy(), frame["mean_ci_upper"].to_numpy()
+
+
+# -- CALVIN chains ----------------------------------------------------------------
+CHAIN_LENGTHS = (1, 2, 3, 4, 5)
+
+
+def calvin_length_success(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Success rate (%) at each chain length L = 1..5 of CALVIN runs, mean/std over seeds.
+
+    Each CALVIN episode is one chain of 5 subtasks and carries ``completed``
+    (0..5, the subtasks done before the first failure; the episode ``value`` of
+    metric ``avg_len``). Success at length L is the share of a run's chains with
+    ``completed >= L``; across seeds: mean, sample std (ddof=1, NaN for one
+    seed), chains summed over seeds. Rows: (backbone, benchmark, ablation,
+    length) with mean, std, n_seeds, n_episodes; plus ``length == 0`` rows
+    holding the average completed length of the same chains.
+    """
+    ep = episodes[episodes["metric"] == "avg_len"]
+    if ep.empty:
+        return pd.DataFrame(columns=["backbone", "benchmark", "ablation", "length", "mean", "std", "n_seeds", "n_episodes"])
+    per_run = []
+    for key, g in ep.groupby(KEYS, sort=False):
+        done = g["value"].to_numpy(float)
+        per_run.append(dict(zip(KEYS, key), length=0, value=done.mean(), n=len(done)))
+        per_run += [dict(zip(KEYS, key), length=L, value=100.0 * (done >= L).mean(), n=len(done)) for L in CHAIN_LENGTHS]
+    g = pd.DataFrame(per_run).groupby(["backbone", "benchmark", "ablation", "length"], sort=False)
+    out = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
+    return out.assign(n_episodes=g["n"].sum()).reset_index()

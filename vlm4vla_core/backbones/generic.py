@@ -1,0 +1,292 @@
+"""Any VLM that follows the common transformers image-text-to-text interface, by config alone.
+
+A checkpoint is accepted when (checked from its config.json on the meta device,
+before any weight is read):
+
+- it has a ``vision_config`` and an ``AutoModelForImageTextToText`` class;
+- the model has its base model under ``base_model_prefix`` (run by the policy:
+  ``forward(input_ids, attention_mask, pixel_values, ...) -> last_hidden_state``)
+  with ``get_input_embeddings()`` returning the word embeddings;
+- the base model has a vision tower named one of ``VISION_NAMES`` and a projector
+  named one of ``PROJECTOR_NAMES`` (on the base model or inside the tower);
+
+and (when loading) its ``AutoProcessor`` has an image token and a chat template.
+Otherwise ``UnsupportedBackbone`` lists everything that is missing.
+
+Prompt: the processor's chat template with one user turn (the image, then "What
+action should the robotic arm take to {instruction}") and the generation prompt;
+the family's own processor expands the image token(s) and makes the pixel
+tensors, from a frame resized to ``image_size`` (224) first. Image processors
+with tiling (``do_image_splitting``) are set to one tile, as the paper uses no
+dynamic resolution. The placeholder is the tokenizer's eos token; tensors the
+processor returns per token (e.g. token type ids) are extended with 0 (text)
+for the placeholder and the padding.
+
+Shown with LLaVA-1.5 (``LlavaForConditionalGeneration``) and Idefics3/SmolVLM
+(``Idefics3ForConditionalGeneration``), whose tiny checkpoints are the variants
+``llava`` and ``idefics3``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlm4vla_core.backbones import _tokenizer
+from vlm4vla_core.backbones.base import (FamilyAdapter, Processor, UnsupportedBackbone, atomic_dir, resize_square,
+                                         right_pad)
+from vlm4vla_core.backbones.qwen2_5_vl import USER_PROMPT
+
+VISION_NAMES = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
+PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mm_projector", "merger", "image_to_text_projection",
+                   "visual_projection", "projector")
+TEXT_KEYS = ("input_ids", "attention_mask")
+
+# LLaVA-1.5 (llava-hf) layout: "USER: <image>\n{text} ASSISTANT:"
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+# SmolVLM (HuggingFaceTB/SmolVLM-256M-Instruct) layout: "<|im_start|>User:<image>{text}<end_of_utterance>\nAssistant:"
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+LLAMA_LEADING = ["<unk>", "<s>", "</s>"]  # Llama ids 0..2
+SMOL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
+                "<end_of_utterance>", "<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+
+
+def _find(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+    for name in names:
+        child = getattr(module, name, None)
+        if isinstance(child, nn.Module):
+            return name, child
+    return None
+
+
+def structure(vlm: nn.Module) -> tuple[nn.Module, list[str]]:
+    """(base model, what is missing) of an image-text-to-text model."""
+    prefix = getattr(vlm, "base_model_prefix", "")
+    base = getattr(vlm, prefix, None) if prefix else None
+    if not isinstance(base, nn.Module) or base is vlm:
+        return vlm, [f"no base model under base_model_prefix {prefix!r} (the policy runs it without the LM head)"]
+    problems = []
+    if not isinstance(base.get_input_embeddings(), nn.Embedding):
+        problems.append("get_input_embeddings() of the base model is not an nn.Embedding")
+    params = inspect.signature(base.forward).parameters
+    missing = [p for p in ("input_ids", "attention_mask", "pixel_values") if p not in params]
+    if missing:
+        problems.append(f"the base model's forward takes no {', '.join(missing)}")
+    tower = _find(base, VISION_NAMES)
+    if tower is None:
+        problems.append(f"no vision tower attribute (looked for {', '.join(VISION_NAMES)})")
+    elif _find(base, PROJECTOR_NAMES) is None and _find(tower[1], PROJECTOR_NAMES) is None:
+        problems.append(f"no projector attribute on the base model or its {tower[0]} "
+                        f"(looked for {', '.join(PROJECTOR_NAMES)})")
+    return base, problems
+
+
+def vision_names(base: nn.Module) -> list[str]:
+    """The vision tower's attribute name, and the projector's when it sits beside the tower."""
+    tower = _find(base, VISION_NAMES)
+    if tower is None:
+        raise UnsupportedBackbone(f"{type(base).__name__}: no vision tower attribute (looked for {', '.join(VISION_NAMES)})")
+    projector = _find(base, PROJECTOR_NAMES)
+    return [tower[0]] + ([projector[0]] if projector is not None else [])
+
+
+class GenericAdapter(FamilyAdapter):
+    """``vision_modules``: the vision tower and the projector found by name on the base model."""
+
+    family = "generic"
+    tiny_variants = ("llava", "idefics3")
+
+    # -- loading ---------------------------------------------------------
+    def check_config(self, name_or_path: str | Path):
+        """The config, once the architecture is known to fit (built on the meta device, no weights)."""
+        from transformers import AutoConfig, AutoModelForImageTextToText
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        try:
+            config = AutoConfig.from_pretrained(str(name_or_path))
+        except (OSError, ValueError) as err:
+            raise UnsupportedBackbone(f"{name_or_path}: cannot read its config.json ({err})") from err
+        problems = []
+        if getattr(config, "vision_config", None) is None:
+            problems.append(f"its config ({config.model_type}) has no vision_config: not a vision-language model")
+        if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            problems.append(f"model_type {config.model_type!r} has no AutoModelForImageTextToText class")
+        if not problems:
+            with torch.device("meta"):
+                vlm = AutoModelForImageTextToText.from_config(config)
+            problems = [f"{type(vlm).__name__}: {p}" for p in structure(vlm)[1]]
+        if problems:
+            raise UnsupportedBackbone(f"{name_or_path}: not usable as a generic backbone: " + "; ".join(problems))
+        return config
+
+    def load_processor(self, name_or_path: str | Path, config, image_size: int | None = None) -> Processor:
+        from transformers import AutoProcessor
+
+        try:
+            proc = AutoProcessor.from_pretrained(str(name_or_path))
+        except (OSError, ValueError, TypeError) as err:
+            raise UnsupportedBackbone(f"{name_or_path}: cannot load its AutoProcessor ({err})") from err
+        tokenizer = getattr(proc, "tokenizer", None)
+        image_processor = getattr(proc, "image_processor", None)
+        image_token = getattr(proc, "image_token", None)
+        problems = []
+        if tokenizer is None or image_processor is None:
+            problems.append(f"{type(proc).__name__} is not a processor with a tokenizer and an image processor")
+        elif image_token is None or tokenizer.convert_tokens_to_ids(image_token) != getattr(config, "image_token_id", None):
+            problems.append(f"the processor's image token {image_token!r} is not the model's image_token_id "
+                            f"{getattr(config, 'image_token_id', None)}")
+        if not getattr(proc, "chat_template", None):
+            problems.append("the processor has no chat template (chat_template.jinja)")
+        if tokenizer is not None and tokenizer.eos_token_id is None:
+            problems.append("the tokenizer has no eos token (the ActionQuery placeholder)")
+        if problems:
+            raise UnsupportedBackbone(f"{name_or_path}: not usable as a generic backbone: " + "; ".join(problems))
+        if hasattr(image_processor, "do_image_splitting"):
+            image_processor.do_image_splitting = False  # one tile per frame
+        extra = dict(processor=proc, image_token_id=tokenizer.convert_tokens_to_ids(image_token))
+        return Processor(tokenizer, image_processor, int(image_size or self.default_image_size), extra)
+
+    def backbone(self, vlm: nn.Module) -> nn.Module:
+        return structure(vlm)[0]
+
+    def vision_modules(self, backbone: nn.Module) -> list[nn.Module]:
+        return [getattr(backbone, name) for name in vision_names(backbone)]
+
+    # -- inputs ----------------------------------------------------------
+    def prompt_text(self, processor: Processor, instruction: str) -> str:
+        key = ("text", instruction)
+        if key not in processor._prompt_cache:
+            messages = [{"role": "user", "content": [
+                {"type": "image"}, {"type": "text", "text": USER_PROMPT.format(instruction=instruction)}]}]
+            processor._prompt_cache[key] = processor.extra["processor"].apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True)
+        return processor._prompt_cache[key]
+
+    def encode(self, processor: Processor, images: list[np.ndarray], instructions: list[str]) -> dict[str, torch.Tensor]:
+        if len(images) != len(instructions) or not images:
+            raise ValueError(f"encode: got {len(images)} images for {len(instructions)} instructions")
+        proc, placeholder = processor.extra["processor"], self.placeholder_id(processor)
+        seqs, per_token, per_image = [], {}, {}
+        for img, text in zip(resize_square(images, processor.image_size), instructions):
+            out = proc(text=[self.prompt_text(processor, text)], images=[[img]], return_tensors="pt")
+            ids = out["input_ids"][0]
+            seqs.append(ids.tolist() + [placeholder])
+            for key, value in out.items():
+                if key in TEXT_KEYS or not torch.is_tensor(value):
+                    continue
+                if value.dim() == 2 and value.shape == out["input_ids"].shape:
+                    per_token.setdefault(key, []).append(value[0])
+                else:
+                    per_image.setdefault(key, []).append(value)
+        batch = right_pad(seqs, self.pad_id(processor))
+        length = batch["input_ids"].shape[1]
+        for key, rows in per_token.items():
+            padded = torch.zeros(len(rows), length, dtype=rows[0].dtype)
+            for b, row in enumerate(rows):
+                padded[b, : row.numel()] = row
+            batch[key] = padded
+        for key, parts in per_image.items():
+            batch[key] = torch.cat(parts)
+        return batch
+
+    def num_image_tokens(self, config, image_size: int) -> int | None:
+        """Image tokens per frame where the config states it (LLaVA's ``image_seq_length``); else None,
+        and ``backbone-report`` counts them in an encoded sample."""
+        n = getattr(config, "image_seq_length", None)
+        return int(n) if n else None
+
+    # -- tiny checkpoints ------------------------------------------------
+    def make_tiny(self, out: Path, image_size: int, seed: int = 0, variant: str | None = None) -> None:
+        """A tiny ``LlavaForConditionalGeneration`` (CLIP + Llama) or ``Idefics3ForConditionalGeneration``
+        (SigLIP-style + Llama, SmolVLM's layout), saved with its full processor."""
+        from transformers import AutoModelForImageTextToText
+
+        variant = variant or self.tiny_variants[0]
+        if variant not in self.tiny_variants:
+            raise UnsupportedBackbone(f"{self.family}: unknown tiny variant {variant!r} "
+                                      f"(choose from {', '.join(self.tiny_variants)})")
+        if image_size <= 0 or image_size % 28:
+            raise ValueError(f"image_size {image_size} must be a positive multiple of 28 (patch 14, 2x2 merge)")
+        build = {"llava": self._tiny_llava, "idefics3": self._tiny_idefics3}[variant]
+        config, processor = build(image_size, seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vlm = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+        with atomic_dir(Path(out)) as tmp:
+            vlm.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+    @staticmethod
+    def _tiny_text(vocab: int, pad: int, bos: int, eos: int) -> dict:
+        # real LLaVA-1.5-7B: Llama 4096 x 32; SmolVLM-256M: Llama 576 x 30
+        return dict(model_type="llama", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                    pad_token_id=pad, bos_token_id=bos, eos_token_id=eos, tie_word_embeddings=False)
+
+    def _tiny_llava(self, image_size: int, seed: int):
+        from transformers import LlamaTokenizer, LlavaConfig, LlavaProcessor
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        vocab, merges = _tokenizer.sentencepiece_bpe(vocab_size=1024, leading=LLAMA_LEADING, seed=seed)
+        vocab = _tokenizer.append_tokens(vocab, ["<image>", "<pad>"])
+        tok = LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<pad>", add_bos_token=True,
+                             extra_special_tokens=["<image>"])
+        ids = dict(zip(["<image>", "<pad>"], tok.convert_tokens_to_ids(["<image>", "<pad>"])))
+        grid = image_size // 14
+        # real: CLIP ViT-L/14-336 (1024 x 24), penultimate layer, CLS dropped -> 576 tokens
+        config = LlavaConfig(
+            text_config=self._tiny_text(len(tok), ids["<pad>"], tok.bos_token_id, tok.eos_token_id),
+            vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=14,
+                               projection_dim=64, hidden_act="quick_gelu"),
+            image_token_index=ids["<image>"], vision_feature_layer=-2, vision_feature_select_strategy="default",
+            projector_hidden_act="gelu", image_seq_length=grid * grid, pad_token_id=ids["<pad>"])
+        image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size}, resample=3,
+                                                crop_size={"height": image_size, "width": image_size},
+                                                image_mean=[0.48145466, 0.4578275, 0.40821073],
+                                                image_std=[0.26862954, 0.26130258, 0.27577711])
+        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_CHAT_TEMPLATE)
+        return config, processor
+
+    def _tiny_idefics3(self, image_size: int, seed: int):
+        from transformers import GPT2Tokenizer, Idefics3Config, Idefics3Processor
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+        vocab, merges = _tokenizer.byte_level_bpe(vocab_size=1024, seed=seed)
+        vocab = _tokenizer.append_tokens(vocab, SMOL_SPECIAL)
+        tok = GPT2Tokenizer(vocab=vocab, merges=merges, bos_token="<|im_start|>",
+                            eos_token="<end_of_utterance>", unk_token="<|endoftext|>", pad_token="<|im_end|>",
+                            extra_special_tokens=SMOL_SPECIAL)
+        ids = dict(zip(SMOL_SPECIAL, tok.convert_tokens_to_ids(SMOL_SPECIAL)))
+        scale = 2  # real SmolVLM-256M: scale_factor 4, 512 px tiles of patch 16 -> 64 tokens
+        seq = (image_size // 14) ** 2 // scale**2
+        config = Idefics3Config(
+            text_config=self._tiny_text(len(tok), ids["<|im_end|>"], ids["<|im_start|>"], ids["<end_of_utterance>"]),
+            vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                               image_size=image_size, patch_size=14),
+            image_token_id=ids["<image>"], scale_factor=scale, pad_token_id=ids["<|im_end|>"])
+        image_processor = Idefics3ImageProcessorPil(size={"longest_edge": image_size},
+                                                    max_image_size={"longest_edge": image_size},
+                                                    do_image_splitting=False, image_mean=[0.5] * 3,
+                                                    image_std=[0.5] * 3)
+        processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=seq,
+                                      chat_template=SMOLVLM_CHAT_TEMPLATE)
+        return config, processor
+

@@ -1,0 +1,1 @@
+"""Simulation benchmarks on which the VLA policies are evaluated."""

@@ -1,0 +1,105 @@
+"""Packaged reference data: the published VLM4VLA numbers with their sources (published.yaml)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+PUBLISHED = Path(__file__).with_name("published.yaml")
+
+
+@cache
+def published() -> dict:
+    """The parsed published.yaml (see the comments in that file)."""
+    return yaml.safe_load(PUBLISHED.read_text())
+
+
+def published_results(config: dict | None = None) -> pd.DataFrame:
+    """Published numbers as a long-format results table (aggregate stage columns + ``source`` and
+    ``table``, the key under ``tables`` in published.yaml).
+
+    Full fine-tuning comes from the main table, frozen variants from the
+    module-freezing table, ``from_scratch`` from the from-scratch row. With a
+    ``config``, models are renamed to the config's backbone key whose
+    ``source`` is the model's hub id (or one of its ``aliases``), and benchmarks to the config's benchmark
+    of the same kind; models and benchmarks the config lacks keep their own names.
+    """
+    pub = published()
+    model_name = {m: m for m in pub["models"]}
+    bench_name = {b: b for b in pub["benchmarks"]}
+    if config is not None:
+        by_hub = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
+        for m, e in pub["models"].items():
+            ids = [e.get("hub_id"), *e.get("aliases", [])]
+            model_name[m] = next((by_hub[i] for i in ids if i in by_hub), m)
+        benches = config.get("benchmarks", {})
+        if isinstance(benches, dict):
+            by_kind = {e.get("kind"): k for k, e in benches.items()}
+            bench_name.update({b: by_kind[e["kind"]] for b, e in pub["benchmarks"].items() if e["kind"] in by_kind})
+    rows = []
+
+    t = pub["tables"]
+
+    def add(model, ablation, values, table):
+        for bench, value in values.items():
+            rows.append(dict(backbone=model_name[model], benchmark=bench_name[bench], ablation=ablation, seed=0,
+                             task="all", metric=pub["benchmarks"][bench]["metric"], value=float(value),
+                             n_episodes=np.nan, mode=np.nan, source=t[table]["source"], table=table))
+
+    for model, values in t["main"]["results"].items():
+        add(model, "full", values, "main")
+    for model, by_ablation in t["module_freezing"]["results"].items():
+        for ablation, values in by_ablation.items():
+            if ablation != "full":
+                add(model, ablation, values, "module_freezing")
+    for model, values in t["from_scratch"]["results"].items():
+        add(model, "from_scratch", values, "from_scratch")
+    return pd.DataFrame(rows)
+
+
+def published_vqa(benchmark: str | None = None) -> dict[str, dict]:
+    """{model: {"score", "source"}} for the models with a sourced VQA score (nulls left out).
+
+    Without ``benchmark``: the main VQA benchmark (``vqa.scores``); otherwise a key of
+    ``vqa.other_benchmarks`` (e.g. ``"docvqa"``).
+    """
+    vqa = published()["vqa"]
+    if benchmark is None:
+        scores = vqa["scores"]
+    elif benchmark in vqa.get("other_benchmarks", {}):
+        scores = vqa["other_benchmarks"][benchmark]["scores"]
+    else:
+        raise KeyError(f"published.yaml vqa: unknown benchmark {benchmark!r}; "
+                       f"known: {sorted(vqa.get('other_benchmarks', {}))}")
+    return {m: {"score": float(e["score"]), "source": e["source"]} for m, e in scores.items() if e.get("score") is not None}
+
+
+def main(argv: list[str]) -> int:
+    """``published-results``: write the published numbers as a results CSV for ``aggregate --results-csv``."""
+    import argparse
+    import os
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core published-results", description=main.__doc__)
+    p.add_argument("--config", help="study config: name models and benchmarks by its keys (e.g. config.yaml)")
+    p.add_argument("--out", required=True, help="CSV file")
+    args = p.parse_args(argv)
+    config = None
+    if args.config:
+        from vlm4vla_core.config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    published_results(config).to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return 0

@@ -1,0 +1,209 @@
+"""The VLA policy shared by every backbone family.
+
+    [image tokens][instruction][ActionQuery] -> VLM -> h[ActionQuery] -> MLP -> K x (arm deltas, gripper logit)
+
+The family adapter lays out the prompt and ends every sample with one
+placeholder token; a forward hook on the word embeddings swaps that token's
+embedding for the learnable ActionQuery vector, so the VLM's own forward (its
+attention masks, its rotary or multimodal-rotary positions) runs unchanged over
+a sequence that includes the query. The head reads the final hidden state at
+the query position.
+
+Actions: the last dimension is the gripper (closed when > 0), the others are
+arm deltas, scaled per dimension from the data's 1st/99th percentiles into
+[-arm_norm, arm_norm] (the official code uses 0.65).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlm4vla_core.backbones import get_adapter
+
+ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
+SCRATCH_SEED_SALT = 7_919_000
+POLICY_FILE, WEIGHTS_FILE = "policy.json", "policy.safetensors"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    family: str
+    source: str  # hub id or folder of the backbone checkpoint
+    chunk: int  # K action steps per prediction
+    action_dim: int  # arm dims + 1 gripper
+    image_size: int = 224
+    head_hidden: int = 1024
+    head_layers: int = 2
+    loss: str = "huber"  # or "mse" (the paper's statement)
+    gripper_weight: float = 0.01
+    arm_norm: float = 0.65
+    ablation: str = "full"
+    init_seed: int = 0
+    # per-dimension 1st/99th percentiles of the arm actions in the training data
+    arm_low: tuple[float, ...] = field(default_factory=tuple)
+    arm_high: tuple[float, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation: unknown {self.ablation!r} (choose from {', '.join(ABLATIONS)})")
+        if self.loss not in ("huber", "mse"):
+            raise ValueError(f"loss: unknown {self.loss!r} (choose huber or mse)")
+        if len(self.arm_low) != self.action_dim - 1 or len(self.arm_high) != self.action_dim - 1:
+            raise ValueError(f"arm_low/arm_high: need {self.action_dim - 1} values each (action_dim - 1)")
+
+
+class VLAPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, vlm: nn.Module | None = None, processor=None):
+        super().__init__()
+        self.cfg = cfg
+        self.adapter = get_adapter(cfg.family)
+        if vlm is None:
+            vlm, processor = self.adapter.load(cfg.source)
+        if processor is not None:
+            processor.image_size = cfg.image_size
+        if cfg.ablation == "from_scratch":  # same architecture, random initialisation
+            # salted: a checkpoint itself drawn with a small seed is not re-drawn
+            torch.manual_seed(SCRATCH_SEED_SALT + cfg.init_seed)
+            vlm = type(vlm)._from_config(vlm.config)
+        self.processor = processor
+        self.backbone = self.adapter.backbone(vlm)
+        hidden = self.adapter.hidden_size(vlm)
+        embed = self.adapter.input_embeddings(self.backbone)
+
+        gen = torch.Generator().manual_seed(cfg.init_seed)
+        std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
+        self.action_query = nn.Parameter(torch.randn(hidden, generator=gen) * std)
+        layers, width = [], hidden
+        for _ in range(cfg.head_layers - 1):
+            layers += [nn.Linear(width, cfg.head_hidden), nn.GELU()]
+            width = cfg.head_hidden
+        layers.append(nn.Linear(width, cfg.chunk * cfg.action_dim))
+        self.head = nn.Sequential(*layers)
+
+        self._query_index: torch.Tensor | None = None
+        embed.register_forward_hook(self._insert_query)
+        self._freeze(embed)
+
+    # -- ablations -------------------------------------------------------
+    def _freeze(self, embed: nn.Embedding) -> None:
+        frozen: list[nn.Module] = []
+        if self.cfg.ablation == "freeze_vision":
+            frozen = self.adapter.vision_modules(self.backbone)
+        elif self.cfg.ablation == "freeze_embeddings":
+            frozen = [embed]
+        for module in frozen:
+            module.requires_grad_(False)
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        added = self.action_query.numel() + sum(p.numel() for p in self.head.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        backbone = total - added
+        return dict(total=total, backbone=backbone, trainable=trainable, added=added, added_share=added / backbone)
+
+    # -- forward ---------------------------------------------------------
+    def _insert_query(self, module, args, out):
+        if self._query_index is None:
+            return out
+        mask = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)
+        mask[torch.arange(out.shape[0], device=out.device), self._query_index] = True
+        return torch.where(mask[..., None], self.action_query.to(out.dtype), out)
+
+    def encode(self, images: list[np.ndarray], instructions: list[str]) -> dict[str, torch.Tensor]:
+        return self.adapter.encode(self.processor, images, instructions)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns normalised arm actions [B, K, A-1] and gripper logits [B, K]."""
+        inputs = dict(inputs)
+        query_index = inputs.pop("query_index")
+        self._query_index = query_index
+        try:
+            hidden = self.backbone(**inputs).last_hidden_state
+        finally:
+            self._query_index = None
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), query_index]
+        out = self.head(h.to(self.head[0].weight.dtype)).view(-1, self.cfg.chunk, self.cfg.action_dim)
+        return out[..., :-1], out[..., -1]
+
+    def loss(self, inputs: dict[str, torch.Tensor], actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """actions: env-scale [B, K, A]. Arm regression + gripper_weight * gripper BCE."""
+        arm, grip = self(inputs)
+        arm_t = self.normalize_arm(actions[..., :-1]).to(arm.dtype)
+        grip_t = (actions[..., -1] > 0).to(grip.dtype)
+        arm_loss = F.huber_loss(arm, arm_t) if self.cfg.loss == "huber" else F.mse_loss(arm, arm_t)
+        grip_loss = F.binary_cross_entropy_with_logits(grip, grip_t)
+        total = arm_loss + self.cfg.gripper_weight * grip_loss
+        grip_acc = ((grip > 0) == (grip_t > 0.5)).float().mean()
+        return total, dict(loss=total.item(), arm=arm_loss.item(), gripper=grip_loss.item(), gripper_acc=grip_acc.item())
+
+    # -- action scaling --------------------------------------------------
+    def _bounds(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = torch.tensor(self.cfg.arm_low, dtype=torch.float32, device=ref.device)
+        high = torch.tensor(self.cfg.arm_high, dtype=torch.float32, device=ref.device)
+        return low, torch.maximum(high, low + 1e-6)
+
+    def normalize_arm(self, arm: torch.Tensor) -> torch.Tensor:
+        low, high = self._bounds(arm)
+        return ((2 * (arm.float() - low) / (high - low) - 1).clamp(-1, 1)) * self.cfg.arm_norm
+
+    def denormalize_arm(self, arm: torch.Tensor) -> torch.Tensor:
+        low, high = self._bounds(arm)
+        return ((arm.float() / self.cfg.arm_norm).clamp(-1, 1) + 1) / 2 * (high - low) + low
+
+    @torch.no_grad()
+    def predict(self, images: list[np.ndarray], instructions: list[str]) -> np.ndarray:
+        """Env-scale action chunks [B, K, A]; gripper as -1 (open) / +1 (closed)."""
+        device = self.action_query.device
+        inputs = {k: v.to(device) for k, v in self.encode(list(images), list(instructions)).items()}
+        arm, grip = self(inputs)
+        grip = torch.where(grip > 0, 1.0, -1.0)
+        return torch.cat([self.denormalize_arm(arm), grip[..., None]], dim=-1).cpu().numpy()
+
+
+# -- checkpoints -------------------------------------------------------------
+def save_policy(policy: VLAPolicy, out: str | Path, state_dict: dict | None = None, extra: dict | None = None) -> None:
+    """Write policy.json + policy.safetensors into ``out`` atomically (temp folder, then rename)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = state_dict if state_dict is not None else policy.state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / WEIGHTS_FILE)
+    meta = dict(config=asdict(policy.cfg), parameters=policy.parameter_counts(), **(extra or {}))
+    (tmp / POLICY_FILE).write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> VLAPolicy:
+    """Rebuild a trained policy from its folder (the backbone is re-read from ``config.source``)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for name in (POLICY_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"not a policy checkpoint: {path / name} is missing")
+    meta = json.loads((path / POLICY_FILE).read_text())
+    raw = meta["config"]
+    cfg = PolicyConfig(**{**raw, "arm_low": tuple(raw["arm_low"]), "arm_high": tuple(raw["arm_high"])})
+    policy = VLAPolicy(cfg)
+    missing, unexpected = policy.load_state_dict(load_file(path / WEIGHTS_FILE), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path / WEIGHTS_FILE}: does not match the policy (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return policy.to(device).eval()

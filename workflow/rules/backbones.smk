@@ -1,0 +1,43 @@
+# Backbone checkpoints built offline (source: tiny) and the per-backbone report.
+
+
+rule make_tiny_backbone:
+    output:
+        directory(OUT + "/backbones/{backbone}/checkpoint"),
+    params:
+        family=lambda wc: config["backbones"][wc.backbone]["family"],
+        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+    conda:
+        "../../envs/vlm4vla.yaml"
+    resources:
+        **resources_of("make_backbone"),
+    log:
+        OUT + "/logs/make_tiny_backbone/{backbone}.log",
+    shell:
+        "python -m vlm4vla_core make-tiny-backbone --family {params.family} --image-size {params.size}"
+        " --out {output} > {log} 2>&1"
+
+
+rule backbone_report:
+    input:
+        backbone_inputs,
+    output:
+        OUT + "/backbones/{backbone}/report.json",
+    params:
+        family=lambda wc: config["backbones"][wc.backbone]["family"],
+        source=backbone_source,
+        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        head=config["policy"]["head_hidden"],
+        layers=config["policy"].get("head_layers", 2),
+        action_dim=report_head(config)[1],
+        chunk=report_head(config)[0],
+    conda:
+        "../../envs/vlm4vla.yaml"
+    resources:
+        **resources_of("make_backbone"),
+    log:
+        OUT + "/logs/backbone_report/{backbone}.log",
+    shell:
+        "python -m vlm4vla_core backbone-report --family {params.family} --source {params.source}"
+        " --image-size {params.size} --chunk {params.chunk} --action-dim {params.action_dim}"
+        " --head-hidden {params.head} --head-layers {params.layers} --out {output} > {log} 2>&1"

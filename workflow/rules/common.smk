@@ -1,0 +1,85 @@
+# Config validation, paths and helpers shared by every rule.
+import hashlib
+import re
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from vlm4vla_core.config import ConfigError, jobs, report_head
+from vlm4vla_core.config import validate as check_config
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}")
+
+STUDY = config["study"]
+OUT = f"results/{STUDY}"
+RUN = OUT + "/runs/{backbone}/{benchmark}/{ablation}/seed{seed}"
+BASELINE = "zero-action"
+
+# The stages read the effective config (config files plus --config overrides) from one file,
+# rewritten only when it changes so that an unchanged study stays up to date.
+STUDY_CONFIG = Path(OUT) / "study_config.yaml"
+_text = yaml.safe_dump(config, sort_keys=True)
+if not STUDY_CONFIG.exists() or STUDY_CONFIG.read_text() != _text:
+    STUDY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    STUDY_CONFIG.write_text(_text)
+
+
+def _regex(names):
+    return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+
+
+wildcard_constraints:
+    backbone=_regex(list(config["backbones"]) + [BASELINE]),
+    benchmark=_regex(config["benchmarks"]),
+    ablation=_regex(list(config["ablations"]) + ["none"]),
+    seed=r"\d+",
+
+
+def digest(*parts):
+    """Hash of the config sections a job depends on: a change re-runs the job."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def res(rule_name, key, default):
+    return config["resources"].get(rule_name, {}).get(key, default)
+
+
+def resources_of(rule_name):
+    """Snakemake / slurm executor resources of a rule, from config['resources'][rule]."""
+    out = dict(
+        mem_mb=res(rule_name, "mem_mb", 4000),
+        runtime=res(rule_name, "runtime", 60),
+        cpus_per_task=res(rule_name, "cpus", 1),
+    )
+    if res(rule_name, "gpus", 0):
+        out["gpu"] = res(rule_name, "gpus", 0)
+    for key in ("slurm_partition", "slurm_extra"):
+        if res(rule_name, key, None):
+            out[key] = res(rule_name, key, None)
+    return out
+
+
+def backbone_source(wildcards):
+    """A local tiny checkpoint for source 'tiny', else the hub id / folder from the config."""
+    entry = config["backbones"][wildcards.backbone]
+    return f"{OUT}/backbones/{wildcards.backbone}/checkpoint" if entry["source"] == "tiny" else entry["source"]
+
+
+def backbone_inputs(wildcards):
+    return [backbone_source(wildcards)] if config["backbones"][wildcards.backbone]["source"] == "tiny" else []
+
+
+def eval_files():
+    files = [f"{RUN}/eval.json".format(**job) for job in jobs(config)]
+    if config["evaluation"].get("baseline", True):
+        files += [
+            f"{OUT}/runs/{BASELINE}/{b}/none/seed{s}/eval.json" for b in config["benchmarks"] for s in config["seeds"]
+        ]
+    return files
