@@ -3,6 +3,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# the rules' commands (python, torchrun) come from the project's environment
+export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export MUJOCO_GL ?= egl
