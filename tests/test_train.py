@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from vlm4vla_core.backbones import get_adapter
-from vlm4vla_core.config import load_config, train_settings
+from vlm4vla_core.config import load_config
 from vlm4vla_core.policy import VLAPolicy, load_policy
 from vlm4vla_core.train import policy_config_for
 
@@ -144,7 +144,7 @@ def test_killed_run_resumes_to_the_same_weights(study, tmp_path):
     killed_at = latest.read_text().strip()
 
     res = _run(study, tmp_path / "killed")
-    assert f"resumed from" in res.stdout and killed_at in res.stdout
+    assert "resumed from" in res.stdout and killed_at in res.stdout
     a = load_file(tmp_path / "straight" / "policy" / "policy.safetensors")
     b = load_file(tmp_path / "killed" / "policy" / "policy.safetensors")
     assert a.keys() == b.keys()

@@ -9,13 +9,12 @@ atomically, with index.md listing what was written and why anything is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
-from vlm4vla_core.aggregate.io import write_json, write_text
+from vlm4vla_core.aggregate.io import read_json, write_json, write_text
 from vlm4vla_core.aggregate.results import (
     ALL,
     ZERO,
@@ -232,12 +231,7 @@ def load_reports(paths, config: dict) -> dict[str, dict]:
     out = {}
     by_source = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
     for path in map(Path, paths):
-        try:
-            rep = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ResultsError(f"backbone report not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ResultsError(f"{path}: not valid JSON ({err})") from None
+        rep = read_json(path, "backbone report")
         name = path.parent.name if path.parent.name in config.get("backbones", {}) else by_source.get(rep.get("source"))
         if name is None:
             raise ResultsError(f"{path}: matches no backbone of the config (by folder name or by 'source')")

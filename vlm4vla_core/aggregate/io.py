@@ -14,6 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def read_json(path: str | Path, what: str):
+    """Parse a JSON file; a missing or malformed file raises ResultsError naming it (``what``: e.g. "run file")."""
+    from vlm4vla_core.aggregate.results import ResultsError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path}: not valid JSON ({err})") from None
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file in the target folder, then move it into place."""
     path = Path(path)

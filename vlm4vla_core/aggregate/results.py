@@ -10,12 +10,13 @@ works on either source.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from vlm4vla_core.aggregate.io import read_json
 
 ZERO = "zero-action"
 ALL = "all"
@@ -122,12 +123,7 @@ def load_runs(paths, config: dict | None = None) -> Results:
     if not paths:
         raise ResultsError("no run files given")
     for path in paths:
-        try:
-            run = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ResultsError(f"run file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ResultsError(f"{path}: not valid JSON ({err})") from None
+        run = read_json(path, "run file")
         missing = [k for k in RUN_REQUIRED if k not in run]
         if missing:
             raise ResultsError(f"{path}: missing key(s) {', '.join(map(repr, missing))}")

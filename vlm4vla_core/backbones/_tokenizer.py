@@ -99,3 +99,16 @@ def append_tokens(vocab: dict[str, int], tokens: list[str]) -> dict[str, int]:
     for token in itertools.filterfalse(out.__contains__, tokens):
         out[token] = len(out)
     return out
+
+
+def qwen_chat_tokenizer(seed: int, special_tokens: list[str], chat_template: str):
+    """A tiny ``Qwen2Tokenizer`` (byte-level BPE) with the given special tokens and chat template:
+    the tokenizer class of Qwen2.5-VL, Qwen3-VL and InternVL (Qwen3 language model)."""
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    vocab, merges = byte_level_bpe(vocab_size=1024, seed=seed)
+    vocab = append_tokens(vocab, special_tokens)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", extra_special_tokens=special_tokens)
+    tok.chat_template = chat_template
+    return tok

@@ -83,14 +83,7 @@ class InternVLAdapter(FamilyAdapter):
                              "(patch 14 x pixel shuffle 2)")
 
     def tiny_tokenizer(self, seed: int):
-        from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
-
-        vocab, merges = _tokenizer.byte_level_bpe(vocab_size=1024, seed=seed)
-        vocab = _tokenizer.append_tokens(vocab, INTERNVL_TOKENS)
-        tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                             pad_token="<|endoftext|>", extra_special_tokens=INTERNVL_TOKENS)
-        tok.chat_template = CHAT_TEMPLATE
-        return tok
+        return _tokenizer.qwen_chat_tokenizer(seed, INTERNVL_TOKENS, CHAT_TEMPLATE)
 
     def tiny_config(self, tokenizer, image_size: int, variant: str):
         from transformers import InternVLConfig

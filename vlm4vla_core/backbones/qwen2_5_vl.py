@@ -130,14 +130,7 @@ class Qwen2_5_VLAdapter(FamilyAdapter):
             raise ValueError(f"image_size {image_size} must be a positive multiple of 28 for Qwen2.5-VL")
 
     def tiny_tokenizer(self, seed: int):
-        from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
-
-        vocab, merges = _tokenizer.byte_level_bpe(vocab_size=1024, seed=seed)
-        vocab = _tokenizer.append_tokens(vocab, SPECIAL_TOKENS)
-        tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                             pad_token="<|endoftext|>", extra_special_tokens=SPECIAL_TOKENS)
-        tok.chat_template = CHAT_TEMPLATE
-        return tok
+        return _tokenizer.qwen_chat_tokenizer(seed, SPECIAL_TOKENS, CHAT_TEMPLATE)
 
     def tiny_config(self, tokenizer, image_size: int, variant: str):
         from transformers import Qwen2_5_VLConfig
