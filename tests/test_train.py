@@ -153,6 +153,23 @@ def test_killed_run_resumes_to_the_same_weights(study, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 24
 
 
+def test_sigterm_checkpoints_and_exits_for_a_retry(study, tmp_path):
+    cmd, env = _cli(study, tmp_path / "run")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    latest = tmp_path / "run" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out[-2000:]
+    assert "stopped at step" in out and not (tmp_path / "run" / "policy").exists()
+    stopped = int(latest.read_text().strip().removeprefix("step"))
+    assert 0 < stopped < 24
+    res = _run(study, tmp_path / "run")
+    assert f"at step {stopped}" in res.stdout and (tmp_path / "run" / "policy" / "policy.safetensors").is_file()
+
+
 def test_two_process_deepspeed_step(study, tmp_path):
     cfg = yaml.safe_load((study / "study.yaml").read_text())
     cfg["training"].update(max_steps=2, checkpoint_every=2, log_every=1, zero_stage=2)

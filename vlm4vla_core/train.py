@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 CHECKPOINTS, METRICS, POLICY_DIR = "checkpoints", "metrics.jsonl", "policy"
+PREEMPTED = 75  # exit status of a run stopped by SIGTERM/SIGUSR1 after its checkpoint (EX_TEMPFAIL)
 
 
 def _free_port() -> int:
@@ -299,5 +300,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     settings = train_settings(config, args.backbone, args.benchmark)
-    train(policy_cfg, settings, data_dir, Path(args.run_dir), args.seed, stop_after=args.stop_after)
+    out = train(policy_cfg, settings, data_dir, Path(args.run_dir), args.seed, stop_after=args.stop_after)
+    if out is None and args.stop_after is None:
+        return PREEMPTED  # stopped by a signal: non-zero, so the scheduler retries and the run resumes
     return 0
