@@ -15,9 +15,10 @@ export TOKENIZERS_PARALLELISM ?= false
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
-	@if ldconfig -p | grep -q libEGL_mesa; then :; else \
+	@if ldconfig -p | grep -q libEGL_mesa && ldconfig -p | grep -q libOpenGL.so.0; then :; else \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1 >/dev/null; fi
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq \
+	    libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 >/dev/null; fi
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
