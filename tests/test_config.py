@@ -75,6 +75,20 @@ def test_wrong_type_and_unknown_benchmark(paper):
     assert "ablations.1" in _error(bad)
 
 
+def test_checks_beyond_the_schema():
+    demo = load_config(DEMO)
+    bad = copy.deepcopy(demo)
+    bad["evaluation"].update(modes=["half"], mode_selection="full")
+    assert "evaluation.mode_selection" in _error(bad)
+    bad = copy.deepcopy(demo)
+    bad["benchmarks"]["metaworld"]["tasks"][1] = "drawer-opn-v3"
+    msg = _error(bad)
+    assert "benchmarks.metaworld.tasks.1" in msg and "did you mean 'drawer-open-v3'" in msg
+    bad = copy.deepcopy(demo)
+    bad["benchmarks"]["metaworld"]["max_steps"] = 900
+    assert "benchmarks.metaworld.max_steps" in _error(bad)
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

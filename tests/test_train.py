@@ -170,6 +170,21 @@ def test_sigterm_checkpoints_and_exits_for_a_retry(study, tmp_path):
     assert f"at step {stopped}" in res.stdout and (tmp_path / "run" / "policy" / "policy.safetensors").is_file()
 
 
+def test_changed_settings_start_over_instead_of_resuming(study, tmp_path):
+    _run(study, tmp_path / "run")
+    before = load_file(tmp_path / "run" / "policy" / "policy.safetensors")
+    cfg = yaml.safe_load((study / "study.yaml").read_text())
+    cfg["training"]["lr"] = 3e-3
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(cfg))
+    cmd, env = _cli(study, tmp_path / "run")
+    cmd[cmd.index("--config") + 1] = str(tmp_path / "other.yaml")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "starting over" in res.stdout and "resumed from" not in res.stdout
+    after = load_file(tmp_path / "run" / "policy" / "policy.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "a changed lr must change the weights"
+
+
 def test_two_process_deepspeed_step(study, tmp_path):
     cfg = yaml.safe_load((study / "study.yaml").read_text())
     cfg["training"].update(max_steps=2, checkpoint_every=2, log_every=1, zero_stage=2)

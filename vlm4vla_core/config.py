@@ -23,6 +23,7 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Benchmarks whose data and evaluation stages exist in this version.
 RUNNABLE_BENCHMARKS = {"metaworld"}
 MODES = ("full", "half", "single")
+METAWORLD_MAX_STEPS = 500  # Meta-World v3 ends every episode there
 #: Action dimensions of each benchmark kind: arm deltas + 1 gripper.
 ACTION_DIM = {"metaworld": 4, "calvin": 7, "simpler_bridge": 7, "libero10": 7}
 
@@ -83,11 +84,25 @@ def validate(config: Any) -> dict:
     for name, entry in config.get("embodied_sft", {}).items():
         if entry["base"] not in config["backbones"]:
             raise ConfigError(f"key 'embodied_sft.{name}.base': {entry['base']!r} is not a key of 'backbones'")
+    evaluation = config["evaluation"]
+    if evaluation["mode_selection"] not in ("best", *evaluation["modes"]):
+        raise ConfigError(f"key 'evaluation.mode_selection': {evaluation['mode_selection']!r} is not one of "
+                          f"evaluation.modes {evaluation['modes']} (or 'best')")
     for name, bench in config["benchmarks"].items():
         if bench["kind"] == "metaworld":
             for key in ("tasks", "image_size", "camera", "demos_per_task", "episodes_per_task", "max_steps"):
                 if key not in bench:
                     raise ConfigError(f"missing key 'benchmarks.{name}.{key}' (required for kind metaworld)")
+            from vlm4vla_core.benchmarks.metaworld.instructions import INSTRUCTIONS
+
+            for i, task in enumerate(bench["tasks"]):
+                if task not in INSTRUCTIONS:
+                    close = difflib.get_close_matches(task, list(INSTRUCTIONS), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(f"key 'benchmarks.{name}.tasks.{i}': unknown Meta-World task {task!r}{hint}")
+            if bench["max_steps"] > METAWORLD_MAX_STEPS:
+                raise ConfigError(f"key 'benchmarks.{name}.max_steps': {bench['max_steps']} exceeds Meta-World's "
+                                  f"episode limit of {METAWORLD_MAX_STEPS}")
     return config
 
 

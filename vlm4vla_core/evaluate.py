@@ -102,9 +102,11 @@ def main(argv: list[str]) -> int:
     else:
         from vlm4vla_core.policy import load_policy
 
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, device="cuda" if torch.cuda.is_available() else "cpu")
         if policy.cfg.chunk != chunk:
-            raise ConfigError(f"{args.policy}: chunk {policy.cfg.chunk} differs from benchmarks.{args.benchmark}.chunk={chunk}")
+            print(f"error: {args.policy}: chunk {policy.cfg.chunk} differs from benchmarks.{args.benchmark}.chunk={chunk}",
+                  file=sys.stderr)
+            return 1
         policy_fn, family = policy.predict, policy.cfg.family
         modes, rule = config["evaluation"]["modes"], config["evaluation"]["mode_selection"]
     results = evaluate(config, args.benchmark, args.seed, policy_fn, chunk, modes)

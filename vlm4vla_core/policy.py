@@ -135,9 +135,9 @@ class VLAPolicy(nn.Module):
 
     def loss(self, inputs: dict[str, torch.Tensor], actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """actions: env-scale [B, K, A]. Arm regression + gripper_weight * gripper BCE."""
-        arm, grip = self(inputs)
-        arm_t = self.normalize_arm(actions[..., :-1]).to(arm.dtype)
-        grip_t = (actions[..., -1] > 0).to(grip.dtype)
+        arm, grip = (x.float() for x in self(inputs))  # losses in fp32 under bf16/fp16 training
+        arm_t = self.normalize_arm(actions[..., :-1])
+        grip_t = (actions[..., -1] > 0).float()
         arm_loss = F.huber_loss(arm, arm_t) if self.cfg.loss == "huber" else F.mse_loss(arm, arm_t)
         grip_loss = F.binary_cross_entropy_with_logits(grip, grip_t)
         total = arm_loss + self.cfg.gripper_weight * grip_loss

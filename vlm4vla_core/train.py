@@ -5,13 +5,17 @@ a standard launcher (``torchrun --nproc_per_node N -m vlm4vla_core train ...``
 or ``deepspeed``); on CPU with ``DS_ACCELERATOR=cpu`` (gloo), on GPUs unchanged.
 
 Batches are a pure function of (seed, step, rank), so a run restarted from its
-latest DeepSpeed checkpoint continues exactly where it stopped. SIGTERM and
-SIGUSR1 (what Slurm sends before preemption) write a checkpoint and exit.
+latest DeepSpeed checkpoint continues exactly where it stopped. SIGTERM (Slurm's
+preemption signal) and SIGUSR1 (``--signal=USR1@T``) make all ranks stop at the
+same step, write a checkpoint and exit 75. Checkpoints carry a fingerprint of
+the settings and data that decide the weights; a run whose fingerprint differs
+starts over instead of resuming.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 CHECKPOINTS, METRICS, POLICY_DIR = "checkpoints", "metrics.jsonl", "policy"
+FINGERPRINT = "fingerprint"
 PREEMPTED = 75  # exit status of a run stopped by SIGTERM/SIGUSR1 after its checkpoint (EX_TEMPFAIL)
 
 
@@ -93,6 +98,14 @@ def deepspeed_config(s, world_size: int) -> dict:
     return cfg
 
 
+def fingerprint(policy_cfg, settings, data_dir: Path, seed: int, world: int) -> str:
+    """Hash of everything that decides a run's weights at a given step (not its length or logging)."""
+    keep = {k: v for k, v in settings.as_dict().items() if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads")}
+    stats = (data_dir / "stats.json").read_bytes()
+    blob = json.dumps([asdict(policy_cfg), keep, seed, world, hashlib.sha256(stats).hexdigest()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _trim_metrics(path: Path, upto: int) -> None:
     """Drop metric lines written after the checkpoint a resumed run starts from."""
     if path.exists():
@@ -150,6 +163,15 @@ def train(
     engine, _, _, _ = deepspeed.initialize(model=policy, optimizer=optimizer, config=deepspeed_config(settings, world))
 
     ckpt_dir = run_dir / CHECKPOINTS
+    mark = fingerprint(policy_cfg, settings, data_dir, seed, world)
+    if rank == 0 and (ckpt_dir / "latest").is_file():
+        old = (ckpt_dir / FINGERPRINT).read_text().strip() if (ckpt_dir / FINGERPRINT).is_file() else "none"
+        if old != mark:  # the job re-runs because its settings changed: these weights are not its own
+            print(f"{ckpt_dir}: checkpoints were written under other settings ({old} != {mark}); starting over",
+                  flush=True)
+            shutil.rmtree(ckpt_dir)
+    if world > 1:
+        torch.distributed.barrier()
     step = 0
     if (ckpt_dir / "latest").is_file():
         path, client = engine.load_checkpoint(str(ckpt_dir))
@@ -164,9 +186,18 @@ def train(
 
     def save(at: int) -> None:
         tag = f"step{at}"
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": at})
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": at, "fingerprint": mark})
         if rank == 0:
+            (ckpt_dir / FINGERPRINT).write_text(mark + "\n")
             _prune(ckpt_dir, keep=tag)
+
+    def should_stop() -> bool:
+        """One decision for all ranks: a signal reaches them at different moments."""
+        stop = torch.tensor([float(bool(preempted) or (stop_after is not None and step >= stop_after))])
+        if world > 1:
+            stop = stop.to(device)
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        return bool(stop.item())
 
     preempted = []
     for sig in (signal.SIGTERM, signal.SIGUSR1):
@@ -208,7 +239,7 @@ def train(
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             if step % settings.checkpoint_every == 0 or step == settings.max_steps:
                 save(step)
-            if preempted or (stop_after is not None and step >= stop_after):
+            if should_stop():
                 if step % settings.checkpoint_every:
                     save(step)
                 bar.close()

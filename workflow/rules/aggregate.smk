@@ -29,6 +29,7 @@ rule aggregate:
     params:
         cfg=STUDY_CONFIG,
         out=OUT,
+        digest=digest(config),  # VQA scores, backbones, seeds: any change re-draws the tables
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
@@ -42,6 +43,8 @@ rule aggregate:
 
 # The published numbers, analysed exactly like a study's runs: snakemake published
 rule published_results:
+    input:
+        "vlm4vla_core/data/published.yaml",
     output:
         "results/published/published_results.csv",
     params:
@@ -63,6 +66,7 @@ rule published:
         figures=report_figures("results/published", "Published figures"),
     params:
         cfg=STUDY_CONFIG,
+        digest=digest(config),
     resources:
         **resources_of("aggregate"),
     log:

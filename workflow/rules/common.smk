@@ -8,7 +8,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from vlm4vla_core.config import ConfigError, jobs, report_head
+from vlm4vla_core.config import ConfigError, jobs, report_head, train_settings
 from vlm4vla_core.config import validate as check_config
 
 validate(config, "../schemas/config.schema.yaml")

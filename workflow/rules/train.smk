@@ -4,7 +4,7 @@
 
 def launcher(wildcards, resources):
     gpus = resources.get("gpu", 0) if hasattr(resources, "get") else getattr(resources, "gpu", 0)
-    procs = config["training"].get("num_processes", 1)
+    procs = train_settings(config, wildcards.backbone, wildcards.benchmark).num_processes
     n = max(int(gpus or 0), procs)
     return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
 
@@ -21,7 +21,10 @@ rule train:
         source=backbone_source,
         launch=launcher,
         digest=lambda wc: digest(
-            config["backbones"][wc.backbone], config["benchmarks"][wc.benchmark], config["policy"], config["training"]
+            {k: config["backbones"][wc.backbone].get(k) for k in ("family", "source", "training")},
+            config["benchmarks"][wc.benchmark],
+            config["policy"],
+            config["training"],
         ),
     threads: lambda wc: res("train", "cpus", 1)
     conda:
