@@ -186,7 +186,7 @@ def train(
 
     def save(at: int) -> None:
         tag = f"step{at}"
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": at, "fingerprint": mark})
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": at})
         if rank == 0:
             (ckpt_dir / FINGERPRINT).write_text(mark + "\n")
             _prune(ckpt_dir, keep=tag)
