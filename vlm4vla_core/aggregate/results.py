@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlm4vla_core.aggregate.io import read_json
+from vlm4vla_core.aggregate.io import ResultsError, read_json
 
 ZERO = "zero-action"
 ALL = "all"
@@ -41,10 +41,6 @@ METRICS = {
     "success_rate": (_success_pct, "success", "success rate (%)", 1),
     "avg_len": (_completed, "completed", "average completed length (0-5)", 3),
 }
-
-
-class ResultsError(ValueError):
-    """Bad evaluation input; the message names the file and the key."""
 
 
 @dataclass

@@ -24,17 +24,16 @@ prompt layout, the image-token count and its tiny config.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from vlm4vla_core.io import atomic_dir  # noqa: F401  (re-exported for the family modules)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -276,23 +275,3 @@ def right_pad(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 def count_parameters(module: nn.Module) -> int:
     """Distinct parameters (tied weights counted once); works on the meta device."""
     return sum(p.numel() for p in module.parameters())
-
-
-@contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``out`` in one rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
