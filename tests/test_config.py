@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlm4vla_core.config import ConfigError, execute_steps, jobs, load_config, train_settings, validate
+from vlm4vla_core.config import ConfigError, execute_steps, jobs, load_config, select_mode, train_settings
+from vlm4vla_core.study import check as validate
+from vlm4vla_core.study import load as load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER, DEMO = ROOT / "config.yaml", ROOT / "config" / "demo.yaml"
@@ -34,9 +36,14 @@ def test_overrides_merge_benchmark_then_backbone(paper):
     assert train_settings(paper, "qwen2.5-vl-3b", "libero10").micro_batch == 64
 
 
-def test_execute_steps():
+def test_execute_steps_and_the_mode_rule():
     assert [execute_steps(m, 4) for m in ("full", "half", "single")] == [4, 2, 1]
     assert [execute_steps(m, 10) for m in ("full", "half", "single")] == [10, 5, 1]
+    assert select_mode({"full": 0.5, "half": 0.7, "single": 0.7}, "best") == "half"  # ties: fewer re-plans
+    assert select_mode({"full": 0.5, "half": 0.5, "single": 0.5}, "best") == "full"
+    assert select_mode({"full": 0.9, "single": 0.1}, "single") == "single"
+    with pytest.raises(ValueError, match="half"):
+        select_mode({"full": 0.9}, "half")
 
 
 def _error(config) -> str:
@@ -73,6 +80,16 @@ def test_wrong_type_and_unknown_benchmark(paper):
     bad = copy.deepcopy(paper)
     bad["ablations"] = ["full", "frozen"]
     assert "ablations.1" in _error(bad)
+    bad = copy.deepcopy(paper)
+    bad["benchmarks"]["libero10"]["wait_step"] = 10
+    msg = _error(bad)
+    assert "benchmarks.libero10.wait_step" in msg and "did you mean 'wait_steps'" in msg
+    bad = copy.deepcopy(paper)
+    bad["benchmarks"]["libero10"]["episodes_per_task"] = 51  # 50 init states per task
+    assert "benchmarks.libero10.episodes_per_task" in _error(bad)
+    bad = copy.deepcopy(paper)
+    del bad["benchmarks"]["libero10"]["data_path"]
+    assert "missing key 'benchmarks.libero10.data_path'" in _error(bad)
 
 
 def test_checks_beyond_the_schema():
@@ -89,9 +106,13 @@ def test_checks_beyond_the_schema():
     assert "benchmarks.metaworld.max_steps" in _error(bad)
 
 
-def test_missing_config_file(tmp_path):
+def test_missing_config_file_and_names_a_stage_needs(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="'libero' under 'benchmarks'"):
+        load_study(PAPER, benchmark="libero")
+    with pytest.raises(ConfigError, match="ablation 'frozen'"):
+        load_study(PAPER, ablation="frozen")
 
 
 def _snakemake(*args, cwd=ROOT):
@@ -118,8 +139,16 @@ def test_paper_study_plans(tmp_path):
     res = _snakemake("-n", "--quiet", "rules", cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
-    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds
-    assert "train" in out and "360" in out
+    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds; LIBERO-10 in 10 evaluation shards
+    counts = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts["train"] == "360" and counts["merge_eval"] == "360" and counts["data"] == "3"
+    assert counts["evaluate"] == str(120 * 10 + 120 + 120)
+    res = _snakemake("results/paper/runs/kosmos-2/libero10/freeze_vision/seed2/eval.json", "-n", "--quiet", "rules",
+                     cwd=wf)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = dict(line.split()[:2] for line in (res.stdout + res.stderr).splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert (counts["data"], counts["train"], counts["evaluate"], counts["merge_eval"]) == ("1", "1", "10", "1")
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

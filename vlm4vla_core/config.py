@@ -2,30 +2,24 @@
 
 The JSON schema lives in ``workflow/schemas/config.schema.yaml``; the Snakefile
 validates against the same file with ``snakemake.utils.validate``. On top of
-the schema this module checks what a schema cannot: that every family has an
-adapter, that ablations and modes make sense for the study. Every error names
-the key that is wrong.
+the schema this module checks what a schema cannot inside the config itself
+(the mode rule, the embodied-SFT bases). It is the bottom layer and imports no
+other module of the package: ``vlm4vla_core.study`` adds the checks of the
+family adapters and the benchmark plug-ins. Every error names the key that is
+wrong.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-#: Benchmarks whose data and evaluation stages exist in this version.
-RUNNABLE_BENCHMARKS = {"metaworld"}
+#: Execution modes: steps of a predicted chunk executed before re-planning.
 MODES = ("full", "half", "single")
-METAWORLD_MAX_STEPS = 500  # Meta-World v3 ends every episode there
-#: Action dimensions of each benchmark kind: arm deltas + 1 gripper.
-ACTION_DIM = {"metaworld": 4, "calvin": 7, "simpler_bridge": 7, "libero10": 7}
 
 
 class ConfigError(ValueError):
@@ -33,6 +27,8 @@ class ConfigError(ValueError):
 
 
 def _schema() -> dict:
+    import yaml
+
     if not SCHEMA.is_file():
         raise ConfigError(f"config schema not found at {SCHEMA}")
     return yaml.safe_load(SCHEMA.read_text())
@@ -71,16 +67,6 @@ def validate(config: Any) -> dict:
     if errors:
         raise ConfigError("invalid config: " + "; ".join(_explain(e, schema) for e in errors))
 
-    from vlm4vla_core.backbones import FAMILIES
-
-    for name, entry in config["backbones"].items():
-        if entry["family"] not in FAMILIES:
-            close = difflib.get_close_matches(entry["family"], list(FAMILIES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"key 'backbones.{name}.family': unknown family {entry['family']!r} "
-                f"(supported: {', '.join(sorted(FAMILIES))}){hint}"
-            )
     for name, entry in config.get("embodied_sft", {}).items():
         if entry["base"] not in config["backbones"]:
             raise ConfigError(f"key 'embodied_sft.{name}.base': {entry['base']!r} is not a key of 'backbones'")
@@ -88,26 +74,13 @@ def validate(config: Any) -> dict:
     if evaluation["mode_selection"] not in ("best", *evaluation["modes"]):
         raise ConfigError(f"key 'evaluation.mode_selection': {evaluation['mode_selection']!r} is not one of "
                           f"evaluation.modes {evaluation['modes']} (or 'best')")
-    for name, bench in config["benchmarks"].items():
-        if bench["kind"] == "metaworld":
-            for key in ("tasks", "image_size", "camera", "demos_per_task", "episodes_per_task", "max_steps"):
-                if key not in bench:
-                    raise ConfigError(f"missing key 'benchmarks.{name}.{key}' (required for kind metaworld)")
-            from vlm4vla_core.benchmarks.metaworld.instructions import INSTRUCTIONS
-
-            for i, task in enumerate(bench["tasks"]):
-                if task not in INSTRUCTIONS:
-                    close = difflib.get_close_matches(task, list(INSTRUCTIONS), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ConfigError(f"key 'benchmarks.{name}.tasks.{i}': unknown Meta-World task {task!r}{hint}")
-            if bench["max_steps"] > METAWORLD_MAX_STEPS:
-                raise ConfigError(f"key 'benchmarks.{name}.max_steps': {bench['max_steps']} exceeds Meta-World's "
-                                  f"episode limit of {METAWORLD_MAX_STEPS}")
     return config
 
 
 def load_config(path: str | Path) -> dict:
     """Read and validate a study config file."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -138,6 +111,7 @@ class TrainSettings:
     log_every: int = 10
     num_processes: int = 1
     num_threads: int = 0
+    loader_workers: int = 0  # DataLoader processes decoding and encoding frames (0: in the training process)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -152,13 +126,20 @@ def train_settings(config: dict, backbone: str, benchmark: str) -> TrainSettings
 
 def execute_steps(mode: str, chunk: int) -> int:
     """Steps executed before re-planning: the whole chunk, half of it, or one."""
+    if mode not in MODES:
+        raise ValueError(f"unknown execution mode {mode!r} (choose from {', '.join(MODES)})")
     return {"full": chunk, "half": max(1, chunk // 2), "single": 1}[mode]
 
 
-def report_head(config: dict) -> tuple[int, int]:
-    """(chunk, action_dim) of the largest head in the study: what the backbone report counts."""
-    benches = config["benchmarks"].values()
-    return max(b["chunk"] for b in benches), max(ACTION_DIM[b["kind"]] for b in benches)
+def select_mode(success: dict[str, float], rule: str) -> str:
+    """The reported mode of one run: a fixed mode name, or ``best``, the paper's rule (the mode with
+    the highest success of this checkpoint; ties go to fewer re-plans, i.e. full > half > single)."""
+    if rule != "best":
+        if rule not in success:
+            raise ValueError(f"mode_selection {rule!r} names a mode that was not evaluated ({', '.join(success)})")
+        return rule
+    order = [m for m in MODES if m in success]
+    return max(order, key=lambda m: (success[m], -order.index(m)))
 
 
 def jobs(config: dict) -> list[dict]:
@@ -170,21 +151,3 @@ def jobs(config: dict) -> list[dict]:
         for a in config["ablations"]
         for s in config["seeds"]
     ]
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vlm4vla_core validate-config", description=__doc__)
-    parser.add_argument("config", help="study config YAML")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    todo = jobs(config)
-    print(
-        f"{args.config}: study {config['study']!r} is valid: {len(config['backbones'])} backbones x "
-        f"{len(config['benchmarks'])} benchmarks x {len(config['ablations'])} ablations x "
-        f"{len(config['seeds'])} seeds = {len(todo)} training jobs"
-    )
-    return 0

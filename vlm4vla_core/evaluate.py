@@ -1,74 +1,159 @@
 """Evaluation stage: closed-loop rollouts of one trained policy (or the zero-action baseline).
 
-Each run is rolled out in every configured execution mode: the whole action
-chunk, half of it, or a single step before re-planning. The reported mode
-follows ``evaluation.mode_selection``: ``best`` is the paper's rule (the mode
-with the highest success of this checkpoint; ties go to fewer re-plans, i.e.
-full > half > single), a mode name fixes the mode in advance. Evaluation
-episodes of training seed ``s`` are the benchmark's evaluation seeds from
-offset ``eval_seed_offset + 1000 * s`` on: disjoint from the demonstrations'
-seeds, different for every training seed, and the same for every backbone and
-ablation, so runs are compared on identical episodes.
+``python -m vlm4vla_core evaluate --config C --benchmark K --seed S --policy DIR --shard I --shards N --out F``
+runs shard I of N of the benchmark's episode list in every configured execution mode (the whole
+action chunk, half of it, or a single step before re-planning); ``merge-eval`` joins the shards
+into the run's ``eval.json`` and picks the reported mode by ``evaluation.mode_selection``.
+
+The simulator runs in this process when the benchmark allows it (Meta-World) and no
+``simulator_python`` is set; otherwise this process serves the policy over a websocket and
+``eval_workers`` simulator processes (``vlm4vla_core.benchmarks.worker``, in the simulator's own
+environment) run the episodes, their requests batched into one policy call. Finished episodes
+are kept in ``<out>.parts/`` as they finish: a job that is stopped and run again runs only the
+episodes it has not finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from vlm4vla_core.config import MODES, ConfigError, RUNNABLE_BENCHMARKS, execute_steps, load_config
+import numpy as np
+
+from vlm4vla_core import benchmarks
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, run_episodes, shard, zero_infer
+from vlm4vla_core.config import ConfigError, execute_steps, select_mode
+from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
 
 
-def episode_seeds(bench: dict, seed: int) -> list[int]:
-    from vlm4vla_core.benchmarks.metaworld.env import eval_seeds
-
-    return eval_seeds(bench["episodes_per_task"], offset=bench.get("eval_seed_offset", 0) + 1000 * seed)
+def success_rate(episodes: list[dict]) -> float:
+    return sum(bool(e["success"]) for e in episodes) / max(1, len(episodes))
 
 
-def select_mode(modes: dict[str, dict], rule: str) -> str:
-    """The reported mode of one run under ``rule`` (see module docstring)."""
-    if rule != "best":
-        if rule not in modes:
-            raise ValueError(f"mode_selection {rule!r} names a mode that was not evaluated ({', '.join(modes)})")
-        return rule
-    rate = {m: sum(e["success"] for e in r["episodes"]) / max(1, len(r["episodes"])) for m, r in modes.items()}
-    order = [m for m in MODES if m in modes]  # fewer re-plans first wins ties
-    return max(order, key=lambda m: (rate[m], -order.index(m)))
+class Parts:
+    """Finished episodes of an interrupted job, one JSON line each, under ``<out>.parts/``."""
+
+    def __init__(self, out: Path, key: dict):
+        self.dir = out.with_name(out.name + ".parts")
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        stamp = self.dir / "key"
+        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != digest):
+            shutil.rmtree(self.dir)  # written by another policy, config or shard: not ours
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest)
+
+    def done(self, mode: str) -> dict[int, dict]:
+        found = {}
+        for path in sorted(self.dir.glob(f"{mode}.*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the line a killed process was writing
+                found[record["index"]] = record
+        return found
+
+    def file(self, mode: str, name: str) -> Path:
+        return self.dir / f"{mode}.{name}.jsonl"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def evaluate(config: dict, benchmark: str, seed: int, policy_fn, chunk: int, modes: list[str]) -> dict[str, dict]:
-    """Roll out ``policy_fn`` in each mode; returns {mode: {execute_steps, episodes}}."""
-    bench = config["benchmarks"][benchmark]
-    if bench["kind"] not in RUNNABLE_BENCHMARKS:
-        raise ConfigError(f"benchmark {benchmark!r} (kind {bench['kind']}) has no evaluator in this version")
-    from vlm4vla_core.benchmarks.metaworld.rollout import rollout
+def policy_infer(policy):
+    def infer(requests: list[dict]) -> list[np.ndarray]:
+        return list(policy.predict([r["image"] for r in requests], [r["instruction"] for r in requests]))
 
-    seeds = episode_seeds(bench, seed)
-    out = {}
+    return infer
+
+
+def serve_batches(infer):
+    """The server's batch function: each request holds the images of one worker tick."""
+
+    def infer_batch(requests: list[dict]) -> list[np.ndarray]:
+        flat = [dict(image=img, instruction=text) for r in requests for img, text in zip(r["images"], r["instructions"])]
+        chunks = np.asarray(infer(flat), dtype=np.float32)
+        out, i = [], 0
+        for r in requests:
+            out.append(chunks[i : i + len(r["images"])])
+            i += len(r["images"])
+        return out
+
+    return infer_batch
+
+
+def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, chunk: int,
+                     parts: Parts, mode: str) -> None:
+    """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
+    from vlm4vla_core.serving import PolicyServer
+
+    python = entry.get("simulator_python") or sys.executable
+    workers = max(1, min(bench.workers(entry), len(episodes)))
+    with PolicyServer(serve_batches(infer), {"chunk": chunk, "action_dim": bench.action_dim}) as server, \
+            tempfile.TemporaryDirectory(prefix="vlm4vla-eval-") as tmp:
+        entry_file = Path(tmp) / "entry.json"
+        entry_file.write_text(json.dumps(entry))
+        procs = []
+        for w in range(workers):
+            eps_file = Path(tmp) / f"episodes{w}.json"
+            eps_file.write_text(json.dumps([e.as_dict() for e in episodes[w::workers]]))
+            cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
+                   str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
+                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}"))]
+            procs.append(subprocess.Popen(cmd))
+        failed = [(w, p.wait()) for w, p in enumerate(procs)]
+        failed = [(w, rc) for w, rc in failed if rc != 0]
+        if failed:
+            raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {python}); see the log above")
+        print(f"policy server: {server.stats.requests} requests in {server.stats.batches} batches "
+              f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
+
+
+def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: list[str], out: Path,
+             shard_index: int = 0, shards: int = 1, key: dict | None = None) -> dict[str, dict]:
+    """Roll out ``infer`` on the shard's episodes in each mode; returns {mode: {execute_steps, episodes}}."""
+    bench, entry = benchmarks.of(config, benchmark)
+    if not bench.runnable:
+        raise ConfigError(f"benchmark {benchmark!r}: kind {bench.kind!r} has no evaluator in this version")
+    episodes = shard(bench.episodes(entry, seed), shard_index, shards)
+    parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
+    in_process = bench.in_process and not entry.get("simulator_python")
+    results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
-        episodes = rollout(
-            policy_fn,
-            tasks=bench["tasks"],
-            episode_seeds=seeds,
-            execute_steps=steps,
-            image_size=bench["image_size"],
-            camera=bench["camera"],
-            max_steps=bench["max_steps"],
-            chunk_size=chunk,
-        )
-        out[mode] = dict(execute_steps=steps, episodes=episodes)
-        ok = sum(e["success"] for e in episodes)
-        print(f"{benchmark} seed {seed} mode {mode}: {ok}/{len(episodes)} successful", flush=True)
-    return out
+        done = parts.done(mode)
+        todo = [e for e in episodes if e.index not in done]
+        if done:
+            print(f"{mode}: {len(done)} episodes already finished, {len(todo)} to run", flush=True)
+        if todo and in_process:
+            with parts.file(mode, "main").open("a") as f:
+                run_episodes(bench, entry, todo, infer, steps, slots=bench.slots(entry),
+                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()))
+        elif todo:
+            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode)
+        done = parts.done(mode)
+        missing = [e.index for e in episodes if e.index not in done]
+        if missing:
+            raise RuntimeError(f"{mode}: episodes {missing[:10]} have no record")
+        records = [done[e.index] for e in episodes]
+        results[mode] = dict(execute_steps=steps, episodes=records)
+        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful",
+              flush=True)
+    return results, parts
 
 
 def main(argv: list[str]) -> int:
+    from vlm4vla_core import study
+
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core evaluate", description=__doc__)
     p.add_argument("--config", required=True)
     p.add_argument("--benchmark", required=True)
@@ -76,13 +161,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--policy", required=True, help=f"a trained policy folder, or {ZERO!r} for the zero-action baseline")
     p.add_argument("--backbone", default=ZERO)
     p.add_argument("--ablation", default="none")
+    p.add_argument("--shard", type=int, default=0, help="this job's shard (0-based)")
+    p.add_argument("--shards", type=int, default=1, help="shards the episodes are split over")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", required=True, help="result JSON")
+    p.add_argument("--out", required=True, help="result JSON (a whole run's eval.json when --shards is 1)")
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config)
-        if args.benchmark not in config["benchmarks"]:
-            raise ConfigError(f"{args.config}: no {args.benchmark!r} under 'benchmarks'")
+        config = study.load(args.config, benchmark=args.benchmark)
+        if not 0 <= args.shard < args.shards:
+            raise ConfigError(f"--shard {args.shard} is not in [0, --shards {args.shards})")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -93,40 +180,81 @@ def main(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = config["benchmarks"][args.benchmark]
-    chunk, family = bench["chunk"], None
+    bench, entry = benchmarks.of(config, args.benchmark)
+    chunk, family = entry["chunk"], None
     if args.policy == ZERO:
-        from vlm4vla_core.benchmarks.metaworld.rollout import zero_policy
-
-        policy_fn, modes, rule = zero_policy(chunk), ["full"], "full"
+        infer, modes, rule = zero_infer(chunk, bench.action_dim), ["full"], "full"
+        key = dict(policy=ZERO)
     else:
         from vlm4vla_core.policy import load_policy
 
         policy = load_policy(args.policy, device="cuda" if torch.cuda.is_available() else "cpu")
-        if policy.cfg.chunk != chunk:
-            print(f"error: {args.policy}: chunk {policy.cfg.chunk} differs from benchmarks.{args.benchmark}.chunk={chunk}",
-                  file=sys.stderr)
+        if policy.cfg.chunk != chunk or policy.cfg.action_dim != bench.action_dim:
+            print(f"error: {args.policy}: chunk {policy.cfg.chunk} x action_dim {policy.cfg.action_dim} differs from "
+                  f"benchmarks.{args.benchmark} (chunk {chunk}, action_dim {bench.action_dim})", file=sys.stderr)
             return 1
-        policy_fn, family = policy.predict, policy.cfg.family
+        infer, family = policy_infer(policy), policy.cfg.family
         modes, rule = config["evaluation"]["modes"], config["evaluation"]["mode_selection"]
-    results = evaluate(config, args.benchmark, args.seed, policy_fn, chunk, modes)
+        weights = Path(args.policy) / "policy.safetensors"
+        key = dict(policy=str(Path(args.policy).resolve()), weights=hashlib.sha256(weights.read_bytes()).hexdigest())
+    out = Path(args.out)
+    try:
+        results, parts = evaluate(config, args.benchmark, args.seed, infer, chunk, modes, out, args.shard, args.shards,
+                                  key)
+    except (ConfigError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     record = dict(
-        study=config["study"],
-        backbone=args.backbone,
-        family=family,
-        benchmark=args.benchmark,
-        ablation=args.ablation,
-        seed=args.seed,
-        metric="success_rate",
-        checkpoint=args.policy,
-        modes=results,
-        mode_selection=rule,
-        reported_mode=select_mode(results, rule),
+        study=config["study"], backbone=args.backbone, family=family, benchmark=args.benchmark, kind=bench.kind,
+        ablation=args.ablation, seed=args.seed, metric=bench.metric, checkpoint=args.policy, modes=results,
+        mode_selection=rule, shard=[args.shard, args.shards],
+        episodes_total=len(bench.episodes(entry, args.seed)),
+        simulator="in-process" if bench.in_process and not entry.get("simulator_python")
+        else f"{bench.workers(entry)} worker process(es): {entry.get('simulator_python') or sys.executable}",
         provenance=provenance(config),
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out)
+    if args.shards == 1:
+        record["reported_mode"] = select_mode({m: success_rate(r["episodes"]) for m, r in results.items()}, rule)
+    write_json(out, record, indent=1)
+    parts.remove()
+    return 0
+
+
+def merge(shards: list[dict], names: list[str]) -> dict:
+    """One run's record from its shards: the episodes of every mode in episode order, checked complete."""
+    first = shards[0]
+    count = first["shard"][1]
+    got = sorted(s["shard"][0] for s in shards)
+    if got != list(range(count)):
+        raise ValueError(f"shards {got} of {count}: expected each of 0..{count - 1} once ({', '.join(names)})")
+    for s, name in zip(shards, names):
+        for key in ("backbone", "benchmark", "ablation", "seed", "checkpoint", "episodes_total", "mode_selection"):
+            if s.get(key) != first.get(key):
+                raise ValueError(f"{name}: {key} {s.get(key)!r} differs from {names[0]} ({first.get(key)!r})")
+        if set(s["modes"]) != set(first["modes"]):
+            raise ValueError(f"{name}: modes {sorted(s['modes'])} differ from {names[0]} ({sorted(first['modes'])})")
+    modes = {}
+    for mode, entry in first["modes"].items():
+        episodes = sorted((e for s in shards for e in s["modes"][mode]["episodes"]), key=lambda e: e["index"])
+        if [e["index"] for e in episodes] != list(range(first["episodes_total"])):
+            raise ValueError(f"mode {mode}: the shards' episodes are not 0..{first['episodes_total'] - 1} once each")
+        modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes)
+    merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode")}
+    merged.update(modes=modes, shards=count,
+                  reported_mode=select_mode({m: success_rate(r["episodes"]) for m, r in modes.items()},
+                                            first["mode_selection"]))
+    return merged
+
+
+def merge_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core merge-eval", description="Join evaluation shards into eval.json")
+    p.add_argument("shards", nargs="+", help="shard result files")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        merged = merge([read_json(s, "evaluation shard") for s in args.shards], args.shards)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    write_json(args.out, merged, indent=1)
     return 0

@@ -1,1 +1,61 @@
-"""Simulation benchmarks on which the VLA policies are evaluated."""
+"""Benchmark plug-ins, registered by their ``kind``.
+
+Each sub-package here is one benchmark; its ``__init__`` sets ``BENCHMARK`` to an instance of
+its ``vlm4vla_core.benchmarks.base.Benchmark`` subclass and imports nothing heavy (simulators
+and importers are imported by the methods that need them). ``get(kind)`` finds it by scanning
+this folder, so adding a benchmark adds a folder and touches no other module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from functools import cache
+
+from vlm4vla_core.benchmarks.base import Benchmark, Episode
+from vlm4vla_core.config import ConfigError
+
+#: keys every benchmark entry may have (the kind-specific ones are declared by the plug-in)
+COMMON_KEYS = {
+    "kind": "the plug-in (a folder of vlm4vla_core/benchmarks)",
+    "chunk": "action chunk K predicted per policy call",
+    "image_size": "side of the square frame the policy sees",
+    "data_path": "dataset folder for benchmarks imported from disk",
+    "training": "training settings that override the study's",
+    "eval_shards": "evaluation jobs the episodes are split over (merged into one result)",
+    "eval_workers": "simulator processes per evaluation job, served by one policy process",
+    "eval_batch": "episodes each simulator process runs in lockstep",
+    "simulator_python": "Python of the simulator's own environment (default: the policy's own)",
+}
+
+
+@cache
+def registry() -> dict[str, Benchmark]:
+    found: dict[str, Benchmark] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            bench = getattr(importlib.import_module(f"{__name__}.{info.name}"), "BENCHMARK", None)
+            if isinstance(bench, Benchmark):
+                found[bench.kind] = bench
+    return found
+
+
+def get(kind: str) -> Benchmark:
+    """The plug-in of ``kind``; ConfigError names the known kinds."""
+    kinds = registry()
+    if kind not in kinds:
+        close = difflib.get_close_matches(kind, list(kinds), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown benchmark kind {kind!r} (known: {', '.join(sorted(kinds))}){hint}")
+    return kinds[kind]
+
+
+def of(config: dict, name: str) -> tuple[Benchmark, dict]:
+    """The plug-in and the settings (defaults filled in) of benchmark ``name`` of a study config."""
+    entry = config["benchmarks"][name]
+    bench = get(entry["kind"])
+    return bench, bench.settings(entry)
+
+
+__all__ = ["Benchmark", "COMMON_KEYS", "Episode", "get", "of", "registry"]

@@ -8,8 +8,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from vlm4vla_core.config import ConfigError, jobs, report_head, train_settings
-from vlm4vla_core.config import validate as check_config
+from vlm4vla_core import benchmarks
+from vlm4vla_core.config import ConfigError, jobs, train_settings
+from vlm4vla_core.study import check as check_config, report_head
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -40,6 +41,7 @@ wildcard_constraints:
     benchmark=_regex(config["benchmarks"]),
     ablation=_regex(list(config["ablations"]) + ["none"]),
     seed=r"\d+",
+    shard=r"\d+",
 
 
 def digest(*parts):
@@ -74,6 +76,38 @@ def backbone_source(wildcards):
 
 def backbone_inputs(wildcards):
     return [backbone_source(wildcards)] if config["backbones"][wildcards.backbone]["source"] == "tiny" else []
+
+
+def plugin(benchmark):
+    return benchmarks.get(config["benchmarks"][benchmark]["kind"])
+
+
+def env_file(name):
+    return f"../../envs/{name}"
+
+
+def data_env(wildcards):
+    return env_file(plugin(wildcards.benchmark).data_env)
+
+
+def eval_env(wildcards):
+    """The policy's side of an evaluation: with the simulator when it runs in process, else the training env."""
+    bench = plugin(wildcards.benchmark)
+    in_process = bench.in_process and not config["benchmarks"][wildcards.benchmark].get("simulator_python")
+    return env_file(bench.sim_env if in_process else "vlm4vla.yaml")
+
+
+def n_shards(benchmark):
+    return config["benchmarks"][benchmark].get("eval_shards", 1)
+
+
+def shard_files(run_pattern):
+    """The shard results of one run, from its wildcards."""
+
+    def files(wildcards):
+        return expand(run_pattern + "/eval/shard{shard}.json", **wildcards, shard=range(n_shards(wildcards.benchmark)))
+
+    return files
 
 
 def eval_files():

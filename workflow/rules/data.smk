@@ -1,4 +1,4 @@
-# Benchmark data: Meta-World expert demonstrations are generated; other benchmarks are imported.
+# Benchmark training sets: generated (Meta-World) or imported from data_path, by each benchmark's plug-in.
 
 
 rule data:
@@ -9,7 +9,7 @@ rule data:
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark]),
     threads: lambda wc: res("collect_data", "cpus", 1)
     conda:
-        "../../envs/metaworld.yaml"
+        data_env
     resources:
         **resources_of("collect_data"),
     log:

@@ -1,40 +1,66 @@
 # Closed-loop rollouts of each trained policy, and of the zero-action baseline on the same episodes.
+# A benchmark's episodes are split over eval_shards jobs (default 1); merge_eval joins them into
+# the run's eval.json. A shard job that is stopped keeps its finished episodes and runs the rest.
+
+BASE_RUN = OUT + "/runs/" + BASELINE + "/{benchmark}/none/seed{seed}"
 
 
 rule evaluate:
     input:
         policy=RUN + "/policy",
     output:
-        RUN + "/eval.json",
+        RUN + "/eval/shard{shard}.json",
     params:
         cfg=STUDY_CONFIG,
+        shards=lambda wc: n_shards(wc.benchmark),
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark], config["evaluation"]),
     threads: lambda wc: res("evaluate", "cpus", 1)
     conda:
-        "../../envs/metaworld.yaml"
+        eval_env
     resources:
         **resources_of("evaluate"),
     log:
-        RUN + "/evaluate.log",
+        RUN + "/eval/shard{shard}.log",
     shell:
         "python -m vlm4vla_core evaluate --config {params.cfg} --benchmark {wildcards.benchmark}"
         " --seed {wildcards.seed} --policy {input.policy} --backbone {wildcards.backbone}"
-        " --ablation {wildcards.ablation} --threads {threads} --out {output} > {log} 2>&1"
+        " --ablation {wildcards.ablation} --shard {wildcards.shard} --shards {params.shards}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule evaluate_baseline:
     output:
-        OUT + "/runs/" + BASELINE + "/{benchmark}/none/seed{seed}/eval.json",
+        BASE_RUN + "/eval/shard{shard}.json",
     params:
         cfg=STUDY_CONFIG,
+        shards=lambda wc: n_shards(wc.benchmark),
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark]),
     threads: 1
     conda:
-        "../../envs/metaworld.yaml"
+        eval_env
     resources:
         **resources_of("evaluate"),
     log:
-        OUT + "/runs/" + BASELINE + "/{benchmark}/none/seed{seed}/evaluate.log",
+        BASE_RUN + "/eval/shard{shard}.log",
     shell:
         "python -m vlm4vla_core evaluate --config {params.cfg} --benchmark {wildcards.benchmark}"
-        " --seed {wildcards.seed} --policy zero-action --threads 1 --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --policy zero-action --shard {wildcards.shard} --shards {params.shards}"
+        " --threads 1 --out {output} > {log} 2>&1"
+
+
+ruleorder: evaluate_baseline > evaluate
+
+
+localrules:
+    merge_eval,
+
+
+rule merge_eval:
+    input:
+        shard_files(RUN),
+    output:
+        RUN + "/eval.json",
+    conda:
+        "../../envs/vlm4vla.yaml"
+    shell:
+        "python -m vlm4vla_core merge-eval {input} --out {output}"

@@ -1,32 +1,31 @@
-"""Scripted-expert demonstrations on Meta-World, stored as one Parquet file per task.
+"""Scripted-expert demonstrations on Meta-World, written as the project's training set.
 
 ``python -m vlm4vla_core collect-data --tasks drawer-open-v3 ... --episodes-per-task 20 --out DIR``
 
 Episode seeds start at ``--seed-offset`` and stay below ``EVAL_SEED_START``. Only
 successful episodes are kept; a failed seed is dropped (and listed in stats.json)
-and the next unused seed is tried, so every task gets exactly N episodes. Rows
-hold the frame observed *before* each action. ``DIR/stats.json`` holds per-dimension
-action statistics over all steps of all tasks, and the collection metadata.
+and the next unused seed is tried, so every task gets exactly N episodes. Frames
+are those observed *before* each action. ``DIR/lerobot`` is a LeRobot v2.1 dataset
+(one task string per episode: its instruction); ``DIR/stats.json`` holds the
+per-dimension action statistics and the collection metadata (see
+``vlm4vla_core.episodes.source``).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import multiprocessing as mp
-import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mujoco
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
+
+from vlm4vla_core.episodes import LeRobotWriter
+from vlm4vla_core.episodes.source import write_training_set
+from vlm4vla_core.io import atomic_dir
 
 from .env import (
     DEFAULT_CAMERA,
@@ -39,19 +38,7 @@ from .env import (
 )
 from .instructions import instruction
 
-COLUMNS = ("task", "episode", "episode_seed", "step", "instruction", "image", "action")
-SCHEMA = pa.schema(
-    [
-        ("task", pa.string()),
-        ("episode", pa.int32()),
-        ("episode_seed", pa.int64()),
-        ("step", pa.int32()),
-        ("instruction", pa.string()),
-        ("image", pa.binary()),
-        ("action", pa.list_(pa.float32())),
-    ]
-)
-
+FPS = 80  # Meta-World v3 steps at 80 Hz (frame_skip 5 of a 2.5 ms MuJoCo step)
 
 def expert_episode(env: MetaWorldEnv, seed: int) -> tuple[list[np.ndarray], np.ndarray, bool]:
     """Roll the scripted expert from seed; returns frames (one per action), actions [T, 4], success."""
@@ -65,26 +52,16 @@ def expert_episode(env: MetaWorldEnv, seed: int) -> tuple[list[np.ndarray], np.n
     return frames, np.asarray(actions, dtype=np.float32).reshape(-1, 4), env.success
 
 
-def encode_png(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
 _ENVS: dict[tuple, MetaWorldEnv] = {}  # one env per task and worker process
 
 
-def _episode_job(job: tuple[str, int, int, str, int]) -> tuple[str, int, bool, list[bytes], np.ndarray]:
+def _episode_job(job: tuple[str, int, int, str, int]) -> tuple[str, int, bool, list[np.ndarray], np.ndarray]:
     task, seed, image_size, camera, max_steps = job
     key = (task, image_size, camera, max_steps)
     if key not in _ENVS:
         _ENVS[key] = MetaWorldEnv(task, image_size, camera, max_steps)
     frames, actions, success = expert_episode(_ENVS[key], seed)
-    return task, seed, success, [encode_png(f) for f in frames] if success else [], actions
+    return task, seed, success, frames if success else [], actions
 
 
 def collect(
@@ -111,7 +88,7 @@ def collect(
     if seed_offset < 0 or seed_offset + max_attempts > EVAL_SEED_START:
         raise ValueError(f"--seed-offset must keep demo seeds in [0, {EVAL_SEED_START}), got {seed_offset}")
 
-    kept: dict[str, dict[int, tuple[list[bytes], np.ndarray]]] = {t: {} for t in tasks}
+    kept: dict[str, dict[int, tuple[list[np.ndarray], np.ndarray]]] = {t: {} for t in tasks}
     dropped: dict[str, list[int]] = {t: [] for t in tasks}
     next_seed = {t: seed_offset for t in tasks}
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="collect", unit="ep", disable=not progress, mininterval=2)
@@ -132,9 +109,9 @@ def collect(
             if not jobs:
                 break
             results = pool.map(_episode_job, jobs) if pool else map(_episode_job, jobs)
-            for task, seed, success, pngs, actions in results:
+            for task, seed, success, frames, actions in results:
                 if success:
-                    kept[task][seed] = (pngs, actions)
+                    kept[task][seed] = (frames, actions)
                     bar.update(1)
                 else:
                     dropped[task].append(seed)
@@ -145,103 +122,24 @@ def collect(
         bar.close()
     seconds = time.perf_counter() - t0
 
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        all_actions, counts, files = [], {}, {}
-        for task in tasks:
-            rows: dict[str, list] = {c: [] for c in COLUMNS}
-            seeds = sorted(kept[task])
-            for ep, seed in enumerate(seeds):
-                pngs, actions = kept[task][seed]
-                text = instruction(task, seed)
-                for step, (png, action) in enumerate(zip(pngs, actions, strict=True)):
-                    for col, val in zip(COLUMNS, (task, ep, seed, step, text, png, action.tolist()), strict=True):
-                        rows[col].append(val)
-                all_actions.append(actions)
-            files[task] = f"{task}.parquet"
-            pq.write_table(pa.table(rows, schema=SCHEMA), tmp / files[task])
-            lengths = [len(kept[task][s][1]) for s in seeds]
-            counts[task] = dict(episodes=len(seeds), steps=int(sum(lengths)), mean_length=float(np.mean(lengths)),
-                                max_length=int(max(lengths)), seeds=seeds, dropped_seeds=sorted(dropped[task]))
-        acts = np.concatenate(all_actions)
-        stats = dict(
-            action=dict(
-                min=acts.min(0).tolist(), max=acts.max(0).tolist(), mean=acts.mean(0).tolist(),
-                std=acts.std(0).tolist(), q01=np.quantile(acts, 0.01, axis=0).tolist(),
-                q99=np.quantile(acts, 0.99, axis=0).tolist(),
-            ),
-            tasks=list(tasks), files=files, counts=counts, episodes_per_task=episodes_per_task,
-            total_steps=int(len(acts)), dropped=int(sum(map(len, dropped.values()))),
-            image_size=image_size, camera=camera, max_steps=max_steps, seed_offset=seed_offset,
-            eval_seed_start=EVAL_SEED_START, metaworld_version=METAWORLD_VERSION,
-            mujoco_version=mujoco.__version__, collect_seconds=round(seconds, 2), workers=workers,
-        )
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    counts = {}
+    with atomic_dir(Path(out)) as tmp:
+        with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=4, image_shape=(image_size, image_size, 3),
+                           robot_type="sawyer") as writer:
+            for task in tasks:
+                seeds = sorted(kept[task])
+                for seed in seeds:
+                    frames, actions = kept[task][seed]
+                    writer.add_episode(frames, actions, instruction(task, seed))
+                lengths = [len(kept[task][s][1]) for s in seeds]
+                counts[task] = dict(episodes=len(seeds), steps=int(sum(lengths)), mean_length=float(np.mean(lengths)),
+                                    max_length=int(max(lengths)), seeds=seeds, dropped_seeds=sorted(dropped[task]))
+        stats = write_training_set(
+            tmp, "lerobot", tasks=list(tasks), counts=counts, episodes_per_task=episodes_per_task,
+            dropped=int(sum(map(len, dropped.values()))), image_size=image_size, camera=camera, max_steps=max_steps,
+            seed_offset=seed_offset, eval_seed_start=EVAL_SEED_START, metaworld_version=METAWORLD_VERSION,
+            mujoco_version=mujoco.__version__, collect_seconds=round(seconds, 2), workers=workers)
     return stats
-
-
-def load_episodes(directory: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, list[str]]:
-    """Load a collect-data directory.
-
-    Returns frames uint8 [N, H, W, 3], actions float32 [N, 4], instructions (N), episode_index
-    int64 [N] (global episode id, contiguous, in file order) and the task of each row (N).
-    """
-    directory = Path(directory)
-    stats_path = directory / "stats.json"
-    try:
-        stats = json.loads(stats_path.read_text())
-        tasks, files, size = stats["tasks"], stats["files"], int(stats["image_size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{stats_path}: not a valid collect-data stats file ({e})") from e
-    frames, actions, texts, episode_index, row_tasks = [], [], [], [], []
-    offset = 0
-    for task in tasks:
-        path = directory / files.get(task, f"{task}.parquet")
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as e:
-            raise ValueError(f"{path}: cannot read Parquet ({e})") from e
-        missing = [c for c in COLUMNS if c not in table.column_names]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
-        df = table.select(list(COLUMNS)).to_pandas()
-        if len(df) == 0 or set(df["task"]) != {task}:
-            raise ValueError(f"{path}: expected rows of task {task!r}, found {sorted(set(df['task']))}")
-        act = np.stack(df["action"].to_numpy()) if len(df) else np.zeros((0, 4))
-        if act.ndim != 2 or act.shape[1] != 4 or not np.isfinite(act).all():
-            raise ValueError(f"{path}: column 'action' must hold 4 finite floats per row")
-        episodes = df["episode"].to_numpy()
-        for ep in np.unique(episodes):
-            steps = df["step"].to_numpy()[episodes == ep]
-            if not np.array_equal(steps, np.arange(len(steps))):
-                raise ValueError(f"{path}: episode {ep} has steps out of order or missing")
-        try:
-            imgs = np.stack([decode_png(b) for b in df["image"]])
-        except Exception as e:
-            raise ValueError(f"{path}: column 'image' does not hold PNG images ({e})") from e
-        if imgs.shape[1:] != (size, size, 3):
-            raise ValueError(f"{path}: images are {imgs.shape[1:]}, stats.json says {size}x{size}x3")
-        _, ep_ids = np.unique(episodes, return_inverse=True)
-        frames.append(imgs)
-        actions.append(act.astype(np.float32))
-        texts += df["instruction"].tolist()
-        episode_index.append(ep_ids.astype(np.int64) + offset)
-        row_tasks += [task] * len(df)
-        offset += int(ep_ids.max()) + 1
-    return np.concatenate(frames), np.concatenate(actions), texts, np.concatenate(episode_index), row_tasks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     stats = collect(args.tasks, args.episodes_per_task, args.out, args.image_size, args.camera, args.max_steps,
                     args.seed_offset, args.workers, not args.no_progress)
     print(f"wrote {args.out}: {len(args.tasks)} tasks x {args.episodes_per_task} episodes, "
-          f"{stats['total_steps']} steps, dropped {stats['dropped']} failed episodes, "
-          f"{stats['collect_seconds']} s ({stats['total_steps'] / max(stats['collect_seconds'], 1e-9):.0f} frames/s)")
+          f"{stats['frames']} steps, dropped {stats['dropped']} failed episodes, "
+          f"{stats['collect_seconds']} s ({stats['frames'] / max(stats['collect_seconds'], 1e-9):.0f} frames/s)")
     return 0

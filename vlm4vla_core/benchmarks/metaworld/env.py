@@ -24,9 +24,10 @@ import numpy as np
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 
+from vlm4vla_core.benchmarks.metaworld import EVAL_SEED_START
+
 METAWORLD_VERSION = importlib.metadata.version("metaworld")
 TASKS: tuple[str, ...] = tuple(ALL_V3_ENVIRONMENTS)
-EVAL_SEED_START = 1_000_000  # demo seeds are < this, evaluation seeds are >= this
 DEFAULT_CAMERA = "corner4"  # front-right, above the table: targets large and in view at 112 px
 DEFAULT_IMAGE_SIZE = 112
 DEFAULT_MAX_STEPS = 150  # ~1.5x the experts' p95 episode length on the demo tasks

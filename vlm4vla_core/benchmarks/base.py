@@ -1,0 +1,264 @@
+"""What a benchmark plug-in declares, and the one episode driver that every benchmark runs on.
+
+A benchmark is one folder under ``vlm4vla_core/benchmarks/`` whose ``__init__`` defines a
+``Benchmark`` subclass and registers it by its ``kind``. It declares everything that
+differs between benchmarks:
+
+- its config keys (checked on top of the schema, errors name the key);
+- its data stage (a generator or an importer that writes the episode format);
+- its episode list and protocol: ``episodes`` and ``run_episode``, a generator that
+  owns the step loop (resets, wait steps, step limit, success rule) and yields an
+  ``Obs`` whenever it needs the next environment action;
+- its action convention (``action_to_env``: canonical action -> what the simulator takes;
+  ``action_bounds``: the normalisation statistics of the arm dimensions) and its image
+  transform (``image_transform``: raw simulator observation -> the policy's frame).
+
+Canonical actions, as stored in every training set and predicted by every policy:
+arm dimensions in the dataset's units, then one gripper value, +1 closed / -1 open.
+
+This module and the plug-ins' simulator side import numpy only: they also run inside
+simulator environments that have no torch (see ``vlm4vla_core.benchmarks.worker``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm4vla_core.config import ConfigError
+
+@dataclass(frozen=True)
+class Episode:
+    """One evaluation episode. ``index`` is its position in the benchmark's full episode list:
+    shards split on it and merges sort on it, so N shards give the records of one job."""
+
+    index: int
+    task: str
+    instruction: str
+    params: dict = field(default_factory=dict)  # benchmark-specific: init state, seed, task id
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Obs:
+    """What an episode yields when it needs an action. ``render`` is called only when the
+    policy re-plans (rendering is the expensive part of a step); ``reset`` asks for a fresh
+    chunk and a cleared queue (a new episode, or a new subtask of a chain)."""
+
+    instruction: str
+    render: Callable[[], Any]
+    reset: bool = False
+
+
+class Agent:
+    """The benchmark's transforms and the execution mode, applied in one place.
+
+    ``image_fn`` turns a raw simulator observation into the policy's HxWx3 uint8 frame;
+    the policy returns a chunk of K canonical actions; the first ``execute_steps`` are
+    executed open-loop, each converted by ``action_fn`` into the simulator's action.
+    """
+
+    def __init__(self, execute_steps: int, image_fn: Callable[[Any], np.ndarray],
+                 action_fn: Callable[[np.ndarray], np.ndarray]):
+        if execute_steps < 1:
+            raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+        self.execute_steps, self.image_fn, self.action_fn = execute_steps, image_fn, action_fn
+        self.queue: list[np.ndarray] = []
+        self.plans = 0
+
+    def reset(self) -> None:
+        self.queue = []
+
+    def needs_plan(self, obs: Obs) -> bool:
+        if obs.reset:
+            self.reset()
+        return not self.queue
+
+    def request(self, obs: Obs) -> dict:
+        return {"image": np.ascontiguousarray(self.image_fn(obs.render()), dtype=np.uint8),
+                "instruction": obs.instruction}
+
+    def set_chunk(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim != 2 or len(chunk) < self.execute_steps or not np.isfinite(chunk).all():
+            raise ValueError(f"policy returned a chunk of shape {chunk.shape} (finite, >= {self.execute_steps} "
+                             "steps expected)")
+        self.queue = list(chunk[: self.execute_steps])
+        self.plans += 1
+
+    def next_action(self) -> np.ndarray:
+        return np.asarray(self.action_fn(self.queue.pop(0)), dtype=np.float64)
+
+
+InferFn = Callable[[list[dict]], list[np.ndarray]]
+
+
+class Benchmark:
+    """Base plug-in. Subclasses set the class attributes and implement the methods."""
+
+    kind: str = ""
+    #: canonical action size: arm dimensions + 1 gripper
+    action_dim: int = 7
+    #: config keys of this kind beyond the common ones: {key: JSON-schema fragment}
+    keys: dict[str, dict] = {}
+    #: keys that must be present
+    required: tuple[str, ...] = ()
+    #: default values of optional keys
+    defaults: dict[str, Any] = {}
+    #: the simulator can run inside the policy's process (same Python environment)
+    in_process: bool = False
+    #: environment files (under envs/) of the data stage and of the simulator
+    data_env: str = "vlm4vla.yaml"
+    sim_env: str = "vlm4vla.yaml"
+    #: metric of one episode record (aggregated by the aggregate stage)
+    metric: str = "success_rate"
+    #: data and evaluation exist in this version (False: planned, its stages stop with a message)
+    runnable: bool = True
+
+    # -- config -------------------------------------------------------------
+    def settings(self, entry: dict) -> dict:
+        """The entry with this kind's defaults filled in."""
+        return {**self.defaults, **entry}
+
+    def check(self, name: str, entry: dict) -> None:
+        """Kind-specific keys: unknown, missing and out-of-range keys raise ConfigError naming them."""
+        from vlm4vla_core.benchmarks import COMMON_KEYS
+
+        allowed = [*COMMON_KEYS, *self.keys]
+        for key in entry:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed for kind {self.kind}: {', '.join(allowed)})"
+                raise ConfigError(f"unknown key 'benchmarks.{name}.{key}'{hint}")
+        for key in self.required:
+            if key not in entry:
+                raise ConfigError(f"missing key 'benchmarks.{name}.{key}' (required for kind {self.kind})")
+        import jsonschema
+
+        for key, schema in self.keys.items():
+            if key in entry:
+                err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(entry[key]))
+                if err is not None:
+                    raise ConfigError(f"key 'benchmarks.{name}.{key}': {err.message}")
+        self.check_values(name, self.settings(entry))
+
+    def check_values(self, name: str, entry: dict) -> None:
+        """Checks across keys or against the benchmark's own facts (task names, limits)."""
+
+    # -- data -----------------------------------------------------------------
+    def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
+        """Write the training set of this benchmark into ``out`` (see ``vlm4vla_core.episodes``)."""
+        raise NotImplementedError
+
+    def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
+        """Per-dimension (low, high) of the arm actions that map to [-arm_norm, arm_norm]:
+        the 1st/99th percentiles of the training set, as the official code normalises."""
+        action = stats["action"]
+        return list(action["q01"][:-1]), list(action["q99"][:-1])
+
+    # -- protocol -------------------------------------------------------------
+    def episodes(self, entry: dict, seed: int) -> list[Episode]:
+        """The full, ordered episode list of one evaluation (training seed ``seed``)."""
+        raise NotImplementedError
+
+    def simulator(self, entry: dict):
+        """A simulator client; one per concurrently running episode (simulator side)."""
+        raise NotImplementedError
+
+    def run_episode(self, sim, episode: Episode, entry: dict) -> Generator[Obs, np.ndarray, dict]:
+        """The protocol of one episode: yields an Obs per step, receives the env action,
+        returns the episode record (at least ``success`` and ``steps``)."""
+        raise NotImplementedError
+
+    def image_transform(self, entry: dict) -> Callable[[Any], np.ndarray]:
+        """Raw simulator observation -> the policy's HxWx3 uint8 frame (camera, rotation, crop)."""
+        return lambda frame: frame
+
+    def action_to_env(self, entry: dict) -> Callable[[np.ndarray], np.ndarray]:
+        """Canonical action (arm, gripper +1 closed / -1 open) -> the simulator's action."""
+        return lambda action: action
+
+    def workers(self, entry: dict) -> int:
+        return int(entry.get("eval_workers", 1))
+
+    def slots(self, entry: dict) -> int:
+        """Episodes a simulator process runs in lockstep (one batched policy call per re-plan)."""
+        return int(entry.get("eval_batch", 1))
+
+
+def shard(episodes: list[Episode], index: int, count: int) -> list[Episode]:
+    """Episodes of shard ``index`` of ``count`` (round robin over the ordered list)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} is not in [0, {count})")
+    return episodes[index::count]
+
+
+def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
+                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
+    on the same tick is one ``infer`` call. Returns one record per episode, in episode order."""
+    from tqdm import tqdm
+
+    todo = list(episodes)
+    sims = [bench.simulator(entry) for _ in range(max(1, min(slots, len(todo))))]
+    image_fn, action_fn = bench.image_transform(entry), bench.action_to_env(entry)
+    active: dict[int, list] = {}
+    records: list[dict] = []
+    bar = tqdm(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="ep", disable=not progress, mininterval=2)
+
+    def finish(episode: Episode, agent: Agent, record: dict) -> None:
+        record = dict(index=episode.index, task=episode.task, instruction=episode.instruction, **episode.params,
+                      **record, execute_steps=execute, plans=agent.plans)
+        records.append(record)
+        if on_record:
+            on_record(record)
+        bar.update(1)
+
+    def start(slot: int) -> None:
+        while todo:
+            episode = todo.pop(0)
+            gen, agent = bench.run_episode(sims[slot], episode, entry), Agent(execute, image_fn, action_fn)
+            try:
+                active[slot] = [episode, gen, agent, next(gen)]
+                return
+            except StopIteration as stop:
+                finish(episode, agent, stop.value)
+
+    try:
+        for slot in range(len(sims)):
+            start(slot)
+        while active:
+            need = [s for s, (_, _, agent, obs) in active.items() if agent.needs_plan(obs)]
+            if need:
+                chunks = infer([active[s][2].request(active[s][3]) for s in need])
+                if len(chunks) != len(need):
+                    raise ValueError(f"policy answered {len(chunks)} chunks for {len(need)} requests")
+                for s, chunk in zip(need, chunks):
+                    active[s][2].set_chunk(chunk)
+            for slot in list(active):
+                episode, gen, agent, _ = active[slot]
+                try:
+                    active[slot][3] = gen.send(agent.next_action())
+                except StopIteration as stop:
+                    del active[slot]
+                    finish(episode, agent, stop.value)
+                    start(slot)
+    finally:
+        bar.close()
+        for sim in sims:
+            close = getattr(sim, "close", None)
+            if close:
+                close()
+    return sorted(records, key=lambda r: r["index"])
+
+
+def zero_infer(chunk: int, action_dim: int) -> InferFn:
+    """The zero-action baseline: every canonical action is all zeros."""
+    return lambda requests: [np.zeros((chunk, action_dim), np.float32) for _ in requests]

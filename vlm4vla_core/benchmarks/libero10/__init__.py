@@ -1,0 +1,131 @@
+"""LIBERO-10 (LIBERO-Long): 10 long-horizon tasks x 50 fixed initial states.
+
+Protocol (shared/benchmarks/PROTOCOLS.md section 3, with its sources):
+
+- Episodes: the suite's 10 tasks in order, initial states ``0 .. episodes_per_task - 1``
+  (50 in the paper: 500 episodes). Training seeds do not change them (the init states are fixed);
+  the env is seeded once per task env with ``env_seed`` (0, as OpenVLA and VLM4VLA do).
+- Per episode: ``env.reset()``, ``set_init_state``, then ``wait_steps`` no-op steps
+  ``[0,0,0,0,0,0,-1]`` (gripper open) whose ``done`` is ignored, then at most ``max_steps``
+  policy steps (520). Success is the first ``done`` (every BDDL goal predicate true); the
+  episode stops there.
+  *Where the codes differ:* VLM4VLA's evaluator lacks a ``continue`` in its wait loop, so it
+  interleaves 5 no-ops with its first 5 policy actions and allows 525 policy actions. This
+  evaluator follows OpenVLA and openpi (10 no-ops first, then 520 policy steps), the loop the
+  VLM4VLA code means to run.
+- Image: ``agentview`` rendered at ``camera_size`` (256), rotated 180 degrees (``[::-1, ::-1]``,
+  as the training images of the OpenVLA RLDS and openpi LeRobot copies are), then resized by the
+  policy to ``image_size``.
+  *Where the codes differ:* VLM4VLA evaluates with a centre crop of 0.9 of the area because it
+  trains with random-resized-crop augmentation; this project trains without augmentation, so the
+  crop is off by default. ``center_crop: 0.9`` turns it on for policies trained with it.
+- Actions: the canonical action is LIBERO's own (OSC_POSE deltas in [-1, 1], gripper +1 close /
+  -1 open), so it goes to ``env.step`` unchanged after the policy's 1st/99th-percentile
+  un-normalisation with the +-0.65 scaling of the official code.
+- Metric: success rate over all episodes.
+
+Data (``data_path``): the official LIBERO HDF5 demos (``*_demo.hdf5``: data/demo_N/obs/agentview_rgb,
+actions, the instruction from problem_info; images stored upside-down, rotated 180 degrees on import;
+no-op actions dropped as OpenVLA's regeneration does), or a LeRobot copy of LIBERO (openpi's
+conversion: image, wrist_image, state, actions, task; images already rotated), read in place with
+its LIBERO-10 episodes selected by instruction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, Obs
+from vlm4vla_core.config import ConfigError
+
+#: the suite's tasks in order (task_order_index 0): the instruction is the task's language
+INSTRUCTIONS = (
+    "put both the alphabet soup and the tomato sauce in the basket",
+    "put both the cream cheese box and the butter in the basket",
+    "turn on the stove and put the moka pot on it",
+    "put the black bowl in the bottom drawer of the cabinet and close it",
+    "put the white mug on the left plate and put the yellow and white mug on the right plate",
+    "pick up the book and place it in the back compartment of the caddy",
+    "put the white mug on the plate and put the chocolate pudding to the right of the plate",
+    "put both the alphabet soup and the cream cheese box in the basket",
+    "put both moka pots on the stove",
+    "put the yellow and white mug in the microwave and close it",
+)
+INIT_STATES = 50
+NOOP = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+class Libero10Benchmark(Benchmark):
+    kind = "libero10"
+    action_dim = 7
+    keys = {
+        "tasks": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": len(INSTRUCTIONS) - 1},
+                  "minItems": 1, "uniqueItems": True, "description": "task indices (default: all 10)"},
+        "episodes_per_task": {"type": "integer", "minimum": 1, "maximum": INIT_STATES},
+        "max_steps": {"type": "integer", "minimum": 1},
+        "wait_steps": {"type": "integer", "minimum": 0},
+        "camera_size": {"type": "integer", "minimum": 32},
+        "env_seed": {"type": "integer", "minimum": 0},
+        "center_crop": {"type": ["number", "boolean"], "description": "area fraction of the centre crop, or false"},
+        "image_key": {"type": "string", "description": "image feature of a LeRobot copy"},
+        "action_key": {"type": "string", "description": "action feature of a LeRobot copy"},
+        "skip_noops": {"type": "boolean", "description": "drop no-op actions when importing HDF5 demos"},
+    }
+    required = ("data_path",)
+    defaults = {"tasks": list(range(len(INSTRUCTIONS))), "episodes_per_task": INIT_STATES, "max_steps": 520,
+                "wait_steps": 10, "camera_size": 256, "env_seed": 0, "center_crop": False, "skip_noops": True,
+                "image_size": 224}
+    data_env = "vlm4vla.yaml"
+    sim_env = "libero.yaml"
+
+    def check_values(self, name: str, entry: dict) -> None:
+        crop = entry["center_crop"]
+        if crop is True or (crop is not False and not 0 < crop <= 1):
+            raise ConfigError(f"key 'benchmarks.{name}.center_crop': {crop!r} is not false or an area fraction in (0, 1]")
+
+    def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
+        from vlm4vla_core.benchmarks.libero10.data import import_libero
+
+        import_libero(entry, Path(out))
+
+    def episodes(self, entry: dict, seed: int) -> list[Episode]:
+        pairs = [(t, i) for t in entry["tasks"] for i in range(entry["episodes_per_task"])]
+        return [Episode(n, f"task{t}", INSTRUCTIONS[t], {"task_id": t, "init_state": i})
+                for n, (t, i) in enumerate(pairs)]
+
+    def simulator(self, entry: dict):
+        from vlm4vla_core.benchmarks.libero10.sim import LiberoSim
+
+        return LiberoSim(camera_size=entry["camera_size"], env_seed=entry["env_seed"])
+
+    def run_episode(self, sim, episode: Episode, entry: dict):
+        obs = sim.reset(episode.params["task_id"], episode.params["init_state"])
+        for _ in range(entry["wait_steps"]):
+            obs, _ = sim.step(NOOP)  # objects settle; a done here is ignored, as in OpenVLA and openpi
+        for step in range(entry["max_steps"]):
+            action = yield Obs(episode.instruction, lambda o=obs: o, reset=step == 0)
+            obs, done = sim.step(action)
+            if done:
+                return dict(success=True, steps=step + 1, wait_steps=entry["wait_steps"])
+        return dict(success=False, steps=entry["max_steps"], wait_steps=entry["wait_steps"])
+
+    def image_transform(self, entry: dict):
+        return lambda obs: libero_image(obs["agentview"], entry["center_crop"])
+
+
+def libero_image(agentview: np.ndarray, center_crop: float | bool = False) -> np.ndarray:
+    """The policy's frame from LIBERO's agentview render: rotated 180 degrees, then optionally
+    the central square box of ``center_crop`` of the area (the policy resizes it afterwards)."""
+    image = np.asarray(agentview)[::-1, ::-1]
+    if center_crop:
+        h, w = image.shape[:2]
+        side = np.sqrt(float(center_crop))
+        ch, cw = int(round(h * side)), int(round(w * side))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        image = image[top : top + ch, left : left + cw]
+    return np.ascontiguousarray(image)
+
+
+BENCHMARK = Libero10Benchmark()

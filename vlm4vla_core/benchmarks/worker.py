@@ -1,0 +1,62 @@
+"""A simulator worker: runs episodes of one benchmark against a policy server.
+
+``python -m vlm4vla_core.benchmarks.worker --kind K --entry entry.json --episodes eps.json
+--execute N --url ws://127.0.0.1:PORT --out records.jsonl``
+
+Runs inside the simulator's own Python environment, which needs numpy, msgpack, websockets
+and the benchmark's simulator, not torch: it imports only the benchmark layer and the
+policy client. Each finished episode is appended to ``--out`` as one JSON line at once, so an
+interrupted evaluation keeps its finished episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from vlm4vla_core import benchmarks
+from vlm4vla_core.benchmarks.base import Episode, run_episodes
+from vlm4vla_core.serving.client import PolicyClient
+
+
+def remote_infer(client: PolicyClient):
+    """Requests of one tick go to the server as one message; the server batches across workers."""
+
+    def infer(requests: list[dict]) -> list[np.ndarray]:
+        chunks = client.infer({"images": np.stack([r["image"] for r in requests]),
+                               "instructions": [r["instruction"] for r in requests]})
+        return list(chunks)
+
+    return infer
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core.benchmarks.worker", description=__doc__)
+    p.add_argument("--kind", required=True)
+    p.add_argument("--entry", required=True, help="JSON file: the benchmark's settings")
+    p.add_argument("--episodes", required=True, help="JSON file: the episodes to run")
+    p.add_argument("--execute", type=int, required=True, help="actions executed per chunk")
+    p.add_argument("--url", required=True, help="policy server")
+    p.add_argument("--slots", type=int, default=1, help="episodes run in lockstep")
+    p.add_argument("--out", required=True, help="JSON lines, one per finished episode")
+    args = p.parse_args(argv)
+    bench = benchmarks.get(args.kind)
+    with open(args.entry) as f:
+        entry = json.load(f)
+    with open(args.episodes) as f:
+        episodes = [Episode(**e) for e in json.load(f)]
+    with PolicyClient(args.url) as client, open(args.out, "a") as out:
+        def record(r: dict) -> None:
+            out.write(json.dumps(r) + "\n")
+            out.flush()
+
+        run_episodes(bench, entry, episodes, remote_infer(client), args.execute, slots=args.slots,
+                     on_record=record, progress=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The machinery of a training run, separate from what it trains: a DeepSpeed engine,
+checkpoints with a fingerprint, exact resume, preemption and metrics.
+
+``TrainingRun(model, settings, run_dir, mark)`` wraps any ``nn.Module``; ``fit(batches, loss_fn)``
+trains it from the step its latest checkpoint holds. ``batches(micro_step)`` must be a pure
+function of the micro-step so that a resumed run continues exactly where it stopped (the VLA
+recipe in ``vlm4vla_core.train`` and the SFT recipe use it the same way).
+
+- Checkpoints: ``run_dir/checkpoints/step<N>`` (DeepSpeed's own format; the latest is kept)
+  with a ``fingerprint`` of what decides the weights. A run whose fingerprint differs (its
+  settings or data changed) starts over instead of resuming.
+- Preemption: SIGTERM (Slurm's signal) or SIGUSR1 (``--signal=USR1@T``) make all ranks agree to
+  stop at the same step, write a checkpoint and return; the caller exits with ``PREEMPTED`` (75)
+  so that the scheduler retries and the run resumes.
+- Metrics: ``run_dir/metrics.jsonl`` (trimmed back to the checkpoint on resume) and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+CHECKPOINTS, METRICS, FINGERPRINT = "checkpoints", "metrics.jsonl", "fingerprint"
+PREEMPTED = 75  # exit status of a run stopped by SIGTERM/SIGUSR1 after its checkpoint (EX_TEMPFAIL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed_env() -> None:
+    """A lone process gets the variables a launcher would set; no GPU means DeepSpeed's CPU accelerator."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if not os.environ.get("DS_ACCELERATOR"):
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def deepspeed_config(s, world_size: int) -> dict:
+    cfg = {
+        "train_micro_batch_size_per_gpu": s.micro_batch,
+        "gradient_accumulation_steps": s.grad_accum,
+        "train_batch_size": s.micro_batch * s.grad_accum * world_size,
+        "gradient_clipping": s.grad_clip,
+        "zero_optimization": {"stage": s.zero_stage},
+        "scheduler": {
+            "type": "WarmupLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": s.lr, "warmup_num_steps": max(1, s.warmup_steps), "warmup_type": "linear"},
+        },
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if s.precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    elif s.precision == "fp16":
+        cfg["fp16"] = {"enabled": True, "initial_scale_power": 16}
+    return cfg
+
+
+def _trim_metrics(path: Path, upto: int) -> None:
+    """Drop metric lines written after the checkpoint a resumed run starts from."""
+    if path.exists():
+        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= upto]
+        path.write_text("".join(k + "\n" for k in keep))
+
+
+class TrainingRun:
+    """One model under DeepSpeed with resumable checkpoints (see the module docstring)."""
+
+    def __init__(self, model, settings, run_dir: Path, mark: str, stop_after: int | None = None):
+        init_distributed_env()
+        import deepspeed
+        import torch
+
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        deepspeed.init_distributed(dist_backend="gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None)
+        self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        self.settings, self.run_dir, self.mark, self.stop_after = settings, Path(run_dir), mark, stop_after
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                     config=deepspeed_config(settings, self.world))
+        self.device = self.engine.device
+        self.ckpt_dir = self.run_dir / CHECKPOINTS
+        self.step = self._resume()
+        self._preempted: list[bool] = []
+
+    # -- checkpoints ---------------------------------------------------------
+    def _resume(self) -> int:
+        import torch
+
+        ckpt = self.ckpt_dir
+        if self.rank == 0 and (ckpt / "latest").is_file():
+            old = (ckpt / FINGERPRINT).read_text().strip() if (ckpt / FINGERPRINT).is_file() else "none"
+            if old != self.mark:  # the job re-runs because its settings changed: these weights are not its own
+                print(f"{ckpt}: checkpoints were written under other settings ({old} != {self.mark}); starting over",
+                      flush=True)
+                shutil.rmtree(ckpt)
+        if self.world > 1:
+            torch.distributed.barrier()
+        step = 0
+        if (ckpt / "latest").is_file():
+            path, client = self.engine.load_checkpoint(str(ckpt))
+            if path is None:
+                raise RuntimeError(f"{ckpt}: 'latest' names a checkpoint that cannot be loaded")
+            step = int(client["step"])
+            if self.rank == 0:
+                print(f"resumed from {path} at step {step}", flush=True)
+        if self.rank == 0:
+            _trim_metrics(self.run_dir / METRICS, step)
+        return step
+
+    def save(self, at: int) -> None:
+        tag = f"step{at}"
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": at})
+        if self.rank == 0:
+            (self.ckpt_dir / FINGERPRINT).write_text(self.mark + "\n")
+            for old in self.ckpt_dir.iterdir():
+                if old.is_dir() and old.name.startswith("step") and old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def _should_stop(self) -> bool:
+        """One decision for all ranks: a signal reaches them at different moments."""
+        import torch
+
+        stop = torch.tensor([float(bool(self._preempted) or (self.stop_after is not None and self.step >= self.stop_after))])
+        if self.world > 1:
+            stop = stop.to(self.device)
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        return bool(stop.item())
+
+    # -- the loop ------------------------------------------------------------
+    def fit(self, batches: Callable[[int], Iterator], loss_fn: Callable, desc: str = "train") -> bool:
+        """Train to ``settings.max_steps``. ``batches(first_micro_step)`` yields the inputs of micro-steps
+        first, first + 1, ...; ``loss_fn(module, inputs) -> (loss, info dict of floats)``. Returns
+        True when finished, False when stopped early with a checkpoint (signal or ``stop_after``)."""
+        from tqdm import tqdm
+
+        s, rank = self.settings, self.rank
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, lambda *_: self._preempted.append(True))
+        writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step)
+        bar = tqdm(total=s.max_steps, initial=self.step, desc=desc, disable=rank != 0, mininterval=5)
+        started = time.time()
+        stream = batches(self.step * s.grad_accum) if self.step < s.max_steps else iter(())
+        try:
+            with (self.run_dir / METRICS).open("a") if rank == 0 else open(os.devnull, "w") as log:
+                while self.step < s.max_steps:
+                    stats = []
+                    for _ in range(s.grad_accum):
+                        loss, info = loss_fn(self.engine.module, next(stream))
+                        self.engine.backward(loss)
+                        self.engine.step()
+                        stats.append(info)
+                    self.step += 1
+                    bar.update(1)
+                    if rank == 0 and (self.step % s.log_every == 0 or self.step == s.max_steps):
+                        row = {k: float(np.mean([st[k] for st in stats])) for k in stats[0]}
+                        row.update(step=self.step, lr=self.engine.get_lr()[0], elapsed_s=round(time.time() - started, 2))
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
+                        for k, v in row.items():
+                            if k != "step":
+                                writer.add_scalar(f"train/{k}", v, self.step)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
+                        self.save(self.step)
+                    if self._should_stop():
+                        if self.step % s.checkpoint_every:
+                            self.save(self.step)
+                        if rank == 0:
+                            print(f"stopped at step {self.step} with a checkpoint; run again to resume", flush=True)
+                        return False
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        return True
+
+    def full_state_dict(self) -> dict | None:
+        """The trained weights in fp32 on rank 0 (gathered from ZeRO-3 partitions), None elsewhere."""
+        if self.settings.zero_stage == 3:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            return get_fp32_state_dict_from_zero_checkpoint(str(self.ckpt_dir), tag=f"step{self.step}") \
+                if self.rank == 0 else None
+        return {k: v.float() for k, v in self.engine.module.state_dict().items()} if self.rank == 0 else None
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch
+
+            torch.distributed.barrier()
