@@ -12,6 +12,7 @@ import sys
 STAGES = {
     "validate-config": ("vlm4vla_core.config", "Validate a study config and print its jobs"),
     "make-tiny-backbone": ("vlm4vla_core.backbones.tiny", "Write a tiny random-weight checkpoint of a family"),
+    "architectures": ("vlm4vla_core.backbones.sweep", "Every image-text-to-text architecture through family generic"),
     "backbone-report": ("vlm4vla_core.backbones.report", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.dataset", "Build a benchmark's training set from the study config"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "Roll out Meta-World experts into Parquet"),
