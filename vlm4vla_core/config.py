@@ -138,6 +138,7 @@ class TrainSettings:
     log_every: int = 10
     num_processes: int = 1
     num_threads: int = 0
+    gradient_checkpointing: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -100,7 +100,8 @@ def deepspeed_config(s, world_size: int) -> dict:
 
 def fingerprint(policy_cfg, settings, data_dir: Path, seed: int, world: int) -> str:
     """Hash of everything that decides a run's weights at a given step (not its length or logging)."""
-    keep = {k: v for k, v in settings.as_dict().items() if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads")}
+    keep = {k: v for k, v in settings.as_dict().items()
+            if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads", "gradient_checkpointing")}
     stats = (data_dir / "stats.json").read_bytes()
     blob = json.dumps([asdict(policy_cfg), keep, seed, world, hashlib.sha256(stats).hexdigest()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -147,7 +148,15 @@ def train(
     data = ChunkDataset(frames, actions, instructions, np.asarray(episodes), policy_cfg.chunk)
 
     torch.manual_seed(seed)
-    policy = VLAPolicy(policy_cfg, vlm=vlm, processor=processor)
+    ds_config = deepspeed_config(settings, world)
+    if settings.zero_stage == 3:  # every rank reads only its own shard of the weights (zero.Init)
+        from transformers.integrations import HfDeepSpeedConfig
+
+        _keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841  (transformers reads it while loading)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision, torch.float32)
+    policy = VLAPolicy(policy_cfg, vlm=vlm, processor=processor, dtype=dtype)
+    if settings.gradient_checkpointing:
+        policy.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = policy.parameter_counts()
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -160,7 +169,7 @@ def train(
 
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-    engine, _, _, _ = deepspeed.initialize(model=policy, optimizer=optimizer, config=deepspeed_config(settings, world))
+    engine, _, _, _ = deepspeed.initialize(model=policy, optimizer=optimizer, config=ds_config)
 
     ckpt_dir = run_dir / CHECKPOINTS
     mark = fingerprint(policy_cfg, settings, data_dir, seed, world)
@@ -186,9 +195,12 @@ def train(
 
     def save(at: int) -> None:
         tag = f"step{at}"
+        if rank == 0:  # before 'latest' exists: a run killed in between still resumes
+            from vlm4vla_core.io import write_text
+
+            write_text(ckpt_dir / FINGERPRINT, mark + "\n")
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": at})
         if rank == 0:
-            (ckpt_dir / FINGERPRINT).write_text(mark + "\n")
             _prune(ckpt_dir, keep=tag)
 
     def should_stop() -> bool:
@@ -255,7 +267,10 @@ def train(
 
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=f"step{step}") if rank == 0 else None
     else:
-        state = {k: v.float() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+        state = engine.module.state_dict() if rank == 0 else None
+    if state is not None:  # bf16 where trained in bf16; fp32 otherwise (fp16 training keeps fp32 master weights)
+        keep = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+        state = {k: v.to(keep) if v.is_floating_point() else v for k, v in state.items()}
     out = run_dir / POLICY_DIR
     if rank == 0:
         from vlm4vla_core.provenance import provenance
@@ -265,6 +280,8 @@ def train(
             provenance=provenance(dict(policy=asdict(policy_cfg), training=settings.as_dict()))))
     if world > 1:
         torch.distributed.barrier()
+    if rank == 0:  # the exported policy holds the weights: the optimizer state is no longer needed
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
 
 
