@@ -13,6 +13,7 @@ STAGES = {
     "validate-config": ("vlm4vla_core.config", "Validate a study config and print its jobs"),
     "make-tiny-backbone": ("vlm4vla_core.backbones.tiny", "Write a tiny random-weight checkpoint of a family"),
     "architectures": ("vlm4vla_core.backbones.sweep", "Every image-text-to-text architecture through family generic"),
+    "plan-memory": ("vlm4vla_core.backbones.memory", "GPU memory per rank of a training job under ZeRO-2 and ZeRO-3"),
     "backbone-report": ("vlm4vla_core.backbones.report", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.dataset", "Build a benchmark's training set from the study config"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "Roll out Meta-World experts into Parquet"),
