@@ -171,8 +171,8 @@ def test_sigterm_checkpoints_and_exits_for_a_retry(study, tmp_path):
 
 
 def test_changed_settings_start_over_instead_of_resuming(study, tmp_path):
-    _run(study, tmp_path / "run")
-    before = load_file(tmp_path / "run" / "policy" / "policy.safetensors")
+    _run(study, tmp_path / "run", "--stop-after", "8")
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file() and not (tmp_path / "run" / "policy").exists()
     cfg = yaml.safe_load((study / "study.yaml").read_text())
     cfg["training"]["lr"] = 3e-3
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(cfg))
@@ -181,15 +181,16 @@ def test_changed_settings_start_over_instead_of_resuming(study, tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "starting over" in res.stdout and "resumed from" not in res.stdout
-    after = load_file(tmp_path / "run" / "policy" / "policy.safetensors")
-    assert any(not torch.equal(before[k], after[k]) for k in before), "a changed lr must change the weights"
+    # once the policy is exported, the checkpoints (optimizer state included) are removed
+    assert (tmp_path / "run" / "policy" / "policy.safetensors").is_file()
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_two_process_deepspeed_step(study, tmp_path):
     cfg = yaml.safe_load((study / "study.yaml").read_text())
-    cfg["training"].update(max_steps=2, checkpoint_every=2, log_every=1, zero_stage=2)
+    cfg["training"].update(max_steps=3, checkpoint_every=2, log_every=1, zero_stage=2)
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(cfg))
-    cmd, env = _cli(study, tmp_path / "run", backbone="tiny-paligemma")
+    cmd, env = _cli(study, tmp_path / "run", "--stop-after", "2", backbone="tiny-paligemma")
     cmd[cmd.index("--config") + 1] = str(tmp_path / "two.yaml")
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
     res = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True, timeout=600)
@@ -197,6 +198,9 @@ def test_two_process_deepspeed_step(study, tmp_path):
     # ZeRO-2 wrote one optimizer shard per rank
     shards = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "step2").glob("*optim_states.pt"))
     assert len(shards) == 2, shards
+    cmd = cmd[: cmd.index("--stop-after")] + cmd[cmd.index("--stop-after") + 2:]
+    res = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
     policy = load_policy(tmp_path / "run" / "policy")
     assert policy.predict(_frames(1), ["press the button"]).shape == (1, 4, 4)
 

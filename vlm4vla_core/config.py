@@ -112,6 +112,7 @@ class TrainSettings:
     num_processes: int = 1
     num_threads: int = 0
     loader_workers: int = 0  # DataLoader processes decoding and encoding frames (0: in the training process)
+    gradient_checkpointing: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

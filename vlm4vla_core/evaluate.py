@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -119,8 +118,9 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
 
 
 def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: list[str], out: Path,
-             shard_index: int = 0, shards: int = 1, key: dict | None = None) -> dict[str, dict]:
-    """Roll out ``infer`` on the shard's episodes in each mode; returns {mode: {execute_steps, episodes}}."""
+             shard_index: int = 0, shards: int = 1, key: dict | None = None) -> tuple[dict[str, dict], "Parts"]:
+    """Roll out ``infer`` on the shard's episodes in each mode; returns ({mode: {execute_steps, episodes}},
+    the finished-episode store, removed by the caller once the result is written)."""
     bench, entry = benchmarks.of(config, benchmark)
     if not bench.runnable:
         raise ConfigError(f"benchmark {benchmark!r}: kind {bench.kind!r} has no evaluator in this version")

@@ -31,6 +31,7 @@ from vlm4vla_core.backbones import get_adapter
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 SCRATCH_SEED_SALT = 7_919_000
 POLICY_FILE, WEIGHTS_FILE = "policy.json", "policy.safetensors"
+BACKBONE_DIR = "backbone"  # the backbone's config, tokenizer and processor (its weights are in WEIGHTS_FILE)
 
 
 @dataclass(frozen=True)
@@ -60,26 +61,44 @@ class PolicyConfig:
             raise ValueError(f"arm_low/arm_high: need {self.action_dim - 1} values each (action_dim - 1)")
 
 
+def _embedding_std(weight: torch.Tensor) -> float:
+    """Standard deviation of the word embeddings, without an fp32 copy of a half-precision matrix."""
+    if weight.device.type == "meta" or weight.numel() == 0:  # no values (meta device, or a ZeRO-3 partition)
+        return 0.02
+    if weight.dtype == torch.float32:
+        return float(weight.detach().std())
+    w = weight.detach().reshape(-1)
+    total = sq = 0.0
+    for part in w.split(1 << 22):
+        part = part.double()
+        total, sq = total + float(part.sum()), sq + float((part * part).sum())
+    n = w.numel()
+    return float(((sq - total * total / n) / max(n - 1, 1)) ** 0.5)
+
+
 class VLAPolicy(nn.Module):
-    def __init__(self, cfg: PolicyConfig, vlm: nn.Module | None = None, processor=None):
+    def __init__(self, cfg: PolicyConfig, vlm: nn.Module | None = None, processor=None,
+                 dtype: torch.dtype | None = None):
+        """``dtype``: the precision the backbone is read in when it is loaded here (from ``cfg.source``);
+        training loads it in its own precision, so no fp32 copy of a half-precision model is made."""
         super().__init__()
         self.cfg = cfg
         self.adapter = get_adapter(cfg.family)
         if vlm is None:
-            vlm, processor = self.adapter.load(cfg.source)
+            vlm, processor = self.adapter.load(cfg.source, dtype=dtype or torch.float32)
         if processor is not None:
             processor.image_size = cfg.image_size
         if cfg.ablation == "from_scratch":  # same architecture, random initialisation
             # salted: a checkpoint itself drawn with a small seed is not re-drawn
             torch.manual_seed(SCRATCH_SEED_SALT + cfg.init_seed)
-            vlm = type(vlm)._from_config(vlm.config)
+            vlm = type(vlm)._from_config(vlm.config, dtype=next(vlm.parameters()).dtype)
         self.processor = processor
         self.backbone = self.adapter.backbone(vlm)
         hidden = self.adapter.hidden_size(vlm)
         embed = self.adapter.input_embeddings(self.backbone)
 
         gen = torch.Generator().manual_seed(cfg.init_seed)
-        std = float(embed.weight.detach().float().std()) if embed.weight.device.type != "meta" else 0.02
+        std = _embedding_std(embed.weight)
         self.action_query = nn.Parameter(torch.randn(hidden, generator=gen) * std)
         layers, width = [], hidden
         for _ in range(cfg.head_layers - 1):
@@ -184,6 +203,7 @@ def save_policy(policy: VLAPolicy, out: str | Path, state_dict: dict | None = No
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / WEIGHTS_FILE)
     meta = dict(config=asdict(policy.cfg), parameters=policy.parameter_counts(), **(extra or {}))
     (tmp / POLICY_FILE).write_text(json.dumps(meta, indent=2))
+    save_backbone_files(policy, tmp / BACKBONE_DIR)
     if out.exists():
         import shutil
 
@@ -191,8 +211,40 @@ def save_policy(policy: VLAPolicy, out: str | Path, state_dict: dict | None = No
     os.replace(tmp, out)
 
 
+def save_backbone_files(policy: VLAPolicy, folder: Path) -> None:
+    """The backbone's config.json and its tokenizer / processor files (no weights): what ``load_policy``
+    needs besides the policy's own weights, so that the folder does not depend on the backbone's source."""
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.backbone.config.save_pretrained(folder)
+    proc = policy.processor
+    full = (proc.extra or {}).get("processor") if proc is not None else None
+    if full is not None:
+        full.save_pretrained(folder)
+    elif proc is not None:
+        proc.tokenizer.save_pretrained(folder)
+        proc.image_processor.save_pretrained(folder)
+
+
+def _backbone_from_folder(cfg: PolicyConfig, folder: Path, dtype: torch.dtype):
+    """The VLM architecture from the policy's own backbone files, its weights left unset (they come from the
+    policy's weights file), and its processor."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.initialization import no_init_weights
+
+    adapter = get_adapter(cfg.family)
+    config = adapter.check_config(folder)
+    with no_init_weights():
+        vlm = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    adapter.prepare(vlm)
+    return vlm, adapter.load_processor(folder, config, cfg.image_size)
+
+
 def load_policy(path: str | Path, device: str = "cpu") -> VLAPolicy:
-    """Rebuild a trained policy from its folder (the backbone is re-read from ``config.source``)."""
+    """Rebuild a trained policy from its folder: the backbone's architecture and processor from
+    ``backbone/``, every weight from ``policy.safetensors`` (a folder without ``backbone/``, written by an
+    earlier version, re-reads the backbone from ``config.source``)."""
+    from dataclasses import replace
+
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -202,8 +254,15 @@ def load_policy(path: str | Path, device: str = "cpu") -> VLAPolicy:
     meta = json.loads((path / POLICY_FILE).read_text())
     raw = meta["config"]
     cfg = PolicyConfig(**{**raw, "arm_low": tuple(raw["arm_low"]), "arm_high": tuple(raw["arm_high"])})
-    policy = VLAPolicy(cfg)
-    missing, unexpected = policy.load_state_dict(load_file(path / WEIGHTS_FILE), strict=False)
+    state = load_file(path / WEIGHTS_FILE)
+    if (path / BACKBONE_DIR / "config.json").is_file():
+        vlm, processor = _backbone_from_folder(cfg, path / BACKBONE_DIR, state["action_query"].dtype)
+        policy = VLAPolicy(replace(cfg, ablation="full"), vlm, processor)  # every weight is overwritten below
+        policy.cfg = cfg
+        policy.to(state["action_query"].dtype)
+    else:
+        policy = VLAPolicy(cfg)
+    missing, unexpected = policy.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path / WEIGHTS_FILE}: does not match the policy (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return policy.to(device).eval()

@@ -30,7 +30,8 @@ POLICY_DIR = "policy"
 def fingerprint(policy_cfg, settings, data_dir: Path, seed: int, world: int) -> str:
     """Hash of everything that decides a run's weights at a given step (not its length or logging)."""
     keep = {k: v for k, v in settings.as_dict().items()
-            if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads", "loader_workers")}
+            if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads", "loader_workers",
+                         "gradient_checkpointing")}
     stats = (data_dir / "stats.json").read_bytes()
     blob = json.dumps([asdict(policy_cfg), keep, seed, world, hashlib.sha256(stats).hexdigest()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -52,7 +53,16 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
     if data.action_dim != policy_cfg.action_dim:
         raise ValueError(f"{data_dir}: actions have {data.action_dim} dimensions, the policy {policy_cfg.action_dim}")
     torch.manual_seed(seed)
-    policy = VLAPolicy(policy_cfg, vlm=vlm, processor=processor)
+    if settings.zero_stage == 3:  # every rank reads only its own shard of the weights (zero.Init)
+        from transformers.integrations import HfDeepSpeedConfig
+
+        from vlm4vla_core.training import deepspeed_config
+
+        _keep_alive = HfDeepSpeedConfig(deepspeed_config(settings, world))  # noqa: F841  (read while loading)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision, torch.float32)
+    policy = VLAPolicy(policy_cfg, vlm=vlm, processor=processor, dtype=dtype)
+    if settings.gradient_checkpointing:
+        policy.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     run = TrainingRun(policy, settings, run_dir, fingerprint(policy_cfg, settings, data_dir, seed, world), stop_after)
     counts = policy.parameter_counts()
     if run.rank == 0:
@@ -77,6 +87,9 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
     if not finished:
         return None
     state = run.full_state_dict()
+    if state is not None:  # bf16 where trained in bf16; fp32 otherwise (fp16 training keeps fp32 master weights)
+        keep = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+        state = {k: v.to(keep) if v.is_floating_point() else v for k, v in state.items()}
     out = run_dir / POLICY_DIR
     if run.rank == 0:
         from vlm4vla_core.provenance import provenance
@@ -85,6 +98,7 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
             steps=run.step, seed=seed, training=settings.as_dict(), data=str(data_dir),
             provenance=provenance(dict(policy=asdict(policy_cfg), training=settings.as_dict()))))
     run.barrier()
+    run.discard_checkpoints()  # the exported policy holds the weights: the optimizer state is no longer needed
     return out
 
 

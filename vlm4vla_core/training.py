@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlm4vla_core.io import write_text
+
 CHECKPOINTS, METRICS, FINGERPRINT = "checkpoints", "metrics.jsonl", "fingerprint"
 PREEMPTED = 75  # exit status of a run stopped by SIGTERM/SIGUSR1 after its checkpoint (EX_TEMPFAIL)
 
@@ -39,7 +41,8 @@ def _free_port() -> int:
 
 
 def init_distributed_env() -> None:
-    """A lone process gets the variables a launcher would set; no GPU means DeepSpeed's CPU accelerator."""
+    """A lone process gets the variables a launcher would set; no GPU means DeepSpeed's CPU accelerator (gloo).
+    Initialises torch.distributed, which ZeRO-3 needs before the model is built."""
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -50,6 +53,9 @@ def init_distributed_env() -> None:
 
         if not torch.cuda.is_available():
             os.environ["DS_ACCELERATOR"] = "cpu"
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None)
 
 
 def deepspeed_config(s, world_size: int) -> dict:
@@ -90,7 +96,6 @@ class TrainingRun:
 
         if settings.num_threads:
             torch.set_num_threads(settings.num_threads)
-        deepspeed.init_distributed(dist_backend="gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None)
         self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.settings, self.run_dir, self.mark, self.stop_after = settings, Path(run_dir), mark, stop_after
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,9 +135,10 @@ class TrainingRun:
 
     def save(self, at: int) -> None:
         tag = f"step{at}"
+        if self.rank == 0:  # before 'latest' exists: a run killed in between still resumes
+            write_text(self.ckpt_dir / FINGERPRINT, self.mark + "\n")
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": at})
         if self.rank == 0:
-            (self.ckpt_dir / FINGERPRINT).write_text(self.mark + "\n")
             for old in self.ckpt_dir.iterdir():
                 if old.is_dir() and old.name.startswith("step") and old.name != tag:
                     shutil.rmtree(old, ignore_errors=True)
@@ -210,6 +216,11 @@ class TrainingRun:
             return get_fp32_state_dict_from_zero_checkpoint(str(self.ckpt_dir), tag=f"step{self.step}") \
                 if self.rank == 0 else None
         return {k: v.float() for k, v in self.engine.module.state_dict().items()} if self.rank == 0 else None
+
+    def discard_checkpoints(self) -> None:
+        """Remove the checkpoints (optimizer state included) once the trained weights are exported."""
+        if self.rank == 0:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -30,6 +30,7 @@ Shown with LLaVA-1.5 (``LlavaForConditionalGeneration``) and Idefics3/SmolVLM
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,118 @@ SMOLVLM_CHAT_TEMPLATE = (
 LLAMA_LEADING = ["<unk>", "<s>", "</s>"]  # Llama ids 0..2
 SMOL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
                 "<end_of_utterance>", "<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+
+
+def model_image_token_id(config) -> int | None:
+    """The token id whose positions receive the image features (what the model consumes), from the config."""
+    for c in (config, config.get_text_config()):
+        for key in ("image_token_id", "image_token_index"):
+            value = getattr(c, key, None)
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def processor_class(model_type: str, folder: Path | None = None):
+    """The processor class named by ``processor_config.json`` in ``folder``, else AutoProcessor's for ``model_type``;
+    UnsupportedBackbone when none is registered or its backend (e.g. torchvision) is not installed."""
+    import json
+
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    name = None
+    if folder is not None and (Path(folder) / "processor_config.json").is_file():
+        name = json.loads((Path(folder) / "processor_config.json").read_text()).get("processor_class")
+    name = name or PROCESSOR_MAPPING_NAMES.get(model_type) or _module_processor(model_type)
+    if not name:
+        raise UnsupportedBackbone(f"model_type {model_type!r} has no processor class registered for AutoProcessor")
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise UnsupportedBackbone(f"processor class {name!r} is not in the installed transformers")
+    if getattr(cls, "is_dummy", False):
+        raise UnsupportedBackbone(f"{name} needs a backend that is not installed ({', '.join(cls._backends)})")
+    return cls
+
+
+def _module_processor(model_type: str) -> str | None:
+    """The one ProcessorMixin class defined in the architecture's own module, if it has exactly one."""
+    import importlib
+
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+    from transformers.processing_utils import ProcessorMixin
+
+    try:
+        module = importlib.import_module(f"transformers.models.{model_type_to_module_name(model_type)}")
+    except ImportError:
+        return None
+    names = [n for n in dir(module) if n.endswith("Processor") and isinstance(getattr(module, n, None), type)
+             and issubclass(getattr(module, n), ProcessorMixin)]
+    return names[0] if len(names) == 1 else None
+
+
+@contextmanager
+def stand_ins_accepted():
+    """Let a processor be built with the inert video / audio stand-ins: transformers checks a video processor's
+    class through the video-processor registry, which is unavailable without torchvision."""
+    from transformers.processing_utils import ProcessorMixin
+
+    original = ProcessorMixin.check_argument_for_proper_class
+
+    def check(self, name, argument):
+        if type(argument).__name__ in ("BaseVideoProcessor", "FeatureExtractionMixin"):
+            return type(argument)
+        return original(self, name, argument)
+
+    ProcessorMixin.check_argument_for_proper_class = check
+    try:
+        yield
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = original
+
+
+def load_any_processor(name_or_path: str | Path, config):
+    """The checkpoint's processor: AutoProcessor, or -- when a sub-processor the policy never feeds (video,
+    audio) cannot be loaded here, e.g. a video processor that needs torchvision -- the processor class built
+    from the checkpoint's tokenizer, its PIL image processor and inert stand-ins for those sub-processors."""
+    import json
+
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+    from transformers.video_processing_utils import BaseVideoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(str(name_or_path))
+    except (OSError, ValueError, TypeError, ImportError, AttributeError, KeyError) as err:
+        first = err
+    folder = Path(name_or_path) if Path(name_or_path).is_dir() else None
+    cls = processor_class(config.model_type, folder)
+    settings = {}
+    if folder is not None and (folder / "processor_config.json").is_file():
+        settings = json.loads((folder / "processor_config.json").read_text())
+    attributes = cls.get_attributes()
+    try:
+        parts = {}
+        for attr in attributes:
+            if "tokenizer" in attr:
+                parts[attr] = AutoTokenizer.from_pretrained(str(name_or_path))
+            elif attr == "image_processor":
+                parts[attr] = AutoImageProcessor.from_pretrained(str(name_or_path), backend="pil")
+            elif attr == "video_processor":
+                parts[attr] = BaseVideoProcessor()
+            elif attr in ("feature_extractor", "audio_processor"):
+                parts[attr] = FeatureExtractionMixin()
+            else:
+                raise UnsupportedBackbone(f"{cls.__name__} needs a {attr} the policy cannot provide")
+        kwargs = {k: v for k, v in settings.items() if k not in attributes and k != "processor_class"
+                  and not isinstance(v, dict)}
+        template = folder / "chat_template.jinja" if folder is not None else None
+        if template is not None and template.is_file():
+            kwargs["chat_template"] = template.read_text()
+        with stand_ins_accepted():
+            return cls(**parts, **kwargs)
+    except (OSError, ValueError, TypeError, ImportError) as err:
+        raise UnsupportedBackbone(f"{name_or_path}: cannot load its processor ({first}; then {err})") from err
 
 
 def _find(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
@@ -105,6 +218,27 @@ def vision_names(base: nn.Module) -> list[str]:
     return [tower[0]] + ([projector[0]] if projector is not None else [])
 
 
+def config_problems(config) -> list[str]:
+    """Why the architecture of ``config`` cannot be a generic backbone (empty: it can), from the config and
+    the model built on the meta device; no weight is read."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    problems = []
+    if getattr(config, "is_encoder_decoder", False) or getattr(config.get_text_config(), "is_encoder_decoder", False):
+        problems.append(f"{config.model_type} is an encoder-decoder model (the policy reads the last hidden state "
+                        "of a decoder-only sequence that holds the image, the prompt and the ActionQuery)")
+    if getattr(config, "vision_config", None) is None:
+        problems.append(f"its config ({config.model_type}) has no vision_config: not a vision-language model")
+    if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        problems.append(f"model_type {config.model_type!r} has no AutoModelForImageTextToText class")
+    if not problems:
+        with torch.device("meta"):
+            vlm = AutoModelForImageTextToText.from_config(config)
+        problems = [f"{type(vlm).__name__}: {p}" for p in structure(vlm)[1]]
+    return problems
+
+
 class GenericAdapter(FamilyAdapter):
     """``vision_modules``: the vision tower and the projector found by name on the base model."""
 
@@ -114,42 +248,31 @@ class GenericAdapter(FamilyAdapter):
     # -- loading ---------------------------------------------------------
     def check_config(self, name_or_path: str | Path):
         """The config, once the architecture is known to fit (built on the meta device, no weights)."""
-        from transformers import AutoConfig, AutoModelForImageTextToText
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        from transformers import AutoConfig
 
         try:
             config = AutoConfig.from_pretrained(str(name_or_path))
         except (OSError, ValueError) as err:
             raise UnsupportedBackbone(f"{name_or_path}: cannot read its config.json ({err})") from err
-        problems = []
-        if getattr(config, "vision_config", None) is None:
-            problems.append(f"its config ({config.model_type}) has no vision_config: not a vision-language model")
-        if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-            problems.append(f"model_type {config.model_type!r} has no AutoModelForImageTextToText class")
-        if not problems:
-            with torch.device("meta"):
-                vlm = AutoModelForImageTextToText.from_config(config)
-            problems = [f"{type(vlm).__name__}: {p}" for p in structure(vlm)[1]]
+        problems = config_problems(config)
         if problems:
             raise UnsupportedBackbone(f"{name_or_path}: not usable as a generic backbone: " + "; ".join(problems))
         return config
 
     def load_processor(self, name_or_path: str | Path, config, image_size: int | None = None) -> Processor:
-        from transformers import AutoProcessor
-
-        try:
-            proc = AutoProcessor.from_pretrained(str(name_or_path))
-        except (OSError, ValueError, TypeError) as err:
-            raise UnsupportedBackbone(f"{name_or_path}: cannot load its AutoProcessor ({err})") from err
+        proc = load_any_processor(name_or_path, config)
         tokenizer = getattr(proc, "tokenizer", None)
         image_processor = getattr(proc, "image_processor", None)
         image_token = getattr(proc, "image_token", None)
         problems = []
+        model_image_id = model_image_token_id(config)
         if tokenizer is None or image_processor is None:
             problems.append(f"{type(proc).__name__} is not a processor with a tokenizer and an image processor")
-        elif image_token is None or tokenizer.convert_tokens_to_ids(image_token) != getattr(config, "image_token_id", None):
-            problems.append(f"the processor's image token {image_token!r} is not the model's image_token_id "
-                            f"{getattr(config, 'image_token_id', None)}")
+        elif image_token is None:
+            problems.append(f"{type(proc).__name__} has no image_token (the prompt-side image marker)")
+        if model_image_id is None:
+            problems.append(f"its config ({config.model_type}) names no image token id (image_token_id / "
+                            "image_token_index): the image-feature positions are unknown")
         if not getattr(proc, "chat_template", None):
             problems.append("the processor has no chat template (chat_template.jinja)")
         if tokenizer is not None and tokenizer.eos_token_id is None:
@@ -158,7 +281,7 @@ class GenericAdapter(FamilyAdapter):
             raise UnsupportedBackbone(f"{name_or_path}: not usable as a generic backbone: " + "; ".join(problems))
         if hasattr(image_processor, "do_image_splitting"):
             image_processor.do_image_splitting = False  # one tile per frame
-        extra = dict(processor=proc, image_token_id=tokenizer.convert_tokens_to_ids(image_token))
+        extra = dict(processor=proc, image_token_id=model_image_id)
         return Processor(tokenizer, image_processor, int(image_size or self.default_image_size), extra)
 
     def backbone(self, vlm: nn.Module) -> nn.Module:
@@ -183,7 +306,7 @@ class GenericAdapter(FamilyAdapter):
         proc, placeholder = processor.extra["processor"], self.placeholder_id(processor)
         seqs, per_token, per_image = [], {}, {}
         for img, text in zip(resize_square(images, processor.image_size), instructions):
-            out = proc(text=[self.prompt_text(processor, text)], images=[[img]], return_tensors="pt")
+            out = proc(text=[self.prompt_text(processor, text)], images=[img], return_tensors="pt")
             ids = out["input_ids"][0]
             seqs.append(ids.tolist() + [placeholder])
             for key, value in out.items():

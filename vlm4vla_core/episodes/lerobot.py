@@ -40,6 +40,7 @@ INDEX_FEATURES = {
     "task_index": {"dtype": "int64", "shape": [1], "names": None},
 }
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # HF datasets' Image storage
+_INHERITED = []  # caches a forked process inherited from its parent: kept, never freed
 
 
 def _stats(x: np.ndarray) -> dict:
@@ -446,11 +447,13 @@ class LeRobotDataset:
                              f"meta/info.json says {self.action_dim}")
         self._frame_cols = need[1:] + (["task_index"] if "task_index" in schema.names else [])
         self._episode_actions(0)
-        self._pid = None  # nothing stays open: caches start on first use, in whichever process that is
+        self._pid, self._caches = None, None  # nothing stays open: caches start on first use, in any process
 
     # -- per-process caches -------------------------------------------------
     def _cache(self, name: str) -> LRU:
         if self._pid != os.getpid():  # first use, or a forked worker: start with empty caches of its own
+            if self._pid is not None:  # the parent's decoders hold its threads' locks: freeing them here hangs
+                _INHERITED.append(self._caches)
             self._pid, self._caches = os.getpid(), {n: LRU(self.cache_size) for n in ("files", "groups", "actions", "videos")}
         return self._caches[name]
 

@@ -31,6 +31,8 @@ rule backbone_report:
         layers=config["policy"].get("head_layers", 2),
         action_dim=report_head(config)[1],
         chunk=report_head(config)[0],
+        # hub backbones: their published config on the meta device (no weights on a CPU node)
+        meta=lambda wc: "" if config["backbones"][wc.backbone]["source"] == "tiny" else "--meta",
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
@@ -40,4 +42,23 @@ rule backbone_report:
     shell:
         "python -m vlm4vla_core backbone-report --family {params.family} --source {params.source}"
         " --image-size {params.size} --chunk {params.chunk} --action-dim {params.action_dim}"
-        " --head-hidden {params.head} --head-layers {params.layers} --out {output} > {log} 2>&1"
+        " --head-hidden {params.head} --head-layers {params.layers} {params.meta} --out {output} > {log} 2>&1"
+
+
+rule plan_memory:
+    # GPU memory per rank of a train job (meta device, no weights); fails -- so the job is never
+    # submitted -- when the job does not fit the GPUs that resources.train gives it.
+    output:
+        OUT + "/backbones/{backbone}/memory_{benchmark}.json",
+    params:
+        cfg=STUDY_CONFIG,
+        digest=lambda wc: digest(config["backbones"][wc.backbone], config["benchmarks"][wc.benchmark],
+                                 config["training"], config["policy"], config["resources"].get("train", {})),
+    localrule: True
+    conda:
+        "../../envs/vlm4vla.yaml"
+    log:
+        OUT + "/logs/plan_memory/{backbone}_{benchmark}.log",
+    shell:
+        "python -m vlm4vla_core plan-memory --config {params.cfg} --backbone {wildcards.backbone}"
+        " --benchmark {wildcards.benchmark} --check --out {output} > {log} 2>&1"

@@ -110,6 +110,13 @@ def shard_files(run_pattern):
     return files
 
 
+def memory_plan(wildcards):
+    """The memory plan a train job waits for: real backbones on GPUs of a known model (resources.train.gpu_model)."""
+    if config["backbones"][wildcards.backbone]["source"] == "tiny" or not res("train", "gpu_model", None):
+        return []
+    return [f"{OUT}/backbones/{wildcards.backbone}/memory_{wildcards.benchmark}.json"]
+
+
 def eval_files():
     files = [f"{RUN}/eval.json".format(**job) for job in jobs(config)]
     if config["evaluation"].get("baseline", True):

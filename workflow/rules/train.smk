@@ -13,6 +13,7 @@ rule train:
     input:
         data=OUT + "/data/{benchmark}",
         backbone=backbone_inputs,
+        memory=memory_plan,
     output:
         directory(RUN + "/policy"),
     params:

@@ -1,0 +1,165 @@
+"""``python -m vlm4vla_core architectures``: every image-text-to-text architecture through ``family: generic``.
+
+For each architecture the installed transformers registers for
+``AutoModelForImageTextToText``: the refusal check on its default config (meta
+device, no weights); then a tiny checkpoint (``zoo.make_tiny_any``), the backbone
+report, two training steps of the policy and a predicted action chunk, with the
+image positions the adapter reports checked against the mask the model itself
+builds to place the image features (``get_placeholder_mask``), where it has one.
+
+Each row: ``works``, ``refused`` (the adapter's reason, before any weight) or
+``fails`` (the first error of the tiny build or run; nothing was skipped silently).
+Writes a JSON file and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlm4vla_core.io import write_json, write_text
+
+INSTRUCTIONS = ["push the button", "open the top drawer"]
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def model_mask_agrees(policy, enc: dict) -> bool | None:
+    """Whether the adapter's image positions are where the model puts the image features (None: the model
+    builds no placeholder mask to compare with)."""
+    base = policy.backbone
+    original = getattr(base, "get_placeholder_mask", None)
+    if original is None:
+        return None
+    seen = []
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out[0] if isinstance(out, tuple) else out)
+        return out
+
+    base.get_placeholder_mask = spy
+    try:
+        with torch.no_grad():
+            policy({k: v for k, v in enc.items()})
+    finally:
+        del base.get_placeholder_mask
+    if not seen:
+        return None
+    mask = seen[0]
+    mask = mask.reshape(mask.shape[0], mask.shape[1], -1)[..., 0].bool()
+    return bool(torch.equal(mask, policy.adapter.image_positions(policy.processor, enc)))
+
+
+def run_one(model_type: str, root: Path, steps: int = 2) -> dict:
+    """One architecture end to end; the row of the table."""
+    from transformers import AutoConfig
+
+    from vlm4vla_core.backbones import get_adapter
+    from vlm4vla_core.backbones.base import UnsupportedBackbone
+    from vlm4vla_core.backbones.generic import config_problems
+    from vlm4vla_core.backbones.report import backbone_report
+    from vlm4vla_core.backbones.zoo import make_tiny_any
+    from vlm4vla_core.policy import PolicyConfig, VLAPolicy
+
+    row = dict(model_type=model_type)
+    started = time.time()
+    stage = "refusal check"
+    try:
+        config = AutoConfig.for_model(model_type)
+        problems = config_problems(config)
+        if problems:
+            return dict(row, status="refused", reason="; ".join(problems))
+        stage = "tiny checkpoint"
+        folder = root / model_type
+        make_tiny_any(model_type, folder)
+        stage = "load"
+        adapter = get_adapter("generic")
+        vlm, processor = adapter.load(folder)
+        row["architecture"] = type(vlm).__name__
+        stage = "backbone report"
+        report = backbone_report(adapter, vlm, processor)
+        row.update(image_tokens=report["image_tokens_per_frame"], prompt_length=report["prompt_length"])
+        if not report["image_tokens_per_frame"]:
+            raise ValueError("the encoded prompt holds no image token")
+        stage = "training"
+        cfg = PolicyConfig(family="generic", source=str(folder), chunk=3, action_dim=4, head_hidden=32,
+                           init_seed=1, arm_low=(-1.0,) * 3, arm_high=(1.0,) * 3)
+        torch.manual_seed(0)
+        policy = VLAPolicy(cfg, vlm, processor)
+        enc = policy.encode(_frames(2), INSTRUCTIONS)
+        row["model_mask_agrees"] = model_mask_agrees(policy.eval(), enc)
+        if row["model_mask_agrees"] is False:
+            raise ValueError("the adapter's image positions differ from the model's placeholder mask")
+        actions = torch.rand(2, 3, 4) * 2 - 1
+        opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+        policy.train()
+        losses = []
+        for _ in range(steps):
+            loss, _ = policy.loss(enc, actions)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        if not all(np.isfinite(losses)):
+            raise ValueError(f"non-finite loss {losses}")
+        stage = "predict"
+        chunk = policy.eval().predict(_frames(1, seed=1), INSTRUCTIONS[:1])
+        if chunk.shape != (1, 3, 4) or not np.isfinite(chunk).all():
+            raise ValueError(f"bad action chunk of shape {chunk.shape}")
+        return dict(row, status="works", seconds=round(time.time() - started, 1))
+    except UnsupportedBackbone as err:
+        return dict(row, status="refused" if stage == "refusal check" else "fails", stage=stage, reason=str(err))
+    except Exception as err:  # noqa: BLE001 -- the table records every failure with its stage
+        return dict(row, status="fails", stage=stage, reason=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+
+
+def markdown(rows: list[dict]) -> str:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("works", "refused", "fails")}
+    lines = [f"{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
+             f"{counts['fails']} fail.", "",
+             "| model_type | status | image tokens | why (refused / fails) |", "|---|---|---|---|"]
+    for r in rows:
+        why = r.get("reason", "")
+        if r["status"] == "fails":
+            why = f"{r['stage']}: {why}"
+        why = why.replace("|", "\\|").replace(str(Path(tempfile.gettempdir())), "<tmp>")
+        lines.append(f"| `{r['model_type']}` | {r['status']} | {r.get('image_tokens') or ''} | {why[:220]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlm4vla_core architectures", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="model_types to run (default: every registered one)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
+    args = parser.parse_args(argv)
+    from vlm4vla_core.backbones.zoo import architectures
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(1)
+    todo = args.only or list(architectures())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model_type in todo:
+            row = run_one(model_type, Path(tmp))
+            rows.append(row)
+            print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
+    write_json(args.out, rows)
+    write_text(args.out.with_suffix(".md"), markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
