@@ -11,7 +11,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup system-deps demo test dry-run-paper clean-demo
+.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -34,6 +34,14 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# LIBERO-10's simulator in its own environment (the policy reaches it over a websocket)
+libero-env: system-deps
+	envs/setup-libero-venv.sh .venv-libero
+
+# a real LIBERO-10 evaluation through the policy server, with a tiny policy (benchmarks/libero_check.py)
+libero-check: setup libero-env
+	$(BIN)/python benchmarks/libero_check.py
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules

@@ -25,6 +25,8 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python=${PYTHON:-python3.11}
   command -v "$python" >/dev/null || die "$python not found: install Python 3.11 or set PYTHON=/path/to/python3.11"
+  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$python does not run"
+  [ "$version" = 3.11 ] || die "$python is Python $version; the pins (MuJoCo 2.3.7) need 3.11: set PYTHON=/path/to/python3.11"
   echo "creating $venv with $python"
   "$python" -m venv "$venv" || die "could not create the venv with $python (Debian/Ubuntu: apt-get install python3.11-venv)"
 fi
@@ -39,7 +41,7 @@ echo "installing the pinned simulator requirements into $venv"
 echo "installing vlm4vla_core (editable, no dependencies) from $repo"
 (cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo (see above)"
 
-# The check imports what the rollout worker imports, without creating an environment.
+# Check: the simulator module and the policy client import, and the suite loads (no env is built).
 "$py" - <<'EOF' || die "the environment is installed but the check above failed"
 import vlm4vla_core.benchmarks.libero10.sim as sim
 import vlm4vla_core.serving.client  # noqa: F401  (the policy client)

@@ -32,7 +32,8 @@ def synthetic_episodes(lengths, size=32, action_dim=4, seed=0, tasks=("pick the 
         frames[..., 0] = level[:, None, None]
         frames[..., 1] = 255 - level[:, None, None]
         frames[..., 2] = 100 + x[..., 0]
-        out.append((frames.astype(np.uint8), rng.normal(size=(n, action_dim)).astype(np.float32), tasks[e % len(tasks)]))
+        actions = rng.normal(size=(n, action_dim)).astype(np.float32)
+        out.append((frames.astype(np.uint8), actions, tasks[e % len(tasks)]))
         g += n
     return out
 
@@ -64,7 +65,9 @@ def _png(image) -> bytes:
 
 def _frame_table(frames, actions, episode: int, first: int, task_index: int, fps: int, image_key: str | None):
     n = len(actions)
-    cols = {} if image_key is None else {image_key: pa.array([{"bytes": _png(f), "path": None} for f in frames], IMAGE_STRUCT)}
+    cols = {}
+    if image_key is not None:
+        cols[image_key] = pa.array([{"bytes": _png(f), "path": None} for f in frames], IMAGE_STRUCT)
     cols.update(action=pa.FixedSizeListArray.from_arrays(pa.array(actions.ravel()), actions.shape[1]),
                 timestamp=pa.array(np.arange(n) / fps, pa.float32()), frame_index=pa.array(np.arange(n)),
                 episode_index=pa.array(np.full(n, episode)), index=pa.array(first + np.arange(n)),
@@ -108,7 +111,8 @@ def write_v21_video(root: Path, episodes, fps: int = 10, image_key: str = IMAGE_
         video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
         features=_features(episodes, image_key, True, fps)))
     (root / "meta/episodes.jsonl").write_text("".join(
-        json.dumps({"episode_index": e, "tasks": [t], "length": len(a)}) + "\n" for e, (_, a, t) in enumerate(episodes)))
+        json.dumps({"episode_index": e, "tasks": [t], "length": len(a)}) + "\n"
+        for e, (_, a, t) in enumerate(episodes)))
     (root / "meta/tasks.jsonl").write_text("".join(
         json.dumps({"task_index": i, "task": t}) + "\n" for i, t in enumerate(tasks)))
     return root
@@ -127,7 +131,8 @@ def write_v30(root: Path, episodes, fps: int = 10, video: bool = False, image_ke
         for j, (frames, actions, task) in enumerate(group):
             e, n = f + j, len(actions)
             tables.append(_frame_table(frames, actions, e, first, tasks.index(task), fps, None if video else image_key))
-            row = {"episode_index": e, "tasks": [task], "length": n, "data/chunk_index": 0, "data/file_index": file_index,
+            row = {"episode_index": e, "tasks": [task], "length": n,
+                   "data/chunk_index": 0, "data/file_index": file_index,
                    "dataset_from_index": first, "dataset_to_index": first + n,
                    "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
             if video:

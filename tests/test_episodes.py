@@ -36,7 +36,8 @@ def written(tmp_path_factory):
 def videos(tmp_path_factory):
     episodes = synthetic_episodes([7, 12, 5, 9], size=32)
     root = tmp_path_factory.mktemp("video")
-    return {"v2.1": write_v21_video(root / "v21", episodes), "v3.0": write_v30(root / "v30", episodes, video=True)}, episodes
+    roots = {"v2.1": write_v21_video(root / "v21", episodes), "v3.0": write_v30(root / "v30", episodes, video=True)}
+    return roots, episodes
 
 
 def _expected_chunk(episodes, e, t, k):
@@ -51,7 +52,7 @@ def test_writer_writes_lerobot_v21(written):
     assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (4, sum(LENGTHS), 2)
     assert info["splits"] == {"train": "0:4"} and info["chunks_size"] == 1000 and info["total_chunks"] == 1
     assert info["features"]["observation.image"] == {"dtype": "image", "shape": [24, 24, 3],
-                                                     "names": ["height", "width", "channel"]}
+                                                     "names": ["height", "width", "channels"]}
     assert info["features"]["action"]["dtype"] == "float32" and info["features"]["action"]["shape"] == [4]
     assert {"timestamp", "frame_index", "episode_index", "index", "task_index"} <= set(info["features"])
     lines = [json.loads(l) for l in (root / "meta/episodes.jsonl").read_text().splitlines()]
@@ -110,6 +111,8 @@ def test_writer_is_atomic(tmp_path):
     w.close()
     assert not (root / "old").exists() and LeRobotDataset(root).num_episodes == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    _edit_info(root, codebase_version="v2.0")  # the same layout, with meta/stats.json only
+    assert LeRobotDataset(root).version == "v2.0"
 
 
 def test_v30_parquet_images_several_episodes_per_file(tmp_path):
@@ -216,7 +219,7 @@ def test_errors_name_the_file_and_key(tmp_path, videos):
 
     root = write_v30(tmp_path / "e", episodes, video=True)
     (root / f"videos/{IMAGE_KEY}/chunk-000/file-001.mp4").unlink()
-    with pytest.raises(ValueError, match=rf"videos/{IMAGE_KEY}/chunk-000/file-001.mp4: missing \(video of '{IMAGE_KEY}'\)"):
+    with pytest.raises(ValueError, match=rf"{IMAGE_KEY}/chunk-000/file-001.mp4: missing \(video of '{IMAGE_KEY}'\)"):
         LeRobotDataset(root)
     root = write_v30(tmp_path / "f", episodes)
     pq.write_table(pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").drop(["dataset_to_index"]),
@@ -263,6 +266,8 @@ def test_stream_is_a_function_of_seed_step_rank(written, videos, kind):
     assert actions.dtype == torch.float32 and actions.shape == (4, 3, 4)
     assert torch.equal(pixels, torch.from_numpy(np.stack([data.frame(int(i))[0] for i in idx])))
     assert torch.equal(actions, torch.from_numpy(np.stack([data.action_chunk(int(i), 3) for i in idx])))
+    inputs, actions = pickle.loads(pickle.dumps(TrainStream(data, start_step=0, **run).collate))(idx.tolist())
+    assert torch.equal(inputs["pixel_values"], pixels) and torch.equal(actions, serial[2][2])  # spawned workers
 
 
 def test_memory_stays_bounded(written, videos):

@@ -17,15 +17,18 @@ from vlm4vla_core.policy import BACKBONE_DIR, PolicyConfig, VLAPolicy, load_poli
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK = """
-import resource, sys, torch
+import sys, torch
+def hwm():  # this process's resident high-water mark (VmHWM: unlike ru_maxrss, not inherited from pytest via fork)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 small, big, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 cfg = lambda src: PolicyConfig(family="qwen2_5_vl", source=src, chunk=2, action_dim=4, image_size=56,
                                head_hidden=16, arm_low=(-1.0,) * 3, arm_high=(1.0,) * 3)
 VLAPolicy(cfg(small), dtype=dtype)  # imports and lazy set-up happen before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
 policy = VLAPolicy(cfg(big), dtype=dtype)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 assert {p.dtype for p in policy.backbone.parameters()} == {dtype}
 print(peak - base, sum(p.numel() for p in policy.backbone.parameters()))
 """

@@ -104,7 +104,8 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
         procs = []
         for w in range(workers):
             eps_file = Path(tmp) / f"episodes{w}.json"
-            eps_file.write_text(json.dumps([e.as_dict() for e in episodes[w::workers]]))
+            block = episodes[w * len(episodes) // workers : (w + 1) * len(episodes) // workers]
+            eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
             cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
                    str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
                    "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}"))]

@@ -17,7 +17,6 @@ arm deltas, scaled per dimension from the data's 1st/99th percentiles into
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm4vla_core.backbones import get_adapter
+from vlm4vla_core.io import atomic_dir
 
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 SCRATCH_SEED_SALT = 7_919_000
@@ -192,23 +192,12 @@ def save_policy(policy: VLAPolicy, out: str | Path, state_dict: dict | None = No
     """Write policy.json + policy.safetensors into ``out`` atomically (temp folder, then rename)."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     state = state_dict if state_dict is not None else policy.state_dict()
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / WEIGHTS_FILE)
-    meta = dict(config=asdict(policy.cfg), parameters=policy.parameter_counts(), **(extra or {}))
-    (tmp / POLICY_FILE).write_text(json.dumps(meta, indent=2))
-    save_backbone_files(policy, tmp / BACKBONE_DIR)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(Path(out)) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / WEIGHTS_FILE)
+        meta = dict(config=asdict(policy.cfg), parameters=policy.parameter_counts(), **(extra or {}))
+        (tmp / POLICY_FILE).write_text(json.dumps(meta, indent=2))
+        save_backbone_files(policy, tmp / BACKBONE_DIR)
 
 
 def save_backbone_files(policy: VLAPolicy, folder: Path) -> None:

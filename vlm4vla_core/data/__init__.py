@@ -81,7 +81,6 @@ def published_vqa(benchmark: str | None = None) -> dict[str, dict]:
 def main(argv: list[str]) -> int:
     """``published-results``: write the published numbers as a results CSV for ``aggregate --results-csv``."""
     import argparse
-    import os
     import sys
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core published-results", description=main.__doc__)
@@ -97,9 +96,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    published_results(config).to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    from vlm4vla_core.io import atomic_write
+
+    atomic_write(args.out, lambda tmp: published_results(config).to_csv(tmp, index=False))
     return 0

@@ -32,6 +32,7 @@ ROW_GROUP = 32  # frames per Parquet row group written: one random read decodes 
 V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V3_EPISODES = "meta/episodes"
 STAT_KEYS = ("q01", "q99", "min", "max", "mean", "std")
+CACHES = ("files", "groups", "actions", "videos")  # per process, each at most cache_size entries
 INDEX_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
     "frame_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -119,7 +120,8 @@ class LeRobotWriter:
         self.image_shape, self.robot_type = tuple(image_shape) if image_shape else None, robot_type
         self.lengths, self.episode_tasks, self.task_ids, self.actions, self.episode_stats = [], [], {}, [], []
         hf = {self.image_key: {"_type": "Image"},
-              "action": {"feature": {"dtype": "float32", "_type": "Value"}, "length": self.action_dim, "_type": "Sequence"},
+              "action": {"feature": {"dtype": "float32", "_type": "Value"}, "length": self.action_dim,
+                         "_type": "Sequence"},
               **{k: {"dtype": f["dtype"], "_type": "Value"} for k, f in INDEX_FEATURES.items()}}
         self.schema = pa.schema(
             [(self.image_key, IMAGE_STRUCT), ("action", pa.list_(pa.float32(), self.action_dim))]
@@ -202,8 +204,9 @@ class LeRobotWriter:
             self.image_key: {k: v.reshape(3, 1, 1) for k, v in dict(min=pix[2], max=pix[3], mean=mean, std=std).items()}
             | {"count": np.array([T])},
             "action": _stats(actions),
-            "timestamp": _stats(frame / self.fps), "frame_index": _stats(frame), "episode_index": _stats(frame * 0 + ep),
-            "index": _stats(first + frame), "task_index": _stats(frame * 0 + task_index)})
+            "timestamp": _stats(frame / self.fps), "frame_index": _stats(frame),
+            "episode_index": _stats(frame * 0 + ep), "index": _stats(first + frame),
+            "task_index": _stats(frame * 0 + task_index)})
         self.lengths.append(T)
         self.episode_tasks.append(task)
         self.actions.append(actions)
@@ -217,8 +220,10 @@ class LeRobotWriter:
             raise ValueError(f"{self.root}: no episodes were added")
         E, N = len(self.lengths), sum(self.lengths)
         features = {
-            self.image_key: {"dtype": "image", "shape": list(self.image_shape), "names": ["height", "width", "channel"]},
-            "action": {"dtype": "float32", "shape": [self.action_dim], "names": [f"a{i}" for i in range(self.action_dim)]},
+            self.image_key: {"dtype": "image", "shape": list(self.image_shape),
+                             "names": ["height", "width", "channels"]},
+            "action": {"dtype": "float32", "shape": [self.action_dim],
+                       "names": [f"a{i}" for i in range(self.action_dim)]},
             **INDEX_FEATURES}
         info = dict(codebase_version="v2.1", robot_type=self.robot_type, total_episodes=E, total_frames=N,
                     total_tasks=len(self.task_ids), total_videos=0, total_chunks=(E - 1) // CHUNKS_SIZE + 1,
@@ -229,7 +234,8 @@ class LeRobotWriter:
         _jsonl(meta / "episodes.jsonl", ({"episode_index": i, "tasks": [task], "length": n}
                                          for i, (task, n) in enumerate(zip(self.episode_tasks, self.lengths))))
         _jsonl(meta / "tasks.jsonl", ({"task_index": i, "task": task} for task, i in self.task_ids.items()))
-        _jsonl(meta / "episodes_stats.jsonl", ({"episode_index": i, "stats": s} for i, s in enumerate(self.episode_stats)))
+        _jsonl(meta / "episodes_stats.jsonl",
+               ({"episode_index": i, "stats": s} for i, s in enumerate(self.episode_stats)))
         stats = _aggregate(self.episode_stats)
         stats["action"].update(action_summary(np.concatenate(self.actions)))
         write_json(meta / "stats.json", stats, indent=4)
@@ -277,17 +283,23 @@ class _Video:
         self.path, self.frames, self.last = path, None, None
 
     def frame(self, t: float, tol: float) -> np.ndarray:
+        import av
+
         if self.last is not None and abs(self.last.time - t) <= tol:
             return self.last.to_ndarray(format="rgb24")
-        if self.last is None or not self.last.time < t <= self.last.time + 1.0:
-            self.container.seek(max(0, int(t / self.stream.time_base)), stream=self.stream, backward=True)
-            self.frames = self.container.decode(self.stream)
-        for frame in self.frames:
-            self.last = frame
-            if frame.time >= t - tol:
-                if frame.time > t + tol:
-                    break
-                return frame.to_ndarray(format="rgb24")
+        try:
+            if self.last is None or not self.last.time < t <= self.last.time + 1.0:
+                self.container.seek(max(0, int(t / self.stream.time_base)), stream=self.stream, backward=True)
+                self.frames = self.container.decode(self.stream)
+            for frame in self.frames:
+                self.last = frame
+                if frame.time >= t - tol:
+                    if frame.time > t + tol:
+                        break
+                    return frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as err:
+            self.last = None
+            raise ValueError(f"{self.path}: cannot decode the frame at {t:.4f}s ({err})") from None
         self.last = None
         raise ValueError(f"{self.path}: no frame at {t:.4f}s")
 
@@ -301,8 +313,7 @@ def _pick(features: dict, wanted: str | None, kind: str, where: Path) -> str:
         names = [k for k, f in features.items() if f.get("dtype") in ("image", "video")]
         if wanted is None and names:
             return names[0]
-        hits = [k for k in names if k == wanted] or [
-            k for k in names if k in (f"observation.{wanted}", f"observation.images.{wanted}") or k.endswith(f".{wanted}")]
+        hits = [k for k in names if k == wanted] or [k for k in names if k.endswith(f".{wanted}")]  # "image"
         if len(hits) == 1:
             return hits[0]
         raise ValueError(f"{where}: features has no image key {wanted or '(any)'!r} (image/video features: {names})")
@@ -315,8 +326,8 @@ def _pick(features: dict, wanted: str | None, kind: str, where: Path) -> str:
 def _actions(column, dim: int, where: str) -> np.ndarray:
     """A list column (one action per row) as float32 [rows, dim]."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_list(column.type) and not pa.types.is_fixed_size_list(column.type) \
-            and not pa.types.is_large_list(column.type):
+    if not any(is_list(column.type) for is_list in (pa.types.is_list, pa.types.is_large_list,
+                                                     pa.types.is_fixed_size_list)):
         raise ValueError(f"{where}: is {column.type}, not a list of {dim} floats")
     flat = column.flatten().to_numpy(zero_copy_only=False)
     if flat.size != len(column) * dim:
@@ -355,9 +366,12 @@ class LeRobotDataset:
         rows = np.zeros(len(self._files), dtype=np.int64)
         np.maximum.at(rows, self._ep_file, self._ep_row + self.episode_lengths)
         self._rows_needed = rows
-        for path in map(self.root.joinpath, self._files + self._videos):
+        for path in map(self.root.joinpath, self._files):
             if not path.is_file():
-                raise ValueError(f"{path}: missing ({'video of ' + repr(self.image_key) if path.suffix == '.mp4' else 'data file'})")
+                raise ValueError(f"{path}: missing (data file)")
+        for path in map(self.root.joinpath, self._videos):
+            if not path.is_file():
+                raise ValueError(f"{path}: missing (video of {self.image_key!r})")
         self._pid, self._stats = None, None
         self._check_columns()
 
@@ -377,8 +391,8 @@ class LeRobotDataset:
         self._files = [info["data_path"].format(episode_chunk=i // size, episode_index=i) for i in ids]
         self._ep_file, self._ep_row = np.arange(len(ids)), np.zeros(len(ids), dtype=np.int64)
         if self.is_video:
-            self._videos = [info["video_path"].format(episode_chunk=i // size, video_key=self.image_key, episode_index=i)
-                            for i in ids]
+            self._videos = [info["video_path"].format(episode_chunk=i // size, video_key=self.image_key,
+                                                      episode_index=i) for i in ids]
             self._ep_video, self._ep_t0 = np.arange(len(ids)), np.zeros(len(ids))
         else:
             self._videos = []
@@ -454,17 +468,19 @@ class LeRobotDataset:
         if self._pid != os.getpid():  # first use, or a forked worker: start with empty caches of its own
             if self._pid is not None:  # the parent's decoders hold its threads' locks: freeing them here hangs
                 _INHERITED.append(self._caches)
-            self._pid, self._caches = os.getpid(), {n: LRU(self.cache_size) for n in ("files", "groups", "actions", "videos")}
+            self._pid, self._caches = os.getpid(), {n: LRU(self.cache_size) for n in CACHES}
         return self._caches[name]
 
     def cache_sizes(self) -> dict[str, int]:
-        return {name: len(self._cache(name)) for name in ("files", "groups", "actions", "videos")}
+        """Entries held per cache: open Parquet files, row groups, episodes' actions, open videos."""
+        return {name: len(self._cache(name)) for name in CACHES}
 
     def _parquet(self, f: int) -> _Parquet:
         return self._cache("files").get_or(f, lambda: _Parquet(self.root / self._files[f], self._rows_needed[f]))
 
     def __getstate__(self):
-        return dict(root=str(self.root), image_key=self.image_key, action_key=self.action_key, cache_size=self.cache_size)
+        return dict(root=str(self.root), image_key=self.image_key, action_key=self.action_key,
+                    cache_size=self.cache_size)
 
     def __setstate__(self, state):
         self.__init__(**state)

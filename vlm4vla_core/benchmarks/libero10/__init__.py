@@ -98,7 +98,7 @@ class Libero10Benchmark(Benchmark):
     def simulator(self, entry: dict):
         from vlm4vla_core.benchmarks.libero10.sim import LiberoSim
 
-        return LiberoSim(camera_size=entry["camera_size"], env_seed=entry["env_seed"])
+        return LiberoSim(camera_size=entry["camera_size"], env_seed=entry["env_seed"], wrist=False)
 
     def run_episode(self, sim, episode: Episode, entry: dict):
         obs = sim.reset(episode.params["task_id"], episode.params["init_state"])

@@ -101,9 +101,10 @@ def _suite():
 class _NumpyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else (no code from the file runs)."""
 
+    _RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy's array reconstructor (numpy 1 and 2)
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): codecs.encode,
@@ -168,6 +169,21 @@ def _index(what: str, value: Any, n: int, context: str) -> int:
     return i
 
 
+def _check_egl_device() -> None:
+    """robosuite 1.4 picks the EGL device from CUDA_VISIBLE_DEVICES and fails on anything but GPU
+    indices there (an empty value, UUIDs), with a misleading "no attribute 'con'" error."""
+    if not sys.platform.startswith("linux") or os.environ.get("MUJOCO_GL") in ("osmesa", "glx"):
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or "MUJOCO_EGL_DEVICE_ID" in os.environ:
+        return
+    if not all(part.strip().isdigit() for part in visible.split(",")):
+        raise RuntimeError(
+            f"CUDA_VISIBLE_DEVICES={visible!r}: robosuite renders with EGL on the device it names and "
+            "needs GPU indices there; unset it for the simulator (which does not use CUDA), or set "
+            "MUJOCO_EGL_DEVICE_ID=0 if it is empty")
+
+
 def _close_envs(envs: dict) -> None:
     while envs:
         _, env = envs.popitem()
@@ -203,6 +219,7 @@ class LiberoSim:
         self.camera_size, self.env_seed, self.max_envs = camera_size, env_seed, max_envs
         self.keys = ("agentview", "wrist") if wrist else ("agentview",)
         self._lib, self._suite = _libero(), _suite()
+        _check_egl_device()
         self.num_tasks = self._suite.get_num_tasks()
         self._envs: dict[int, Any] = {}  # task -> env, least recently used first
         self._streams: dict[int, list] = {}  # task -> numpy generator state before its k-th reset
