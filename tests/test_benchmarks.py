@@ -179,7 +179,7 @@ def test_shards_merge_into_the_single_job_result(counting, tmp_path):
                                        tmp_path / f"s{i}.json", i, 3)
         parts.remove()
         assert [e["index"] for e in res["full"]["episodes"]] == list(range(11))[i::3]
-        shards.append(dict(backbone="b", benchmark="c", ablation="full", seed=0, checkpoint="p", episodes_total=11,
+        shards.append(dict(backbone="b", benchmark="c", kind="counting", ablation="full", seed=0, checkpoint="p", episodes_total=11,
                            mode_selection="best", shard=[i, 3], modes=res))
     merged = evaluate.merge(shards[::-1], ["s2", "s1", "s0"])
     assert merged["modes"] == whole and merged["shards"] == 3 and merged["reported_mode"] == "full"

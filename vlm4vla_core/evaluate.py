@@ -34,10 +34,6 @@ from vlm4vla_core.io import read_json, write_json
 ZERO = "zero-action"
 
 
-def success_rate(episodes: list[dict]) -> float:
-    return sum(bool(e["success"]) for e in episodes) / max(1, len(episodes))
-
-
 class Parts:
     """Finished episodes of an interrupted job, one JSON line each, under ``<out>.parts/``."""
 
@@ -215,7 +211,7 @@ def main(argv: list[str]) -> int:
         provenance=provenance(config),
     )
     if args.shards == 1:
-        record["reported_mode"] = select_mode({m: success_rate(r["episodes"]) for m, r in results.items()}, rule)
+        record["reported_mode"] = select_mode({m: bench.score(r["episodes"]) for m, r in results.items()}, rule)
     write_json(out, record, indent=1)
     parts.remove()
     return 0
@@ -234,6 +230,7 @@ def merge(shards: list[dict], names: list[str]) -> dict:
                 raise ValueError(f"{name}: {key} {s.get(key)!r} differs from {names[0]} ({first.get(key)!r})")
         if set(s["modes"]) != set(first["modes"]):
             raise ValueError(f"{name}: modes {sorted(s['modes'])} differ from {names[0]} ({sorted(first['modes'])})")
+    bench = benchmarks.get(first["kind"])
     modes = {}
     for mode, entry in first["modes"].items():
         episodes = sorted((e for s in shards for e in s["modes"][mode]["episodes"]), key=lambda e: e["index"])
@@ -242,7 +239,7 @@ def merge(shards: list[dict], names: list[str]) -> dict:
         modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes)
     merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode")}
     merged.update(modes=modes, shards=count,
-                  reported_mode=select_mode({m: success_rate(r["episodes"]) for m, r in modes.items()},
+                  reported_mode=select_mode({m: bench.score(r["episodes"]) for m, r in modes.items()},
                                             first["mode_selection"]))
     return merged
 

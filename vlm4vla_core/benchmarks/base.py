@@ -117,7 +117,8 @@ class Benchmark:
     #: environment files (under envs/) of the data stage and of the simulator
     data_env: str = "vlm4vla.yaml"
     sim_env: str = "vlm4vla.yaml"
-    #: metric of one episode record (aggregated by the aggregate stage)
+    #: the run's metric (the aggregate stage reads it from the episode records: ``success``, or for
+    #: ``avg_len`` the ``completed`` subtasks of each chain)
     metric: str = "success_rate"
     #: data and evaluation exist in this version (False: planned, its stages stop with a message)
     runnable: bool = True
@@ -184,6 +185,11 @@ class Benchmark:
     def action_to_env(self, entry: dict) -> Callable[[np.ndarray], np.ndarray]:
         """Canonical action (arm, gripper +1 closed / -1 open) -> the simulator's action."""
         return lambda action: action
+
+    def score(self, episodes: list[dict]) -> float:
+        """The metric over episode records; the mode rule ``best`` compares execution modes by it."""
+        key = "completed" if self.metric == "avg_len" else "success"
+        return float(np.mean([float(e[key]) for e in episodes])) if episodes else 0.0
 
     def workers(self, entry: dict) -> int:
         return int(entry.get("eval_workers", 1))
