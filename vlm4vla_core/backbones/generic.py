@@ -304,9 +304,11 @@ class GenericAdapter(FamilyAdapter):
         if len(images) != len(instructions) or not images:
             raise ValueError(f"encode: got {len(images)} images for {len(instructions)} instructions")
         proc, placeholder = processor.extra["processor"], self.placeholder_id(processor)
+        # models with multimodal rotary positions read each token's modality from mm_token_type_ids
+        options = {"return_mm_token_type_ids": True} if "mm_token_type_ids" in proc.model_input_names else {}
         seqs, per_token, per_image = [], {}, {}
         for img, text in zip(resize_square(images, processor.image_size), instructions):
-            out = proc(text=[self.prompt_text(processor, text)], images=[img], return_tensors="pt")
+            out = proc(text=[self.prompt_text(processor, text)], images=[img], return_tensors="pt", **options)
             ids = out["input_ids"][0]
             seqs.append(ids.tolist() + [placeholder])
             for key, value in out.items():
@@ -327,9 +329,12 @@ class GenericAdapter(FamilyAdapter):
             batch[key] = torch.cat(parts)
         return batch
 
+    image_tokens_exact = False
+
     def num_image_tokens(self, config, image_size: int) -> int | None:
-        """Image tokens per frame where the config states it (LLaVA's ``image_seq_length``); else None,
-        and ``backbone-report`` counts them in an encoded sample."""
+        """Image tokens per frame where the config states it (LLaVA's ``image_seq_length``; an estimate for
+        plans on the meta device: tiling, row separators or a class token change it); else None. With a
+        processor, ``backbone-report`` counts the tokens the model consumes in an encoded sample."""
         n = getattr(config, "image_seq_length", None)
         return int(n) if n else None
 

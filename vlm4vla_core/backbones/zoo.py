@@ -145,30 +145,36 @@ def _shrink_one(c) -> None:
         for k in ("first_k_dense_replace", "num_dense_layers"):
             if isinstance(d.get(k), int) and d[k] >= LAYERS:
                 setattr(c, k, 1)
-    # multimodal rotary sections sum to head_dim / 2
-    head_dim = d.get("head_dim") if isinstance(d.get("head_dim"), int) else None
-    if head_dim is None and old_width and old_heads:
-        head_dim = WIDTH // HEADS
-    for holder in (d.get("rope_parameters"), d.get("rope_scaling")):
-        if isinstance(holder, dict) and isinstance(holder.get("mrope_section"), list) and head_dim:
-            sec = holder["mrope_section"]
-            half, total = head_dim // 2, sum(sec)
-            new = [max(1, s * half // total) for s in sec]
-            new[0] += half - sum(new)
-            holder["mrope_section"] = new
 
 
-def _uses_mrope(model_type: str) -> bool:
+def _uses_mrope(config) -> bool:
+    """Whether the modeling code next to any of the config's classes splits rotary dims into mrope sections."""
     import importlib
 
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
+    for c in _sub_configs(config):
+        name = type(c).__module__.replace(".configuration_", ".modeling_")
+        try:
+            if "mrope_section" in inspect.getsource(importlib.import_module(name)):
+                return True
+        except (ImportError, OSError, TypeError):
+            continue
+    return False
 
-    name = model_type_to_module_name(model_type)
-    try:
-        module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
-    except ImportError:
-        return False
-    return "mrope_section" in inspect.getsource(module)
+
+def _set_mrope_sections(config) -> None:
+    """Multimodal rotary sections (temporal, height, width) that sum to the rotary half-dimension of the
+    shrunk text model: head_dim * partial_rotary_factor / 2; the published split rescaled, or 1:1.5:1.5."""
+    text = config.get_text_config()
+    rope = getattr(text, "rope_parameters", None)
+    if not isinstance(rope, dict):
+        return
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    partial = rope.get("partial_rotary_factor", getattr(text, "partial_rotary_factor", None)) or 1.0
+    half = int(head_dim * partial) // 2
+    sec = rope.get("mrope_section") or [2, 3, 3]
+    new = [max(1, s * half // sum(sec)) for s in sec]
+    new[0] += half - sum(new)
+    rope["mrope_section"] = new
 
 
 def tiny_config(model_type: str):
@@ -178,9 +184,8 @@ def tiny_config(model_type: str):
     config = AutoConfig.for_model(model_type)
     for c in _sub_configs(config):
         _shrink_one(c)
-    text = config.get_text_config()
-    if _uses_mrope(model_type) and isinstance(getattr(text, "rope_parameters", None), dict):
-        text.rope_parameters.setdefault("mrope_section", [2, 3, 3])  # sums to head_dim / 2 = 8
+    if _uses_mrope(config):
+        _set_mrope_sections(config)
     for key, value in OVERRIDES.get(model_type, {}).get("config", {}).items():
         target = config
         *path, last = key.split(".")
@@ -261,6 +266,7 @@ def build(model_type: str, seed: int = 0):
     image_processor = _image_processor(model_type, proc_cls)
     if image_processor is None:
         raise UnsupportedBackbone(f"{model_type}: no PIL image processor found for {proc_cls.__name__}")
+    _align_image_processor(image_processor, config, vision)
     if side:
         _resize_image_processor(image_processor, side)
     params = inspect.signature(proc_cls.__init__).parameters
@@ -336,6 +342,26 @@ def _fix_image_size(config, vision) -> int | None:
     if isinstance(getattr(config, "image_seq_length", None), int):
         config.image_seq_length = 64
     return side
+
+
+# image-processor setting -> the config keys that state it (a hub checkpoint ships them consistent)
+IMAGE_PROCESSOR_FROM_CONFIG = {"patch_size": ("patch_size",), "temporal_patch_size": ("temporal_patch_size",),
+                               "merge_size": ("spatial_merge_size", "merge_size")}
+
+
+def _align_image_processor(image_processor, config, vision) -> None:
+    """The image processor's patch geometry set to the vision tower's (the processor defaults may be another
+    checkpoint's, e.g. patch 14 beside a patch-16 tower)."""
+    for attr, keys in IMAGE_PROCESSOR_FROM_CONFIG.items():
+        if getattr(image_processor, attr, None) is None:
+            continue
+        for src in (vision, config):
+            value = next((getattr(src, k) for k in keys if src is not None and getattr(src, k, None) is not None), None)
+            if isinstance(value, (list, tuple)) and len(set(value)) == 1:
+                value = value[0]
+            if isinstance(value, int):
+                setattr(image_processor, attr, value)
+                break
 
 
 def _resize_image_processor(image_processor, side: int) -> None:
