@@ -127,21 +127,22 @@ def _shrink_one(c) -> None:
             setattr(c, k, TOPK)
     if old_head_dim:
         setattr(c, "head_dim", WIDTH // HEADS)
+    # layer indexes (also on a parent config that indexes its vision tower's layers)
+    for k in ("deepstack_visual_indexes", "fullatt_block_indexes", "cross_attention_layers",
+              "intermediate_layers_indices", "vision_feature_layers", "global_layer_indices"):
+        if isinstance(d.get(k), (list, tuple)) and d[k] and all(isinstance(i, int) for i in d[k]):
+            kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in d[k]})
+            setattr(c, k, kept[:LAYERS])
+    for k in ("vision_feature_layer", "select_layer"):
+        if isinstance(d.get(k), int) and d[k] >= LAYERS:
+            setattr(c, k, LAYERS - 1)
+        if isinstance(d.get(k), int) and d[k] < -LAYERS:
+            setattr(c, k, -1)
     # lists indexed by layer
     if old_layers:
         for k in ("layer_types", "mlp_only_layers", "sliding_window_pattern_list"):
             if isinstance(d.get(k), (list, tuple)) and len(d[k]) == old_layers:
                 setattr(c, k, d[k][:LAYERS])
-        for k in ("deepstack_visual_indexes", "fullatt_block_indexes", "cross_attention_layers",
-                  "intermediate_layers_indices", "vision_feature_layers", "global_layer_indices"):
-            if isinstance(d.get(k), (list, tuple)) and d[k]:
-                kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in d[k]})
-                setattr(c, k, kept[:LAYERS])
-        for k in ("vision_feature_layer", "select_layer"):
-            if isinstance(d.get(k), int) and d[k] >= LAYERS:
-                setattr(c, k, LAYERS - 1)
-            if isinstance(d.get(k), int) and d[k] < -LAYERS:
-                setattr(c, k, -1)
         for k in ("first_k_dense_replace", "num_dense_layers"):
             if isinstance(d.get(k), int) and d[k] >= LAYERS:
                 setattr(c, k, 1)
@@ -267,6 +268,9 @@ def build(model_type: str, seed: int = 0):
     if image_processor is None:
         raise UnsupportedBackbone(f"{model_type}: no PIL image processor found for {proc_cls.__name__}")
     _align_image_processor(image_processor, config, vision)
+    for key in SEQ_KEYS:  # image processors that state the tokens per image (PaliGemma's image_seq_length)
+        if key in vars(image_processor) and getattr(image_processor, key) is None and _patches_per_tile(vision):
+            setattr(image_processor, key, _patches_per_tile(vision))
     if side:
         _resize_image_processor(image_processor, side)
     params = inspect.signature(proc_cls.__init__).parameters
@@ -278,6 +282,8 @@ def build(model_type: str, seed: int = 0):
             for key in (name, *ALIASES.get(name, ())):
                 if src is not None and isinstance(getattr(src, key, None), (int, str)):
                     kwargs.setdefault(name, getattr(src, key))
+        if name in SEQ_KEYS and name not in kwargs and _patches_per_tile(vision):
+            kwargs[name] = _patches_per_tile(vision)  # corrected by _calibrate where the model makes fewer
     kwargs.update(OVERRIDES.get(model_type, {}).get("processor", {}))
     parts = {}
     for attr in proc_cls.get_attributes():
@@ -321,6 +327,14 @@ def _set_token_ids(config, tok, processor) -> None:
                 setattr(c, key, int(ident))
             elif value >= len(tok):
                 setattr(c, key, tok.pad_token_id)
+
+
+def _patches_per_tile(vision) -> int | None:
+    """Patches of one tile of the vision tower ((image_size / patch_size)^2), when it states both."""
+    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    return (size // patch) ** 2 if isinstance(size, int) and isinstance(patch, int) and patch else None
 
 
 ALIASES = {"image_seq_length": ("mm_tokens_per_image", "image_seq_length", "num_image_tokens"),
@@ -376,14 +390,77 @@ def _resize_image_processor(image_processor, side: int) -> None:
             setattr(image_processor, key, side)
 
 
+SEQ_KEYS = ("image_seq_len", "image_seq_length", "num_image_tokens", "mm_tokens_per_image", "image_token_count")
+
+
+def _feature_count(out, width: int) -> int:
+    """Vectors of ``width`` in what ``get_image_features`` returns (tensor, list of tensors or model output)."""
+    from transformers.utils import ModelOutput
+
+    if isinstance(out, ModelOutput):
+        pooled = out.get("pooler_output")
+        out = pooled if pooled is not None else out[0]
+    if torch.is_tensor(out):
+        return out.numel() // width if out.shape[-1] == width else 0
+    if isinstance(out, (list, tuple)):
+        return sum(_feature_count(o, width) for o in out)
+    return 0
+
+
+def image_feature_counts(vlm, processor, side: int = 224) -> tuple[int, int] | None:
+    """(image tokens in the prompt, image features the model makes) for one frame, as the generic family
+    encodes it; None when the model has no ``get_image_features`` to ask."""
+    from vlm4vla_core.backbones.generic import model_image_token_id, structure
+
+    base = structure(vlm)[0]
+    if not hasattr(base, "get_image_features"):
+        return None
+    image = processor.image_token or ""
+    text = CHAT_TEMPLATE.replace("{{ IMAGE }}", image)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "push"}]}],
+        tokenize=False, add_generation_prompt=True) if processor.chat_template else text
+    from PIL import Image
+
+    out = processor(text=[prompt], images=[Image.new("RGB", (side, side))], return_tensors="pt")
+    tokens = int((out["input_ids"] == model_image_token_id(vlm.config)).sum())
+    params = inspect.signature(base.get_image_features).parameters
+    kwargs = {k: v for k, v in out.items() if k in params and k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        features = base.get_image_features(**kwargs)
+    return tokens, _feature_count(features, vlm.config.get_text_config().hidden_size)
+
+
+def _calibrate(vlm, processor) -> None:
+    """Make the processor expand the image token into as many tokens as the model makes image features (what a
+    hub checkpoint's processor config states), where it has one per-image token-count setting."""
+    try:
+        counts = image_feature_counts(vlm, processor)
+    except Exception:  # noqa: BLE001 -- left as built; the run reports the error at its own stage
+        return
+    if counts is None or counts[0] == counts[1] or not counts[1]:
+        return
+    tokens, features = counts
+    saved = inspect.signature(type(processor).__init__).parameters  # what processor_config.json keeps
+    for key in (k for k in SEQ_KEYS if k in saved):
+        value = getattr(processor, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            new = value * features // tokens if (value * features) % tokens == 0 else None
+            if new:
+                setattr(processor, key, new)
+                return
+
+
 def make_tiny_any(model_type: str, out: Path, seed: int = 0) -> None:
-    """Write a tiny random-weight checkpoint of ``model_type`` (config, weights, processor, chat template)."""
+    """Write a tiny random-weight checkpoint of ``model_type`` (config, weights, processor, chat template); the
+    processor's image-token count per image is set to the model's image-feature count (``_calibrate``)."""
     from transformers import AutoModelForImageTextToText
 
     config, processor = build(model_type, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vlm = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    _calibrate(vlm, processor)
     with atomic_dir(Path(out)) as tmp:
         vlm.save_pretrained(tmp)
         processor.save_pretrained(tmp)
