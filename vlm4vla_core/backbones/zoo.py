@@ -183,6 +183,12 @@ def tiny_config(model_type: str):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type)
+    for key, cls in (getattr(config, "sub_configs", None) or {}).items():
+        if getattr(config, key, "absent") is None and isinstance(cls, type):
+            try:
+                setattr(config, key, cls())  # a sub-config a hub config always fills (e.g. vision_config)
+            except Exception:  # noqa: BLE001 -- left empty; the refusal check says what is missing
+                pass
     for c in _sub_configs(config):
         _shrink_one(c)
     if _uses_mrope(config):
