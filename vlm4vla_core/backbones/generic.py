@@ -117,6 +117,15 @@ def _module_processor(model_type: str) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
+def audio_stand_in():
+    """An inert audio feature extractor (the policy feeds no audio), with the attributes a processor reads."""
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+
+    stand_in = FeatureExtractionMixin()
+    stand_in.model_input_names = []
+    return stand_in
+
+
 @contextmanager
 def stand_ins_accepted():
     """Let a processor be built with the inert video / audio stand-ins: transformers checks a video processor's
@@ -167,7 +176,7 @@ def load_any_processor(name_or_path: str | Path, config):
             elif attr == "video_processor":
                 parts[attr] = BaseVideoProcessor()
             elif attr in ("feature_extractor", "audio_processor"):
-                parts[attr] = FeatureExtractionMixin()
+                parts[attr] = audio_stand_in()
             else:
                 raise UnsupportedBackbone(f"{cls.__name__} needs a {attr} the policy cannot provide")
         kwargs = {k: v for k, v in settings.items() if k not in attributes and k != "processor_class"

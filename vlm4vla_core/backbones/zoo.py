@@ -70,7 +70,7 @@ OVERRIDES: dict[str, dict] = {
     # CLIP towers add a CLS token (the llava-hf processor configs ship num_additional_image_tokens: 1)
     "llava": {"processor": {"num_additional_image_tokens": 1}},
     "llava_next": {"processor": {"num_additional_image_tokens": 1}},
-    "vipllava": {"processor": {"num_additional_image_tokens": 1}},
+    "vipllava": {"processor": {"num_additional_image_tokens": 1, "vision_feature_select_strategy": "default"}},
 }
 
 
@@ -125,18 +125,21 @@ def _shrink_one(c) -> None:
     for k in TOPK_KEYS:
         if isinstance(d.get(k), int) and d[k] > TOPK:
             setattr(c, k, TOPK)
-    if old_head_dim:
+    if old_head_dim or ("head_dim" in d and d["head_dim"] is None and old_heads):  # None: a hub config fills it
         setattr(c, "head_dim", WIDTH // HEADS)
     # layer indexes (also on a parent config that indexes its vision tower's layers)
+    # (read with getattr: a class default is not always in vars())
     for k in ("deepstack_visual_indexes", "fullatt_block_indexes", "cross_attention_layers",
               "intermediate_layers_indices", "vision_feature_layers", "global_layer_indices"):
-        if isinstance(d.get(k), (list, tuple)) and d[k] and all(isinstance(i, int) for i in d[k]):
-            kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in d[k]})
+        v = getattr(c, k, None)
+        if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) for i in v):
+            kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in v})
             setattr(c, k, kept[:LAYERS])
     for k in ("vision_feature_layer", "select_layer"):
-        if isinstance(d.get(k), int) and d[k] >= LAYERS:
+        v = getattr(c, k, None)
+        if isinstance(v, int) and v >= LAYERS:
             setattr(c, k, LAYERS - 1)
-        if isinstance(d.get(k), int) and d[k] < -LAYERS:
+        if isinstance(v, int) and v < -LAYERS:
             setattr(c, k, -1)
     # lists indexed by layer
     if old_layers:
@@ -256,7 +259,7 @@ def build(model_type: str, seed: int = 0):
     from transformers.feature_extraction_utils import FeatureExtractionMixin
     from transformers.video_processing_utils import BaseVideoProcessor
 
-    from vlm4vla_core.backbones.generic import processor_class, stand_ins_accepted
+    from vlm4vla_core.backbones.generic import audio_stand_in, processor_class, stand_ins_accepted
 
     config = tiny_config(model_type)
     proc_cls = processor_class(model_type)
@@ -300,13 +303,16 @@ def build(model_type: str, seed: int = 0):
         elif attr == "video_processor":
             parts[attr] = BaseVideoProcessor()
         elif attr in ("feature_extractor", "audio_processor"):
-            parts[attr] = FeatureExtractionMixin()
+            parts[attr] = audio_stand_in()
         else:
             raise UnsupportedBackbone(f"{model_type}: {proc_cls.__name__} needs a {attr}")
     with stand_ins_accepted():
         processor = proc_cls(**parts, **kwargs)
-    image = getattr(processor, "image_token", None)
-    processor.chat_template = CHAT_TEMPLATE.replace("{{ IMAGE }}", image or "")
+    image = getattr(processor, "image_token", None) or ""
+    start, end = (getattr(processor, f"image_{k}_token", None) for k in ("start", "end"))
+    if isinstance(start, str) and isinstance(end, str) and image:  # processors that want the image wrapped
+        image = start + image + end
+    processor.chat_template = CHAT_TEMPLATE.replace("{{ IMAGE }}", image)
     _set_token_ids(config, tok, processor)
     for c in (config, config.get_text_config()):
         if hasattr(c, "vocab_size"):
@@ -444,7 +450,7 @@ def _calibrate(vlm, processor) -> None:
         counts = image_feature_counts(vlm, processor)
     except Exception:  # noqa: BLE001 -- left as built; the run reports the error at its own stage
         return
-    if counts is None or counts[0] == counts[1] or not counts[1]:
+    if counts is None or counts[0] == counts[1] or not all(counts):
         return
     tokens, features = counts
     saved = inspect.signature(type(processor).__init__).parameters  # what processor_config.json keeps
