@@ -137,8 +137,8 @@ def _first_line(err: Exception) -> str:
 
 def markdown(rows: list[dict]) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("works", "refused", "fails")}
-    lines = [f"{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
-             f"{counts['fails']} fail.", "",
+    lines = [f"**{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
+             f"{counts['fails']} fail.**", "",
              "| model_type | status | image tokens | why (refused / fails) |", "|---|---|---|---|"]
     for r in rows:
         why = r.get("reason", "")
@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="model_types to run (default: every registered one)")
     parser.add_argument("--raise", dest="raise_errors", action="store_true",
                         help="stop at the first error with its traceback (debugging one architecture)")
+    parser.add_argument("--readme", type=Path, help="also replace the table between the architecture-table "
+                        "markers of this Markdown file (the README)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
     args = parser.parse_args(argv)
     from vlm4vla_core.backbones.zoo import architectures
@@ -170,7 +172,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
     write_json(args.out, rows)
     write_text(args.out.with_suffix(".md"), markdown(rows))
+    if args.readme:
+        write_text(args.readme, readme_with_table(args.readme.read_text(), markdown(rows)))
     return 0
+
+
+START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
+
+
+def readme_with_table(text: str, table: str) -> str:
+    """``text`` with the part between the architecture-table markers replaced by ``table``."""
+    if START not in text or END not in text:
+        raise ValueError(f"the README has no {START} ... {END} section")
+    head, rest = text.split(START, 1)
+    return f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
 
 
 if __name__ == "__main__":

@@ -275,7 +275,8 @@ def build(model_type: str, seed: int = 0):
     side = _fix_image_size(config, vision)
     image_processor = _image_processor(model_type, proc_cls)
     if image_processor is None:
-        raise UnsupportedBackbone(f"{model_type}: no PIL image processor found for {proc_cls.__name__}")
+        raise UnsupportedBackbone(f"{model_type}: no PIL image processor for {proc_cls.__name__} (only a torchvision "
+                                  "one, and torchvision is not installed here)")
     _align_image_processor(image_processor, config, vision)
     for key in SEQ_KEYS:  # image processors that state the tokens per image (PaliGemma's image_seq_length)
         if key in vars(image_processor) and getattr(image_processor, key) is None and _patches_per_tile(vision):
@@ -308,7 +309,8 @@ def build(model_type: str, seed: int = 0):
             raise UnsupportedBackbone(f"{model_type}: {proc_cls.__name__} needs a {attr}")
     with stand_ins_accepted():
         processor = proc_cls(**parts, **kwargs)
-    image = getattr(processor, "image_token", None) or ""
+    placeholder = getattr(processor, "image_placeholder_token", None)  # a prompt marker distinct from image_token
+    image = placeholder if isinstance(placeholder, str) else getattr(processor, "image_token", None) or ""
     start, end = (getattr(processor, f"image_{k}_token", None) for k in ("start", "end"))
     if isinstance(start, str) and isinstance(end, str) and image:  # processors that want the image wrapped
         image = start + image + end
