@@ -266,3 +266,29 @@ def test_cli_make_tiny_and_report(tmp_path, loaded, capsys):
     r = json.loads(rep.read_text())
     assert r["weights"] is False and r["device"] == "meta" and r["prompt_length"] is None
     assert r["image_tokens_per_frame"] == 256 and r["hidden_size"] == 2304
+
+
+@pytest.mark.parametrize("variant", ["qwen2_5_vl", "paligemma"])
+def test_report_policy_counts_match_the_policy(loaded, variant):
+    """The report counts the policy's parameters without importing it; the policy agrees under every ablation."""
+    from argparse import Namespace
+
+    from vlm4vla_core.policy import ABLATIONS, PolicyConfig, VLAPolicy
+
+    adapter, vlm, processor = loaded[variant]
+    args = Namespace(family=adapter.family, source="x", chunk=5, action_dim=7, head_hidden=32, head_layers=2)
+    counts = report_mod.policy_counts(args, vlm, processor)
+    assert report_mod.ABLATIONS == ABLATIONS
+    embed = adapter.input_embeddings(adapter.backbone(vlm))
+    hooks = dict(embed._forward_hooks)
+    for ablation in ABLATIONS:
+        cfg = PolicyConfig(family=adapter.family, source="x", chunk=5, action_dim=7, head_hidden=32,
+                           image_size=processor.image_size, arm_low=(-1.0,) * 6, arm_high=(1.0,) * 6,
+                           ablation=ablation if ablation != "from_scratch" else "full")
+        policy = VLAPolicy(cfg, vlm=vlm, processor=processor)
+        real = policy.parameter_counts()
+        assert (counts["added"], counts["total"]) == (real["added"], real["total"])
+        assert counts["trainable"][ablation] == real["trainable"], ablation
+        vlm.requires_grad_(True)  # the session's shared model: no frozen module, no extra hook left behind
+        embed._forward_hooks.clear()
+        embed._forward_hooks.update(hooks)

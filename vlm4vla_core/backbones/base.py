@@ -189,6 +189,10 @@ class FamilyAdapter:
         tok = processor.tokenizer
         return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
 
+    # whether num_image_tokens is exact (the report then checks an encoded sample against it); False where it
+    # is only the config's statement, e.g. one tile of a model that tiles or adds row separators
+    image_tokens_exact = True
+
     def num_image_tokens(self, config, image_size: int) -> int | None:
         """Image tokens per frame of side ``image_size`` in the language model's sequence (None: known
         only from an encoded sample, as for some generic backbones)."""

@@ -7,8 +7,9 @@ before any weight is read):
 - the model has its base model under ``base_model_prefix`` (run by the policy:
   ``forward(input_ids, attention_mask, pixel_values, ...) -> last_hidden_state``)
   with ``get_input_embeddings()`` returning the word embeddings;
-- the base model has a vision tower named one of ``VISION_NAMES`` and a projector
-  named one of ``PROJECTOR_NAMES`` (on the base model or inside the tower);
+- the base model has the model's own image-feature path, ``get_image_features``; the
+  modules it runs (vision tower, projector, resampler...) are the vision modules that
+  the ``freeze_vision`` ablation freezes (``image_path_modules``);
 
 and (when loading) its ``AutoProcessor`` has an image token and a chat template.
 Otherwise ``UnsupportedBackbone`` lists everything that is missing.
@@ -30,6 +31,7 @@ Shown with LLaVA-1.5 (``LlavaForConditionalGeneration``) and Idefics3/SmolVLM
 from __future__ import annotations
 
 import inspect
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,6 +117,15 @@ def _module_processor(model_type: str) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
+def audio_stand_in():
+    """An inert audio feature extractor (the policy feeds no audio), with the attributes a processor reads."""
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+
+    stand_in = FeatureExtractionMixin()
+    stand_in.model_input_names = []
+    return stand_in
+
+
 @contextmanager
 def stand_ins_accepted():
     """Let a processor be built with the inert video / audio stand-ins: transformers checks a video processor's
@@ -165,7 +176,7 @@ def load_any_processor(name_or_path: str | Path, config):
             elif attr == "video_processor":
                 parts[attr] = BaseVideoProcessor()
             elif attr in ("feature_extractor", "audio_processor"):
-                parts[attr] = FeatureExtractionMixin()
+                parts[attr] = audio_stand_in()
             else:
                 raise UnsupportedBackbone(f"{cls.__name__} needs a {attr} the policy cannot provide")
         kwargs = {k: v for k, v in settings.items() if k not in attributes and k != "processor_class"
@@ -187,6 +198,35 @@ def _find(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | 
     return None
 
 
+def image_path_modules(base: nn.Module) -> list[str]:
+    """The child modules of ``base`` that its own ``get_image_features`` runs (the vision tower and whatever
+    projects, pools or resamples its output into the language model), read from the method's source and the
+    methods of ``base`` it calls; empty when it has no such method or its source cannot be read."""
+    method = getattr(type(base), "get_image_features", None)
+    if method is None:
+        return []
+    children = dict(base.named_children())
+    found, todo, seen = [], [method], set()
+    while todo:
+        fn = todo.pop(0)
+        if fn in seen:
+            continue
+        seen.add(fn)
+        try:
+            source = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        for name in re.findall(r"self\.(\w+)", source):
+            if name in children and isinstance(children[name], nn.Module) and name not in found:
+                found.append(name)
+            elif name not in children and callable(getattr(type(base), name, None)):
+                todo.append(getattr(type(base), name))
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    embed = base.get_input_embeddings()
+    return [n for n in found if children[n] is not decoder and children[n] is not embed
+            and not any(children[n] is m for m in decoder.modules())] if decoder is not None else found
+
+
 def structure(vlm: nn.Module) -> tuple[nn.Module, list[str]]:
     """(base model, what is missing) of an image-text-to-text model."""
     prefix = getattr(vlm, "base_model_prefix", "")
@@ -200,22 +240,25 @@ def structure(vlm: nn.Module) -> tuple[nn.Module, list[str]]:
     missing = [p for p in ("input_ids", "attention_mask", "pixel_values") if p not in params]
     if missing:
         problems.append(f"the base model's forward takes no {', '.join(missing)}")
-    tower = _find(base, VISION_NAMES)
-    if tower is None:
-        problems.append(f"no vision tower attribute (looked for {', '.join(VISION_NAMES)})")
-    elif _find(base, PROJECTOR_NAMES) is None and _find(tower[1], PROJECTOR_NAMES) is None:
-        problems.append(f"no projector attribute on the base model or its {tower[0]} "
-                        f"(looked for {', '.join(PROJECTOR_NAMES)})")
+    if not hasattr(base, "get_image_features"):
+        problems.append("no get_image_features on the base model: images do not enter the sequence as image "
+                        "features (e.g. they reach the text model through cross-attention layers)")
+    elif not vision_names(base, strict=False):
+        problems.append("its get_image_features runs no vision module of the base model")
     return base, problems
 
 
-def vision_names(base: nn.Module) -> list[str]:
-    """The vision tower's attribute name, and the projector's when it sits beside the tower."""
-    tower = _find(base, VISION_NAMES)
-    if tower is None:
-        raise UnsupportedBackbone(f"{type(base).__name__}: no vision tower attribute (looked for {', '.join(VISION_NAMES)})")
-    projector = _find(base, PROJECTOR_NAMES)
-    return [tower[0]] + ([projector[0]] if projector is not None else [])
+def vision_names(base: nn.Module, strict: bool = True) -> list[str]:
+    """The attribute names of the modules on the image-feature path (``image_path_modules``: vision tower,
+    projector, resampler...), else the tower and projector found by their usual names."""
+    names = image_path_modules(base)
+    if not names:
+        tower = _find(base, VISION_NAMES)
+        projector = _find(base, PROJECTOR_NAMES)
+        names = ([tower[0]] if tower else []) + ([projector[0]] if tower and projector else [])
+    if not names and strict:
+        raise UnsupportedBackbone(f"{type(base).__name__}: no vision module found on its image-feature path")
+    return names
 
 
 def config_problems(config) -> list[str]:
@@ -229,7 +272,9 @@ def config_problems(config) -> list[str]:
         problems.append(f"{config.model_type} is an encoder-decoder model (the policy reads the last hidden state "
                         "of a decoder-only sequence that holds the image, the prompt and the ActionQuery)")
     if getattr(config, "vision_config", None) is None:
-        problems.append(f"its config ({config.model_type}) has no vision_config: not a vision-language model")
+        problems.append(f"its config ({config.model_type}) has no vision_config: no separate vision tower (the "
+                        "generic family needs one; image patches or VQ image codes fed straight to the text "
+                        "model are not supported)")
     if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         problems.append(f"model_type {config.model_type!r} has no AutoModelForImageTextToText class")
     if not problems:
@@ -304,9 +349,11 @@ class GenericAdapter(FamilyAdapter):
         if len(images) != len(instructions) or not images:
             raise ValueError(f"encode: got {len(images)} images for {len(instructions)} instructions")
         proc, placeholder = processor.extra["processor"], self.placeholder_id(processor)
+        # models with multimodal rotary positions read each token's modality from mm_token_type_ids
+        options = {"return_mm_token_type_ids": True} if "mm_token_type_ids" in proc.model_input_names else {}
         seqs, per_token, per_image = [], {}, {}
         for img, text in zip(resize_square(images, processor.image_size), instructions):
-            out = proc(text=[self.prompt_text(processor, text)], images=[img], return_tensors="pt")
+            out = proc(text=[self.prompt_text(processor, text)], images=[img], return_tensors="pt", **options)
             ids = out["input_ids"][0]
             seqs.append(ids.tolist() + [placeholder])
             for key, value in out.items():
@@ -327,9 +374,12 @@ class GenericAdapter(FamilyAdapter):
             batch[key] = torch.cat(parts)
         return batch
 
+    image_tokens_exact = False
+
     def num_image_tokens(self, config, image_size: int) -> int | None:
-        """Image tokens per frame where the config states it (LLaVA's ``image_seq_length``); else None,
-        and ``backbone-report`` counts them in an encoded sample."""
+        """Image tokens per frame where the config states it (LLaVA's ``image_seq_length``; an estimate for
+        plans on the meta device: tiling, row separators or a class token change it); else None. With a
+        processor, ``backbone-report`` counts the tokens the model consumes in an encoded sample."""
         n = getattr(config, "image_seq_length", None)
         return int(n) if n else None
 

@@ -20,6 +20,10 @@ from torch import nn
 
 from vlm4vla_core.backbones import FAMILIES, UnsupportedBackbone, get_adapter
 from vlm4vla_core.backbones.base import FamilyAdapter, Processor, count_parameters
+from vlm4vla_core.backbones.memory import head_params
+
+# the policy's ablations (vlm4vla_core.policy.ABLATIONS; a backbone module does not import the policy)
+ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 
 SAMPLE_INSTRUCTION = "pick up the red block and place it in the drawer"
 
@@ -65,7 +69,7 @@ def backbone_report(adapter: FamilyAdapter, vlm: nn.Module, processor: Processor
         enc = adapter.encode(processor, [np.zeros((size, size, 3), np.uint8)], [instruction])
         real = enc["attention_mask"][0].bool()
         encoded_images = int(adapter.image_positions(processor, enc)[0][real].sum())
-        if n_image is not None and encoded_images != n_image:
+        if n_image is not None and encoded_images != n_image and adapter.image_tokens_exact:
             raise ValueError(f"encode produced {encoded_images} image tokens, the config implies {n_image}")
         report["image_tokens_per_frame"] = encoded_images
         report["prompt_length"] = int(real.sum())
@@ -86,22 +90,22 @@ def meta_model(adapter: FamilyAdapter, source: str) -> nn.Module:
 
 
 def policy_counts(args, vlm: nn.Module, processor: Processor | None) -> dict:
-    """The policy's parameter counts on this backbone: added, and trainable under each ablation."""
-    from vlm4vla_core.policy import ABLATIONS, PolicyConfig, VLAPolicy
+    """The policy's parameter counts on this backbone: added, and trainable under each ablation.
 
-    cfg = PolicyConfig(family=args.family, source=args.source, chunk=args.chunk, action_dim=args.action_dim,
-                       image_size=processor.image_size if processor else 224, head_hidden=args.head_hidden,
-                       head_layers=args.head_layers, arm_low=(-1.0,) * (args.action_dim - 1),
-                       arm_high=(1.0,) * (args.action_dim - 1))
-    policy = VLAPolicy(cfg, vlm=vlm, processor=processor)
-    counts = policy.parameter_counts()
-    frozen = dict(full=[], freeze_vision=policy.adapter.vision_modules(policy.backbone),
-                  freeze_embeddings=[policy.adapter.input_embeddings(policy.backbone)], from_scratch=[])
+    Counted from the backbone and ``memory.head_params`` (the ActionQuery and the MLP head), without
+    building the policy: its parameters are the backbone's plus those, all trainable except the modules an
+    ablation freezes (the vision tower and projector, or the word embeddings)."""
+    adapter = get_adapter(args.family)
+    backbone = adapter.backbone(vlm)
+    added = head_params(adapter.hidden_size(vlm), args.chunk, args.action_dim, args.head_hidden, args.head_layers)
+    total = count_parameters(backbone) + added
+    frozen = dict(full=[], freeze_vision=adapter.vision_modules(backbone),
+                  freeze_embeddings=[adapter.input_embeddings(backbone)], from_scratch=[])
     trainable = {}
     for ablation in ABLATIONS:
-        skip = {id(p) for m in frozen[ablation] for p in m.parameters()}
-        trainable[ablation] = sum(p.numel() for p in policy.parameters() if id(p) not in skip)
-    return dict(added=counts["added"], total=counts["total"], trainable=trainable,
+        skip = {id(p): p.numel() for m in frozen[ablation] for p in m.parameters()}
+        trainable[ablation] = total - sum(skip.values())
+    return dict(added=added, total=total, trainable=trainable,
                 head=dict(chunk=args.chunk, action_dim=args.action_dim, hidden=args.head_hidden, layers=args.head_layers))
 
 

@@ -62,22 +62,23 @@ def model_mask_agrees(policy, enc: dict) -> bool | None:
     return bool(torch.equal(mask, policy.adapter.image_positions(policy.processor, enc)))
 
 
-def run_one(model_type: str, root: Path, steps: int = 2) -> dict:
-    """One architecture end to end; the row of the table."""
+def run_one(model_type: str, root: Path, steps: int = 2, raise_errors: bool = False) -> dict:
+    """One architecture end to end; the row of the table (``raise_errors``: raise the first error instead)."""
     from transformers import AutoConfig
 
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.base import UnsupportedBackbone
     from vlm4vla_core.backbones.generic import config_problems
     from vlm4vla_core.backbones.report import backbone_report
-    from vlm4vla_core.backbones.zoo import make_tiny_any
+    from vlm4vla_core.backbones.zoo import make_tiny_any, tiny_config
     from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 
     row = dict(model_type=model_type)
     started = time.time()
     stage = "refusal check"
     try:
-        config = AutoConfig.for_model(model_type)
+        # the architecture's own config classes, shrunk: some defaults only build once a hub config fills them
+        config = tiny_config(model_type)
         problems = config_problems(config)
         if problems:
             return dict(row, status="refused", reason="; ".join(problems))
@@ -120,15 +121,24 @@ def run_one(model_type: str, root: Path, steps: int = 2) -> dict:
             raise ValueError(f"bad action chunk of shape {chunk.shape}")
         return dict(row, status="works", seconds=round(time.time() - started, 1))
     except UnsupportedBackbone as err:
+        if raise_errors:
+            raise
         return dict(row, status="refused" if stage == "refusal check" else "fails", stage=stage, reason=str(err))
     except Exception as err:  # noqa: BLE001 -- the table records every failure with its stage
-        return dict(row, status="fails", stage=stage, reason=f"{type(err).__name__}: {err}".splitlines()[0][:300])
+        if raise_errors:
+            raise
+        return dict(row, status="fails", stage=stage, reason=_first_line(err))
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def markdown(rows: list[dict]) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("works", "refused", "fails")}
-    lines = [f"{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
-             f"{counts['fails']} fail.", "",
+    lines = [f"**{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
+             f"{counts['fails']} fail.**", "",
              "| model_type | status | image tokens | why (refused / fails) |", "|---|---|---|---|"]
     for r in rows:
         why = r.get("reason", "")
@@ -142,6 +152,10 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlm4vla_core architectures", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="model_types to run (default: every registered one)")
+    parser.add_argument("--raise", dest="raise_errors", action="store_true",
+                        help="stop at the first error with its traceback (debugging one architecture)")
+    parser.add_argument("--readme", type=Path, help="also replace the table between the architecture-table "
+                        "markers of this Markdown file (the README)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
     args = parser.parse_args(argv)
     from vlm4vla_core.backbones.zoo import architectures
@@ -153,12 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model_type in todo:
-            row = run_one(model_type, Path(tmp))
+            row = run_one(model_type, Path(tmp), raise_errors=args.raise_errors)
             rows.append(row)
             print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
     write_json(args.out, rows)
     write_text(args.out.with_suffix(".md"), markdown(rows))
+    if args.readme:
+        write_text(args.readme, readme_with_table(args.readme.read_text(), markdown(rows)))
     return 0
+
+
+START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
+
+
+def readme_with_table(text: str, table: str) -> str:
+    """``text`` with the part between the architecture-table markers replaced by ``table``."""
+    if START not in text or END not in text:
+        raise ValueError(f"the README has no {START} ... {END} section")
+    head, rest = text.split(START, 1)
+    return f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
 
 
 if __name__ == "__main__":

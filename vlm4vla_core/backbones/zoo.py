@@ -70,7 +70,7 @@ OVERRIDES: dict[str, dict] = {
     # CLIP towers add a CLS token (the llava-hf processor configs ship num_additional_image_tokens: 1)
     "llava": {"processor": {"num_additional_image_tokens": 1}},
     "llava_next": {"processor": {"num_additional_image_tokens": 1}},
-    "vipllava": {"processor": {"num_additional_image_tokens": 1}},
+    "vipllava": {"processor": {"num_additional_image_tokens": 1, "vision_feature_select_strategy": "default"}},
 }
 
 
@@ -125,50 +125,60 @@ def _shrink_one(c) -> None:
     for k in TOPK_KEYS:
         if isinstance(d.get(k), int) and d[k] > TOPK:
             setattr(c, k, TOPK)
-    if old_head_dim:
+    if old_head_dim or ("head_dim" in d and d["head_dim"] is None and old_heads):  # None: a hub config fills it
         setattr(c, "head_dim", WIDTH // HEADS)
+    # layer indexes (also on a parent config that indexes its vision tower's layers)
+    # (read with getattr: a class default is not always in vars())
+    for k in ("deepstack_visual_indexes", "fullatt_block_indexes", "cross_attention_layers",
+              "intermediate_layers_indices", "vision_feature_layers", "global_layer_indices"):
+        v = getattr(c, k, None)
+        if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) for i in v):
+            kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in v})
+            setattr(c, k, kept[:LAYERS])
+    for k in ("vision_feature_layer", "select_layer"):
+        v = getattr(c, k, None)
+        if isinstance(v, int) and v >= LAYERS:
+            setattr(c, k, LAYERS - 1)
+        if isinstance(v, int) and v < -LAYERS:
+            setattr(c, k, -1)
     # lists indexed by layer
     if old_layers:
         for k in ("layer_types", "mlp_only_layers", "sliding_window_pattern_list"):
             if isinstance(d.get(k), (list, tuple)) and len(d[k]) == old_layers:
                 setattr(c, k, d[k][:LAYERS])
-        for k in ("deepstack_visual_indexes", "fullatt_block_indexes", "cross_attention_layers",
-                  "intermediate_layers_indices", "vision_feature_layers", "global_layer_indices"):
-            if isinstance(d.get(k), (list, tuple)) and d[k]:
-                kept = sorted({min(int(i), LAYERS - 1) if i >= 0 else max(int(i), -LAYERS) for i in d[k]})
-                setattr(c, k, kept[:LAYERS])
-        for k in ("vision_feature_layer", "select_layer"):
-            if isinstance(d.get(k), int) and d[k] >= LAYERS:
-                setattr(c, k, LAYERS - 1)
-            if isinstance(d.get(k), int) and d[k] < -LAYERS:
-                setattr(c, k, -1)
         for k in ("first_k_dense_replace", "num_dense_layers"):
             if isinstance(d.get(k), int) and d[k] >= LAYERS:
                 setattr(c, k, 1)
-    # multimodal rotary sections sum to head_dim / 2
-    head_dim = d.get("head_dim") if isinstance(d.get("head_dim"), int) else None
-    if head_dim is None and old_width and old_heads:
-        head_dim = WIDTH // HEADS
-    for holder in (d.get("rope_parameters"), d.get("rope_scaling")):
-        if isinstance(holder, dict) and isinstance(holder.get("mrope_section"), list) and head_dim:
-            sec = holder["mrope_section"]
-            half, total = head_dim // 2, sum(sec)
-            new = [max(1, s * half // total) for s in sec]
-            new[0] += half - sum(new)
-            holder["mrope_section"] = new
 
 
-def _uses_mrope(model_type: str) -> bool:
+def _uses_mrope(config) -> bool:
+    """Whether the modeling code next to any of the config's classes splits rotary dims into mrope sections."""
     import importlib
 
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
+    for c in _sub_configs(config):
+        name = type(c).__module__.replace(".configuration_", ".modeling_")
+        try:
+            if "mrope_section" in inspect.getsource(importlib.import_module(name)):
+                return True
+        except (ImportError, OSError, TypeError):
+            continue
+    return False
 
-    name = model_type_to_module_name(model_type)
-    try:
-        module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
-    except ImportError:
-        return False
-    return "mrope_section" in inspect.getsource(module)
+
+def _set_mrope_sections(config) -> None:
+    """Multimodal rotary sections (temporal, height, width) that sum to the rotary half-dimension of the
+    shrunk text model: head_dim * partial_rotary_factor / 2; the published split rescaled, or 1:1.5:1.5."""
+    text = config.get_text_config()
+    rope = getattr(text, "rope_parameters", None)
+    if not isinstance(rope, dict):
+        return
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    partial = rope.get("partial_rotary_factor", getattr(text, "partial_rotary_factor", None)) or 1.0
+    half = int(head_dim * partial) // 2
+    sec = rope.get("mrope_section") or [2, 3, 3]
+    new = [max(1, s * half // sum(sec)) for s in sec]
+    new[0] += half - sum(new)
+    rope["mrope_section"] = new
 
 
 def tiny_config(model_type: str):
@@ -176,11 +186,16 @@ def tiny_config(model_type: str):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type)
+    for key, cls in (getattr(config, "sub_configs", None) or {}).items():
+        if getattr(config, key, "absent") is None and isinstance(cls, type):
+            try:
+                setattr(config, key, cls())  # a sub-config a hub config always fills (e.g. vision_config)
+            except Exception:  # noqa: BLE001 -- left empty; the refusal check says what is missing
+                pass
     for c in _sub_configs(config):
         _shrink_one(c)
-    text = config.get_text_config()
-    if _uses_mrope(model_type) and isinstance(getattr(text, "rope_parameters", None), dict):
-        text.rope_parameters.setdefault("mrope_section", [2, 3, 3])  # sums to head_dim / 2 = 8
+    if _uses_mrope(config):
+        _set_mrope_sections(config)
     for key, value in OVERRIDES.get(model_type, {}).get("config", {}).items():
         target = config
         *path, last = key.split(".")
@@ -244,7 +259,7 @@ def build(model_type: str, seed: int = 0):
     from transformers.feature_extraction_utils import FeatureExtractionMixin
     from transformers.video_processing_utils import BaseVideoProcessor
 
-    from vlm4vla_core.backbones.generic import processor_class, stand_ins_accepted
+    from vlm4vla_core.backbones.generic import audio_stand_in, processor_class, stand_ins_accepted
 
     config = tiny_config(model_type)
     proc_cls = processor_class(model_type)
@@ -260,7 +275,12 @@ def build(model_type: str, seed: int = 0):
     side = _fix_image_size(config, vision)
     image_processor = _image_processor(model_type, proc_cls)
     if image_processor is None:
-        raise UnsupportedBackbone(f"{model_type}: no PIL image processor found for {proc_cls.__name__}")
+        raise UnsupportedBackbone(f"{model_type}: no PIL image processor for {proc_cls.__name__} (only a torchvision "
+                                  "one, and torchvision is not installed here)")
+    _align_image_processor(image_processor, config, vision)
+    for key in SEQ_KEYS:  # image processors that state the tokens per image (PaliGemma's image_seq_length)
+        if key in vars(image_processor) and getattr(image_processor, key) is None and _patches_per_tile(vision):
+            setattr(image_processor, key, _patches_per_tile(vision))
     if side:
         _resize_image_processor(image_processor, side)
     params = inspect.signature(proc_cls.__init__).parameters
@@ -272,6 +292,8 @@ def build(model_type: str, seed: int = 0):
             for key in (name, *ALIASES.get(name, ())):
                 if src is not None and isinstance(getattr(src, key, None), (int, str)):
                     kwargs.setdefault(name, getattr(src, key))
+        if name in SEQ_KEYS and name not in kwargs and _patches_per_tile(vision):
+            kwargs[name] = _patches_per_tile(vision)  # corrected by _calibrate where the model makes fewer
     kwargs.update(OVERRIDES.get(model_type, {}).get("processor", {}))
     parts = {}
     for attr in proc_cls.get_attributes():
@@ -282,13 +304,17 @@ def build(model_type: str, seed: int = 0):
         elif attr == "video_processor":
             parts[attr] = BaseVideoProcessor()
         elif attr in ("feature_extractor", "audio_processor"):
-            parts[attr] = FeatureExtractionMixin()
+            parts[attr] = audio_stand_in()
         else:
             raise UnsupportedBackbone(f"{model_type}: {proc_cls.__name__} needs a {attr}")
     with stand_ins_accepted():
         processor = proc_cls(**parts, **kwargs)
-    image = getattr(processor, "image_token", None)
-    processor.chat_template = CHAT_TEMPLATE.replace("{{ IMAGE }}", image or "")
+    placeholder = getattr(processor, "image_placeholder_token", None)  # a prompt marker distinct from image_token
+    image = placeholder if isinstance(placeholder, str) else getattr(processor, "image_token", None) or ""
+    start, end = (getattr(processor, f"image_{k}_token", None) for k in ("start", "end"))
+    if isinstance(start, str) and isinstance(end, str) and image:  # processors that want the image wrapped
+        image = start + image + end
+    processor.chat_template = CHAT_TEMPLATE.replace("{{ IMAGE }}", image)
     _set_token_ids(config, tok, processor)
     for c in (config, config.get_text_config()):
         if hasattr(c, "vocab_size"):
@@ -317,6 +343,14 @@ def _set_token_ids(config, tok, processor) -> None:
                 setattr(c, key, tok.pad_token_id)
 
 
+def _patches_per_tile(vision) -> int | None:
+    """Patches of one tile of the vision tower ((image_size / patch_size)^2), when it states both."""
+    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    return (size // patch) ** 2 if isinstance(size, int) and isinstance(patch, int) and patch else None
+
+
 ALIASES = {"image_seq_length": ("mm_tokens_per_image", "image_seq_length", "num_image_tokens"),
            "image_seq_len": ("image_seq_len", "image_seq_length", "mm_tokens_per_image"),
            "patch_size": ("patch_size",), "spatial_merge_size": ("spatial_merge_size", "merge_size")}
@@ -338,6 +372,26 @@ def _fix_image_size(config, vision) -> int | None:
     return side
 
 
+# image-processor setting -> the config keys that state it (a hub checkpoint ships them consistent)
+IMAGE_PROCESSOR_FROM_CONFIG = {"patch_size": ("patch_size",), "temporal_patch_size": ("temporal_patch_size",),
+                               "merge_size": ("spatial_merge_size", "merge_size")}
+
+
+def _align_image_processor(image_processor, config, vision) -> None:
+    """The image processor's patch geometry set to the vision tower's (the processor defaults may be another
+    checkpoint's, e.g. patch 14 beside a patch-16 tower)."""
+    for attr, keys in IMAGE_PROCESSOR_FROM_CONFIG.items():
+        if getattr(image_processor, attr, None) is None:
+            continue
+        for src in (vision, config):
+            value = next((getattr(src, k) for k in keys if src is not None and getattr(src, k, None) is not None), None)
+            if isinstance(value, (list, tuple)) and len(set(value)) == 1:
+                value = value[0]
+            if isinstance(value, int):
+                setattr(image_processor, attr, value)
+                break
+
+
 def _resize_image_processor(image_processor, side: int) -> None:
     for key in ("size", "crop_size", "max_image_size"):
         value = getattr(image_processor, key, None)
@@ -350,14 +404,77 @@ def _resize_image_processor(image_processor, side: int) -> None:
             setattr(image_processor, key, side)
 
 
+SEQ_KEYS = ("image_seq_len", "image_seq_length", "num_image_tokens", "mm_tokens_per_image", "image_token_count")
+
+
+def _feature_count(out, width: int) -> int:
+    """Vectors of ``width`` in what ``get_image_features`` returns (tensor, list of tensors or model output)."""
+    from transformers.utils import ModelOutput
+
+    if isinstance(out, ModelOutput):
+        pooled = out.get("pooler_output")
+        out = pooled if pooled is not None else out[0]
+    if torch.is_tensor(out):
+        return out.numel() // width if out.shape[-1] == width else 0
+    if isinstance(out, (list, tuple)):
+        return sum(_feature_count(o, width) for o in out)
+    return 0
+
+
+def image_feature_counts(vlm, processor, side: int = 224) -> tuple[int, int] | None:
+    """(image tokens in the prompt, image features the model makes) for one frame, as the generic family
+    encodes it; None when the model has no ``get_image_features`` to ask."""
+    from vlm4vla_core.backbones.generic import model_image_token_id, structure
+
+    base = structure(vlm)[0]
+    if not hasattr(base, "get_image_features"):
+        return None
+    image = processor.image_token or ""
+    text = CHAT_TEMPLATE.replace("{{ IMAGE }}", image)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "push"}]}],
+        tokenize=False, add_generation_prompt=True) if processor.chat_template else text
+    from PIL import Image
+
+    out = processor(text=[prompt], images=[Image.new("RGB", (side, side))], return_tensors="pt")
+    tokens = int((out["input_ids"] == model_image_token_id(vlm.config)).sum())
+    params = inspect.signature(base.get_image_features).parameters
+    kwargs = {k: v for k, v in out.items() if k in params and k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        features = base.get_image_features(**kwargs)
+    return tokens, _feature_count(features, vlm.config.get_text_config().hidden_size)
+
+
+def _calibrate(vlm, processor) -> None:
+    """Make the processor expand the image token into as many tokens as the model makes image features (what a
+    hub checkpoint's processor config states), where it has one per-image token-count setting."""
+    try:
+        counts = image_feature_counts(vlm, processor)
+    except Exception:  # noqa: BLE001 -- left as built; the run reports the error at its own stage
+        return
+    if counts is None or counts[0] == counts[1] or not all(counts):
+        return
+    tokens, features = counts
+    saved = inspect.signature(type(processor).__init__).parameters  # what processor_config.json keeps
+    for key in (k for k in SEQ_KEYS if k in saved):
+        value = getattr(processor, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            new = value * features // tokens if (value * features) % tokens == 0 else None
+            if new:
+                setattr(processor, key, new)
+                return
+
+
 def make_tiny_any(model_type: str, out: Path, seed: int = 0) -> None:
-    """Write a tiny random-weight checkpoint of ``model_type`` (config, weights, processor, chat template)."""
+    """Write a tiny random-weight checkpoint of ``model_type`` (config, weights, processor, chat template); the
+    processor's image-token count per image is set to the model's image-feature count (``_calibrate``)."""
     from transformers import AutoModelForImageTextToText
 
     config, processor = build(model_type, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vlm = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    _calibrate(vlm, processor)
     with atomic_dir(Path(out)) as tmp:
         vlm.save_pretrained(tmp)
         processor.save_pretrained(tmp)
