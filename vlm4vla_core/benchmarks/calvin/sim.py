@@ -177,6 +177,7 @@ class CalvinSim:
         env, self.env = getattr(self, "env", None), None
         if env is not None:
             env.close()
+            env.p = None  # its __del__ would disconnect a second time
 
     def __enter__(self) -> CalvinSim:
         return self
