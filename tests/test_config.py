@@ -139,10 +139,10 @@ def test_paper_study_plans(tmp_path):
     res = _snakemake("-n", "--quiet", "rules", cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
-    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds; LIBERO-10 in 10 evaluation shards
+    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds; LIBERO-10 in 10 evaluation shards, CALVIN in 8
     counts = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
     assert counts["train"] == "360" and counts["merge_eval"] == "360" and counts["data"] == "3"
-    assert counts["evaluate"] == str(120 * 10 + 120 + 120)
+    assert counts["evaluate"] == str(120 * 10 + 120 * 8 + 120)  # LIBERO-10 10 shards, CALVIN 8, Simpler 1
     res = _snakemake("results/paper/runs/kosmos-2/libero10/freeze_vision/seed2/eval.json", "-n", "--quiet", "rules",
                      cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]

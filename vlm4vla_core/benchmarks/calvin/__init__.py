@@ -1,16 +1,152 @@
-"""CALVIN ABC->D (planned): the study config, the DAG and the aggregate tables know it; its importer
-and evaluator are not part of this version, so its data and evaluation jobs stop with a message.
-The protocol facts are in shared/benchmarks/PROTOCOLS.md section 1."""
+"""CALVIN ABC->D: 1000 chains of 5 language-conditioned subtasks in scene D.
 
-from vlm4vla_core.benchmarks.base import Benchmark
+Protocol (shared/benchmarks/PROTOCOLS.md section 1, with its sources; ``protocol.py`` holds the data):
+
+- Episodes: one per chain of VLM4VLA's ``eval_sequences.json`` (1000, in file order; ``chains: K``
+  takes the first K). Training seeds do not change them.
+- Per chain: the env is reset once, at the chain's start, to the state of its initial condition
+  (``protocol.initial_state``: the official block placement under pyhash's fnv1_32 seed). Then for
+  each subtask: the policy is reset (``Obs(reset=True)``: the action queue is dropped and a fresh
+  chunk is planned), ``start_info = env.get_info()``, and at most ``max_steps`` (360) environment
+  steps follow, counted per ``env.step`` whatever the chunk length. The subtask succeeds as soon as
+  the task oracle reports it after any step; the chain stops at its first failed subtask. The env is
+  not reset between subtasks.
+- Instruction: the first validation instruction of each subtask.
+- Image: ``rgb_static`` (200x200) as rendered, resized by the policy to ``image_size``.
+- Actions: canonical actions are CALVIN's ``rel_actions`` (xyz x50, Euler xyz x20, world frame,
+  clipped to [-1, 1]) with the gripper flipped to the layer's sign (+1 closed); ``action_to_env``
+  flips it back and sends exactly -1 (close) or +1 (open). The arm is normalised by the official
+  fixed clip at +-0.65 (``action_bounds``), not by dataset percentiles.
+- Records: ``completed`` (0..5 subtasks done in a row), ``success`` (all 5), ``steps`` (environment
+  steps of the chain), ``subtask_results`` (task, success, env steps of every attempted subtask) and
+  the scene source. Metric ``avg_len``; ``python -m vlm4vla_core.benchmarks.calvin.metrics`` prints
+  SR@1..5, the average length, per-subtask success and bootstrap intervals over chains.
+
+Data (``data_path``): the released ``task_ABC_D`` (``training/``: one .npz per frame,
+``ep_start_end_ids.npy``, ``lang_annotations/auto_lang_ann.npy``), converted one language window per
+episode (``data.py``), or a LeRobot copy of CALVIN.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, Obs
+from vlm4vla_core.benchmarks.calvin import protocol
+from vlm4vla_core.config import ConfigError
+
+ARM_CLIP = 0.65  # the official norm_min/norm_max: rel_actions are clipped to +-0.65 and scaled to [-1, 1]
 
 
 class CalvinBenchmark(Benchmark):
     kind = "calvin"
     action_dim = 7
-    keys = {"max_steps": {"type": "integer", "minimum": 1, "description": "environment steps per subtask"}}
+    keys = {
+        "max_steps": {"type": "integer", "minimum": 1, "description": "environment steps per subtask"},
+        "chains": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "the first K chains (default 1000)"},
+        "sequences": {"type": ["string", "null"], "description": "another chain file in eval_sequences.json's layout"},
+        "scene": {"enum": ["auto", "dataset", "calvin_env"],
+                  "description": "scene D from data_path/validation/.hydra/merged_config.yaml, or from calvin_env's conf"},
+        "egl_device": {"type": ["integer", "string", "null"], "description": "EGL device to render on, or auto"},
+        "use_egl": {"type": "boolean"},
+        "split": {"type": "string", "description": "folder of task_ABC_D to import (training)"},
+        "lang_folder": {"type": "string"},
+        "windows_per_block": {"type": "integer", "minimum": 1, "description": "import unit (resume granularity)"},
+        "image_key": {"type": "string", "description": "image feature of a LeRobot copy"},
+        "action_key": {"type": "string", "description": "action feature of a LeRobot copy"},
+        "gripper": {"enum": ["calvin", "canonical"],
+                    "description": "gripper sign of a LeRobot copy: calvin (-1 close, +1 open) or canonical (+1 closed)"},
+    }
     required = ("data_path",)
-    runnable = False
+    defaults = {"max_steps": 360, "chains": 1000, "sequences": None, "scene": "auto", "egl_device": "auto",
+                "use_egl": True, "split": "training", "lang_folder": "lang_annotations", "windows_per_block": 256,
+                "gripper": "calvin", "image_size": 224}
+    data_env = "vlm4vla.yaml"
+    sim_env = "calvin.yaml"
+    metric = "avg_len"
+
+    def check_values(self, name: str, entry: dict) -> None:
+        egl = entry["egl_device"]
+        if isinstance(egl, str) and egl != "auto":
+            raise ConfigError(f"key 'benchmarks.{name}.egl_device': {egl!r} is not an integer or 'auto'")
+        if entry["sequences"] is None and entry["chains"] > 1000:
+            raise ConfigError(f"key 'benchmarks.{name}.chains': the official file has 1000 chains")
+
+    # -- data -------------------------------------------------------------------------------------------
+    def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
+        from vlm4vla_core.benchmarks.calvin.data import import_calvin
+
+        import_calvin(entry, Path(out), workers=workers)
+
+    def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
+        return [-ARM_CLIP] * 6, [ARM_CLIP] * 6
+
+    # -- protocol -----------------------------------------------------------------------------------------
+    def episodes(self, entry: dict, seed: int) -> list[Episode]:
+        texts = protocol.instructions()
+        found = protocol.chains(entry.get("sequences"))
+        if entry["chains"] > len(found):
+            raise ConfigError(f"benchmarks.calvin.chains: {entry['chains']} asked, the chain file has {len(found)}")
+        out = []
+        for i, (condition, subtasks) in enumerate(found[: entry["chains"]]):
+            missing = [t for t in subtasks if t not in texts]
+            if missing:
+                raise ValueError(f"chain {i}: no validation instruction for {missing}")
+            out.append(Episode(i, "chain", texts[subtasks[0]], {
+                "initial_condition": condition, "subtasks": subtasks, "instructions": [texts[t] for t in subtasks]}))
+        return out
+
+    def simulator(self, entry: dict):
+        from vlm4vla_core.benchmarks.calvin.sim import CalvinSim
+
+        return CalvinSim(entry.get("data_path"), scene=entry["scene"], egl_device=entry["egl_device"],
+                         use_egl=entry["use_egl"])
+
+    def run_episode(self, sim, episode: Episode, entry: dict):
+        robot_obs, scene_obs = protocol.initial_state(episode.params["initial_condition"])
+        obs = sim.reset(robot_obs, scene_obs)  # once per chain
+        results, steps = [], 0
+        for subtask, text in zip(episode.params["subtasks"], episode.params["instructions"]):
+            start_info, done, used = sim.info(), False, 0
+            while used < entry["max_steps"] and not done:
+                action = yield Obs(text, lambda o=obs: o, reset=used == 0)  # the policy reset of every subtask
+                obs, info = sim.step(action)
+                used += 1
+                done = sim.success(start_info, info, subtask)
+            steps += used
+            results.append({"task": subtask, "success": done, "steps": used})
+            if not done:
+                break
+        completed = sum(r["success"] for r in results)
+        return dict(success=completed == protocol.CHAIN_LENGTH, completed=completed, steps=steps,
+                    subtask_results=results, scene=getattr(sim, "scene_source", None))
+
+    def image_transform(self, entry: dict):
+        return lambda obs: np.asarray(obs["render"]())
+
+    def action_to_env(self, entry: dict):
+        return canonical_to_calvin
+
+    def score(self, episodes: list[dict]) -> float:
+        return float(np.mean([float(e["completed"]) for e in episodes])) if episodes else 0.0
+
+
+def canonical_to_calvin(action: np.ndarray) -> np.ndarray:
+    """Canonical action (rel_actions arm, gripper +1 closed / -1 open) -> CALVIN's ``env.step`` action:
+    the arm unchanged, the gripper exactly -1 (close) or +1 (open). A canonical 0 opens, as the official
+    wrapper's ``1 if g > 0 else -1`` on its open-positive value does for a tie."""
+    a = np.asarray(action, dtype=np.float64).copy()
+    a[-1] = -1.0 if a[-1] > 0 else 1.0
+    return a
+
+
+def calvin_to_canonical(rel_actions: np.ndarray) -> np.ndarray:
+    """CALVIN ``rel_actions`` [T, 7] (gripper -1 close / +1 open) -> canonical actions (gripper +1 closed)."""
+    a = np.asarray(rel_actions, dtype=np.float32).copy()
+    a[..., -1] = -a[..., -1]
+    return a
 
 
 BENCHMARK = CalvinBenchmark()

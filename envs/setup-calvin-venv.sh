@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Create or update the CALVIN simulator virtual environment.
+#
+#   envs/setup-calvin-venv.sh VENV_DIR CALVIN_ENV_SRC
+#
+# CALVIN_ENV_SRC is a local git clone of https://github.com/mees/calvin_env (calvin_env is not on
+# PyPI; its tacto submodule is not needed). Creates VENV_DIR with Python 3.11 if it does not exist
+# (PYTHON=... picks another 3.11 interpreter), installs the pins of envs/calvin-requirements.txt,
+# then calvin_env from the clone and the project itself, both editable and without dependencies.
+# Safe to run again. Point the benchmark's `simulator_python` at VENV_DIR/bin/python.
+set -euo pipefail
+
+die() { echo "setup-calvin-venv: $*" >&2; exit 1; }
+
+[ $# -eq 2 ] && [ -n "$1" ] && [ -n "$2" ] || die "usage: $0 VENV_DIR CALVIN_ENV_SRC"
+venv=$1
+src=$(cd "$2" 2>/dev/null && pwd) || die "$2: no such folder (git clone https://github.com/mees/calvin_env)"
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+reqs=$repo/envs/calvin-requirements.txt
+[ -f "$src/calvin_env/envs/play_table_env.py" ] && [ -f "$src/conf/config_data_collection.yaml" ] \
+  || die "$src is not a calvin_env checkout (calvin_env/envs/play_table_env.py, conf/ expected)"
+git -C "$src" rev-parse HEAD >/dev/null 2>&1 \
+  || die "$src is not a git clone: calvin_env reads its own commit hash when an env is built"
+
+if [ -e "$venv" ] && [ ! -x "$venv/bin/python" ]; then
+  die "$venv exists but is not a virtual environment (no bin/python); remove it or pick another path"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  python=${PYTHON:-python3.11}
+  command -v "$python" >/dev/null || die "$python not found: install Python 3.11 or set PYTHON=/path/to/python3.11"
+  "$python" -m venv "$venv" || die "could not create the venv with $python"
+fi
+py=$venv/bin/python
+version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+[ "$version" = 3.11 ] || die "$venv has Python $version; the pins need 3.11"
+
+"$py" -m pip install --quiet -r "$reqs" || die "pip could not install $reqs (see above)"
+"$py" -m pip install --quiet --no-deps -e "$src" || die "pip could not install calvin_env from $src"
+(cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo"
+
+# Check: scene D composes from calvin_env's conf, resets to a chain's initial condition, renders
+# rgb_static through EGL, steps and runs the oracle (run outside any folder named calvin_env).
+(cd / && "$py" - <<'PY') || die "the environment is installed but the check above failed"
+import numpy as np
+from vlm4vla_core.benchmarks.calvin import protocol
+from vlm4vla_core.benchmarks.calvin.sim import CalvinSim
+import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
+with CalvinSim(None) as sim:
+    condition, subtasks = protocol.chains()[0]
+    obs = sim.reset(*protocol.initial_state(condition))
+    image, start = obs["render"](), sim.info()
+    obs, info = sim.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+    assert image.shape == (200, 200, 3) and image.std() > 0, image.shape
+    assert not sim.success(start, info, subtasks[0])
+    print(f"ok: {sim.scene_source}; rgb_static {image.shape}")
+PY
+echo "done: simulator Python is $py"
