@@ -339,3 +339,18 @@ def test_importer_converts_the_rlds_original(tmp_path):
     assert stats["skipped_unlabeled"] == 1 and stats["skipped_short"] == 1 and stats["source_format"].startswith("rlds")
     assert json.loads((tmp_path / "data/dataset.json").read_text())["root"] == "lerobot"
     assert not (tmp_path / "data.work").exists()
+
+
+def test_report_of_an_eval_file(tmp_path, capsys):
+    from vlm4vla_core.benchmarks.simpler_bridge import report
+
+    episodes = [dict(index=i, task=t, success=i % 2 == 0, success_final_step=i % 2 == 0, success_any_step=True)
+                for i, t in enumerate(["put_spoon_on_towel", "put_carrot_on_plate"] * 4)]
+    run = dict(modes={"full": dict(execute_steps=4, episodes=episodes)}, reported_mode="full")
+    (tmp_path / "eval.json").write_text(json.dumps(run))
+    assert report.main([str(tmp_path / "eval.json"), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "success at the final step (official)" in out and "success at any step" in out
+    rep = json.loads((tmp_path / "s.json").read_text())
+    assert rep["success_final_step"]["tasks"]["put_spoon_on_towel"]["success_rate"] == 100.0
+    assert rep["success_final_step"]["mean"]["success_rate"] == 50.0 and rep["success_any_step"]["mean"]["successes"] == 8
