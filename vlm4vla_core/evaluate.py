@@ -178,6 +178,11 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bench, entry = benchmarks.of(config, args.benchmark)
+    try:
+        bench.preflight(entry)  # before the policy loads: a simulator that cannot run stops here
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     chunk, family = entry["chunk"], None
     if args.policy == ZERO:
         infer, modes, rule = zero_infer(chunk, bench.action_dim), ["full"], "full"

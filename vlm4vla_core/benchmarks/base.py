@@ -169,6 +169,10 @@ class Benchmark:
         """The full, ordered episode list of one evaluation (training seed ``seed``)."""
         raise NotImplementedError
 
+    def preflight(self, entry: dict) -> None:
+        """Checks the evaluation runs before any episode and before the policy loads (a missing device,
+        say); raises RuntimeError with what to fix. Default: none."""
+
     def simulator(self, entry: dict):
         """A simulator client; one per concurrently running episode (simulator side)."""
         raise NotImplementedError

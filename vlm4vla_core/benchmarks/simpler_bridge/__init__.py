@@ -1,20 +1,210 @@
-"""SimplerEnv-Bridge (planned): the study config, the DAG and the aggregate tables know it; its
-importer and evaluator are not part of this version, so its data and evaluation jobs stop with a
-message. The protocol facts are in shared/benchmarks/PROTOCOLS.md section 2."""
+"""SimplerEnv-Bridge: WidowX visual matching, 4 tasks x 24 episodes, trained on Bridge V2.
 
-from vlm4vla_core.benchmarks.base import Benchmark
+Protocol (shared/benchmarks/PROTOCOLS.md section 2, with its sources; VLM4VLA's scripts/bridge.bash):
+
+- Tasks (``tasks``: short names, mapped to the official env ids in ``TASKS``): spoon on towel, carrot on
+  plate, green cube on yellow cube, eggplant in basket. The first three in scene ``bridge_table_1_v1``
+  with robot ``widowx``, overlay ``real_inpainting/bridge_real_eval_1.png``, robot at (0.147, 0.028);
+  the eggplant in ``bridge_table_1_v2`` with ``widowx_sink_camera_setup``, overlay
+  ``real_inpainting/bridge_sink.png``, robot at (0.127, 0.06). Robot orientation quaternion (0, 0, 0, 1).
+- Episodes: ``episode_id`` 0 .. 23 per task (``obj_variation_mode episode``): the id picks the objects'
+  placement deterministically; training seeds change nothing. 96 episodes.
+- Control 5 Hz, simulation 500 Hz, ``obs_mode rgbd`` with segmentation, no ray tracing, control mode
+  ``arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos``. The policy sees the 640x480
+  ``3rd_view_camera`` image (overlaid with the real scene), resized by the policy.
+- Per episode: the env's own instruction; the policy is reset at the start (and if the instruction
+  changes); every episode runs until the env truncates it at ``max_episode_steps``: 60 steps, 120 for
+  the eggplant (no early stop: the official evaluator never predicts termination).
+- Success: the env's ``success`` **at the final step** (the official evaluator overwrites it every
+  step). ``success_any_step`` (the predicate held at some step, as some other papers count) is recorded
+  alongside; ``success: any_step`` makes it the reported one, labelled so in the records.
+- Actions: canonical (xyz m and rpy rad deltas of the reached states, gripper +1 closed / -1 open)
+  -> xyz, Euler -> axis-angle, absolute gripper +1 open / -1 close (``convert.to_controller``), then
+  the gripper rule ``gripper_filter``: ``consecutive_open_2`` (VLM4VLA: open only after 2 consecutive
+  open predictions) or ``none``.
+- Metric: success rate per task and the mean over the 4 tasks, with Wilson 95% intervals (``summary``).
+
+Data (``data_path``): a LeRobot copy of Bridge V2 (e.g. IPEC-COMMUNITY/bridge_orig_lerobot:
+``observation.images.image_0..3`` videos, ``observation.state`` and ``action``), read in place with
+standardised actions beside it; or the RLDS/TFDS original (``bridge_dataset``), converted to such a
+copy first by ``rlds.py`` in a TensorFlow environment (``rlds_python``). See ``data.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, Obs
+from vlm4vla_core.config import ConfigError
+
+EPISODES_PER_TASK = 24
+CONTROL_FREQ, SIM_FREQ = 5, 500
+CONTROL_MODE = "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos"
+CAMERA = "3rd_view_camera"
+ROBOT_INIT_QUAT = (0.0, 0.0, 0.0, 1.0)
+_TABLE = dict(scene_name="bridge_table_1_v1", robot="widowx", overlay="bridge_real_eval_1.png", init_xy=(0.147, 0.028))
+_SINK = dict(scene_name="bridge_table_1_v2", robot="widowx_sink_camera_setup", overlay="bridge_sink.png",
+             init_xy=(0.127, 0.06))
+#: short name (the config's) -> official env id, instruction, step limit and setup
+TASKS = {
+    "put_spoon_on_towel": dict(env_id="PutSpoonOnTableClothInScene-v0", instruction="put the spoon on the towel",
+                               max_steps=60, **_TABLE),
+    "put_carrot_on_plate": dict(env_id="PutCarrotOnPlateInScene-v0", instruction="put carrot on plate",
+                                max_steps=60, **_TABLE),
+    "stack_green_cube_on_yellow_cube": dict(env_id="StackGreenCubeOnYellowCubeBakedTexInScene-v0",
+                                            instruction="stack the green block on the yellow block",
+                                            max_steps=60, **_TABLE),
+    "put_eggplant_in_basket": dict(env_id="PutEggplantInBasketScene-v0", instruction="put eggplant into yellow basket",
+                                   max_steps=120, **_SINK),
+}
+#: BOUNDS_Q99 statistics of the official Bridge stats file (VLM4VLA configs/data/oxe_dataset_stats/
+#: dataset_statistics_bridge.json, 60,064 trajectories): the arm's q01 / q99
+OFFICIAL_Q01 = (-0.02872725307941437, -0.04170349963009357, -0.026093858778476715, -0.08092105075716972,
+                -0.09288699507713317, -0.20718276381492615)
+OFFICIAL_Q99 = (0.028309678435325586, 0.040855254605412394, 0.040161586627364146, 0.08192047759890528,
+                0.07792850524187081, 0.20382574498653397)
 
 
 class SimplerBridgeBenchmark(Benchmark):
     kind = "simpler_bridge"
     action_dim = 7
     keys = {
-        "tasks": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "episodes_per_task": {"type": "integer", "minimum": 1},
-        "max_steps": {"type": "integer", "minimum": 1},
+        "tasks": {"type": "array", "items": {"enum": list(TASKS)}, "minItems": 1, "uniqueItems": True,
+                  "description": "short task names (default: all four), each mapped to its official env id"},
+        "episodes_per_task": {"type": "integer", "minimum": 1, "maximum": EPISODES_PER_TASK},
+        "max_steps": {"type": ["integer", "null"], "minimum": 1,
+                      "description": "one step limit for every task, for checks only (null: the official 60/120)"},
+        "gripper_filter": {"enum": ["consecutive_open_2", "none"]},
+        "success": {"enum": ["final_step", "any_step"], "description": "which success the records report"},
+        "norm_stats": {"enum": ["data", "official"],
+                       "description": "arm q01/q99 of the imported data, or those of the official stats file"},
+        "image_key": {"type": "string", "description": "camera feature of a LeRobot copy (the primary: image_0)"},
+        "state_key": {"type": "string", "description": "state feature of a LeRobot copy (xyz, rpy first)"},
+        "action_key": {"type": "string", "description": "action feature of a LeRobot copy (gripper last, 1 = open)"},
+        "split": {"type": "string", "description": "TFDS split of the RLDS original"},
+        "rlds_python": {"type": "string", "description": "Python with TensorFlow and tensorflow-datasets"},
+        "vulkan_check": {"type": "boolean", "description": "check for a usable Vulkan device before any episode"},
     }
     required = ("data_path",)
-    runnable = False
+    defaults = {"tasks": list(TASKS), "episodes_per_task": EPISODES_PER_TASK, "max_steps": None,
+                "gripper_filter": "consecutive_open_2", "success": "final_step", "norm_stats": "data",
+                "image_key": "image_0", "state_key": "observation.state", "action_key": "action", "split": "train",
+                "vulkan_check": True, "image_size": 224}
+    data_env = "vlm4vla.yaml"
+    sim_env = "simpler.yaml"
+
+    # -- data -----------------------------------------------------------------------------------
+    def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
+        from vlm4vla_core.benchmarks.simpler_bridge.data import import_bridge
+
+        import_bridge(entry, Path(out))
+
+    def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
+        if entry["norm_stats"] == "official":
+            return list(OFFICIAL_Q01), list(OFFICIAL_Q99)
+        return super().action_bounds(entry, stats)
+
+    # -- protocol -------------------------------------------------------------------------------
+    def episodes(self, entry: dict, seed: int) -> list[Episode]:
+        out = []
+        for name in entry["tasks"]:
+            task = TASKS[name]
+            limit = entry["max_steps"] or task["max_steps"]
+            for episode_id in range(entry["episodes_per_task"]):
+                out.append(Episode(len(out), name, task["instruction"],
+                                   {"env_id": task["env_id"], "episode_id": episode_id, "max_steps": limit}))
+        return out
+
+    def preflight(self, entry: dict) -> None:
+        """Before the policy loads: a usable Vulkan device in the simulator's environment (SAPIEN renders
+        through Vulkan only, and hangs or fails deep inside otherwise)."""
+        if not entry["vulkan_check"]:
+            return
+        python = entry.get("simulator_python") or sys.executable
+        cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.simpler_bridge.sim", "--check-vulkan"]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise RuntimeError(f"the Vulkan check could not run ({' '.join(cmd)}): {err}") from None
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else
+                               f"the Vulkan check failed ({' '.join(cmd)}, exit {res.returncode})")
+
+    def simulator(self, entry: dict):
+        from vlm4vla_core.benchmarks.simpler_bridge.sim import SimplerSim
+
+        return SimplerSim(check_vulkan=entry["vulkan_check"])
+
+    def run_episode(self, sim, episode: Episode, entry: dict):
+        from vlm4vla_core.benchmarks.simpler_bridge.convert import GripperRule
+
+        task, limit = TASKS[episode.task], episode.params["max_steps"]
+        setup = {k: task[k] for k in ("scene_name", "robot", "overlay", "init_xy")}
+        image, instruction = sim.reset(episode.params["env_id"], episode.params["episode_id"], setup, limit)
+        gripper, reset, first_success, info, steps = GripperRule(entry["gripper_filter"]), True, None, {}, 0
+        while steps < limit:
+            action = yield Obs(instruction, lambda o=image: o, reset=reset)
+            action = np.array(action, dtype=np.float64)
+            action[6] = gripper(action[6])
+            image, info = sim.step(action)
+            steps, reset = steps + 1, False
+            if info["success"] and first_success is None:
+                first_success = steps
+            if info["instruction"] != instruction:  # the official wrapper resets the policy
+                instruction, reset = info["instruction"], True
+                gripper.reset()
+            if info["truncated"]:
+                break
+        final, any_step = bool(info.get("success", False)), first_success is not None
+        return dict(success=final if entry["success"] == "final_step" else any_step, success_rule=entry["success"],
+                    success_final_step=final, success_any_step=any_step, first_success_step=first_success,
+                    steps=steps, truncated=bool(info.get("truncated", False)),
+                    episode_stats=info.get("episode_stats", {}), env_instruction=instruction)
+
+    def image_transform(self, entry: dict):
+        return lambda image: np.ascontiguousarray(image)  # the 640x480 3rd-view frame; the policy resizes it
+
+    def action_to_env(self, entry: dict):
+        from vlm4vla_core.benchmarks.simpler_bridge.convert import to_controller
+
+        return to_controller
+
+
+# -- metric helpers -------------------------------------------------------------------------------
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return (0.0 if successes == 0 else lo, 1.0 if successes == n else hi)  # exact at the ends
+
+
+def summary(records: list[dict], key: str = "success") -> dict:
+    """Per-task success rate and the mean over tasks (in %), each with a Wilson 95% interval.
+
+    The mean's interval is Wilson's on the pooled episodes, which equals the mean of the task rates
+    when every task has the same number of episodes (24 in the protocol); otherwise it is marked."""
+    tasks: dict[str, list[bool]] = {}
+    for r in records:
+        tasks.setdefault(r["task"], []).append(bool(r[key]))
+    rows = {}
+    for task, hits in tasks.items():
+        k, n = sum(hits), len(hits)
+        lo, hi = wilson(k, n)
+        rows[task] = dict(success_rate=100.0 * k / n, successes=k, episodes=n, wilson95=[100 * lo, 100 * hi])
+    k, n = sum(r["successes"] for r in rows.values()), sum(r["episodes"] for r in rows.values())
+    lo, hi = wilson(k, n)
+    mean = float(np.mean([r["success_rate"] for r in rows.values()])) if rows else 0.0
+    equal = len({r["episodes"] for r in rows.values()}) <= 1
+    return dict(key=key, tasks=rows, mean=dict(success_rate=mean, successes=k, episodes=n,
+                                               wilson95=[100 * lo, 100 * hi], pooled_equals_mean=equal))
 
 
 BENCHMARK = SimplerBridgeBenchmark()

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Create or update the SimplerEnv-Bridge simulator virtual environment.
+#
+#   envs/setup-simpler-venv.sh VENV_DIR
+#
+# Creates VENV_DIR with Python 3.10 if it does not exist (PYTHON=... picks another 3.10
+# interpreter), installs the pins of envs/simpler-requirements.txt, clones SimplerEnv and
+# ManiSkill2_real2sim at the commits below into VENV_DIR/src (they are not on PyPI; the envs' assets,
+# the overlay images among them, live in ManiSkill2_real2sim/data beside the package, so both are
+# installed editable), then the project itself without its dependencies. Safe to run again.
+# Point the benchmark's `simulator_python` at VENV_DIR/bin/python to run the rollouts there.
+# The last step checks for a usable Vulkan device: SAPIEN renders through Vulkan only.
+set -euo pipefail
+
+SIMPLER_COMMIT=4ab7178e83e84ee06894034ec6dbf9e7aad1e882      # simpler-env/SimplerEnv, 2025-03-28
+REAL2SIM_COMMIT=ef7a4d4fdf4b69f2c2154db5b15b9ac8dfe10682     # simpler-env/ManiSkill2_real2sim, 2024-10-18 (0.5.3)
+SIMPLER_REPO=${SIMPLER_REPO:-https://github.com/simpler-env/SimplerEnv}
+REAL2SIM_REPO=${REAL2SIM_REPO:-https://github.com/simpler-env/ManiSkill2_real2sim}
+
+die() { echo "setup-simpler-venv: $*" >&2; exit 1; }
+
+[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 VENV_DIR"
+venv=$1
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+reqs=$repo/envs/simpler-requirements.txt
+[ -f "$reqs" ] || die "missing $reqs"
+grep -qs '^name = "vlm4vla"' "$repo/pyproject.toml" || die "no vlm4vla pyproject.toml in $repo"
+
+if [ -e "$venv" ] && [ ! -x "$venv/bin/python" ]; then
+  die "$venv exists but is not a virtual environment (no bin/python); remove it or pick another path"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  python=${PYTHON:-python3.10}
+  command -v "$python" >/dev/null || die "$python not found: install Python 3.10 or set PYTHON=/path/to/python3.10"
+  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$python does not run"
+  [ "$version" = 3.10 ] || die "$python is Python $version; SimplerEnv with sapien 2.2.2 and numpy 1.24 needs 3.10"
+  echo "creating $venv with $python"
+  "$python" -m venv "$venv" || die "could not create the venv with $python (Debian/Ubuntu: apt-get install python3.10-venv)"
+fi
+py=$venv/bin/python
+"$py" -m pip --version >/dev/null 2>&1 || "$py" -m ensurepip --upgrade >/dev/null \
+  || die "$venv has no pip and ensurepip failed: remove it and run again"
+
+echo "installing the pinned simulator requirements into $venv"
+"$py" -m pip install --quiet -r "$reqs" || die "pip could not install $reqs (see above)"
+
+src=$venv/src
+mkdir -p "$src"
+checkout() {  # URL DIR COMMIT
+  if [ ! -d "$2/.git" ]; then git clone --quiet "$1" "$2" || die "could not clone $1"; fi
+  git -C "$2" fetch --quiet origin "$3" 2>/dev/null || true
+  git -C "$2" checkout --quiet "$3" || die "$2: commit $3 is not there"
+}
+checkout "$REAL2SIM_REPO" "$src/ManiSkill2_real2sim" "$REAL2SIM_COMMIT"
+checkout "$SIMPLER_REPO" "$src/SimplerEnv" "$SIMPLER_COMMIT"
+echo "installing ManiSkill2_real2sim and SimplerEnv (editable, no dependencies: the pins above are theirs)"
+"$py" -m pip install --quiet --no-deps -e "$src/ManiSkill2_real2sim" -e "$src/SimplerEnv" \
+  || die "pip could not install the clones in $src"
+echo "installing vlm4vla_core (editable, no dependencies) from $repo"
+(cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo"
+
+# Check: the envs register, the overlays are found, the policy client imports (no env is built).
+"$py" - <<'PY' || die "the environment is installed but the check above failed"
+import gymnasium as gym
+import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
+from vlm4vla_core.benchmarks.simpler_bridge import TASKS
+from vlm4vla_core.benchmarks.simpler_bridge import sim
+sim._stack()
+for task in TASKS.values():
+    gym.spec(task["env_id"])
+    sim.overlay_path(task["overlay"])
+print(f"ok: {len(TASKS)} Bridge envs registered, overlays found")
+PY
+if "$py" -m vlm4vla_core.benchmarks.simpler_bridge.sim --check-vulkan; then
+  echo "done: simulator Python is $py"
+else
+  echo "installed, but this machine has no usable Vulkan device: the rollouts need one (see above)" >&2
+  echo "done: simulator Python is $py"
+fi
