@@ -119,8 +119,6 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     """Roll out ``infer`` on the shard's episodes in each mode; returns ({mode: {execute_steps, episodes}},
     the finished-episode store, removed by the caller once the result is written)."""
     bench, entry = benchmarks.of(config, benchmark)
-    if not bench.runnable:
-        raise ConfigError(f"benchmark {benchmark!r}: kind {bench.kind!r} has no evaluator in this version")
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
     in_process = bench.in_process and not entry.get("simulator_python")

@@ -120,8 +120,6 @@ class Benchmark:
     #: the run's metric (the aggregate stage reads it from the episode records: ``success``, or for
     #: ``avg_len`` the ``completed`` subtasks of each chain)
     metric: str = "success_rate"
-    #: data and evaluation exist in this version (False: planned, its stages stop with a message)
-    runnable: bool = True
 
     # -- config -------------------------------------------------------------
     def settings(self, entry: dict) -> dict:
