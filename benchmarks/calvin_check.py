@@ -15,24 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from stage_runner import run
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-
-def run(*args: str, log: Path) -> float:
-    t0 = time.perf_counter()
-    with log.open("w") as f:
-        res = subprocess.run([sys.executable, "-m", "vlm4vla_core", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if res.returncode:
-        sys.exit(f"{args[0]} failed (exit {res.returncode}); see {log}")
-    return time.perf_counter() - t0
 
 
 def main() -> int:

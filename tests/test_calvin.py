@@ -95,7 +95,7 @@ def test_episodes_are_the_official_chains_with_first_instructions():
     assert [x.index for x in CALVIN.episodes(calvin_entry(chains=4), 0)] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="egl_device"):
         CALVIN.check("calvin", dict(kind="calvin", chunk=10, data_path="x", egl_device="gpu"))
-    assert CALVIN.metric == "avg_len" and CALVIN.runnable and CALVIN.sim_env == "calvin.yaml"
+    assert CALVIN.metric == "avg_len" and CALVIN.sim_env == "calvin.yaml"
 
 
 # -- the protocol against a fake env ----------------------------------------------------------------------

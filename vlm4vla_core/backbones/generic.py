@@ -153,7 +153,6 @@ def load_any_processor(name_or_path: str | Path, config):
     import json
 
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
-    from transformers.feature_extraction_utils import FeatureExtractionMixin
     from transformers.video_processing_utils import BaseVideoProcessor
 
     try:

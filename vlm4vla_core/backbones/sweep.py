@@ -64,8 +64,6 @@ def model_mask_agrees(policy, enc: dict) -> bool | None:
 
 def run_one(model_type: str, root: Path, steps: int = 2, raise_errors: bool = False) -> dict:
     """One architecture end to end; the row of the table (``raise_errors``: raise the first error instead)."""
-    from transformers import AutoConfig
-
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.base import UnsupportedBackbone
     from vlm4vla_core.backbones.generic import config_problems

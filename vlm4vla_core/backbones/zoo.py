@@ -103,7 +103,6 @@ def _shrink_one(c) -> None:
     old_layers = next((d[k] for k in LAYER_KEYS if isinstance(d.get(k), int)), None)
     old_heads = next((d[k] for k in HEAD_KEYS if isinstance(d.get(k), int)), None)
     old_head_dim = d.get("head_dim") if isinstance(d.get("head_dim"), int) else None
-    old_width = next((d[k] for k in WIDTH_KEYS if isinstance(d.get(k), int)), None)
     for k in WIDTH_KEYS:
         if isinstance(d.get(k), int) and d[k] > WIDTH:
             setattr(c, k, WIDTH)
@@ -210,7 +209,6 @@ def _image_processor(model_type: str, processor_cls):
     processor class, else the one of another model_type that shares the processor class."""
     import importlib
 
-    import transformers
     from transformers.image_processing_utils import ImageProcessingMixin
     from transformers.models.auto.image_processing_auto import (IMAGE_PROCESSOR_MAPPING_NAMES,
                                                                 get_image_processor_class_from_name)
@@ -256,7 +254,6 @@ def build(model_type: str, seed: int = 0):
     """(config, processor) of a tiny ``model_type`` checkpoint (nothing written)."""
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
-    from transformers.feature_extraction_utils import FeatureExtractionMixin
     from transformers.video_processing_utils import BaseVideoProcessor
 
     from vlm4vla_core.backbones.generic import audio_stand_in, processor_class, stand_ins_accepted

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         m = summarise(json.load(f), args.mode, args.n_boot)
     print(format_table(m))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(m, f, indent=1)
+        from vlm4vla_core.io import write_json
+
+        write_json(args.json, m, indent=1)
     return 0
 
 

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, Obs
-from vlm4vla_core.config import ConfigError
 
 EPISODES_PER_TASK = 24
 CONTROL_FREQ, SIM_FREQ = 5, 500

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         rep = report(json.load(f), args.mode)
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rep, f, indent=1)
+        from vlm4vla_core.io import write_json
+
+        write_json(args.json, rep, indent=1)
     return 0
 
 
