@@ -3,7 +3,9 @@
 Run: ``python benchmarks/bench_loader.py [--episodes 30] [--length 100] [--micro-batch 32]``.
 Writes a LeRobot v2.1 dataset of 112 px frames to a temporary folder, then times in the same process
 (a) TrainStream (PNG decode + action chunks + the tiny Qwen2.5-VL processor as ``encode_fn``) with
-0 and 2 workers and (b) training steps (forward, backward, AdamW step) of a tiny VLAPolicy on the
+0 and 2 workers, (b) the same batches taken from frames decoded into memory up front (the way a
+dataset small enough for RAM would be read; the stream's decoded-frame cache gets there after one
+pass) and (c) training steps (forward, backward, AdamW step) of a tiny VLAPolicy on the
 same micro-batches. A ratio above 1 means the loader outpaces training.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from vlm4vla_core.backbones import get_adapter
-from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter, TrainStream
+from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter, TrainStream, batch_indices
 from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 
 SIZE, CHUNK, ACTION_DIM = 112, 4, 4
@@ -58,6 +60,17 @@ def loader_rate(data, encode, micro: int, steps: int, workers: int) -> float:
     t = time.perf_counter()
     for _ in batches:
         pass
+    return steps * micro / (time.perf_counter() - t)
+
+
+def ram_rate(data, encode, micro: int, steps: int) -> float:
+    """Samples/s of the same batches from frames decoded into memory beforehand (no decoding per step)."""
+    frames = [data.frame(i) for i in range(data.num_frames)]
+    t = time.perf_counter()
+    for step in range(2, steps + 2):
+        idx = batch_indices(data.num_frames, 0, step, 0, micro)
+        encode([frames[i][0] for i in idx], [frames[i][1] for i in idx])
+        torch.from_numpy(np.stack([data.action_chunk(int(i), CHUNK) for i in idx]))
     return steps * micro / (time.perf_counter() - t)
 
 
@@ -101,11 +114,14 @@ def main() -> None:
                            image_size=SIZE, head_hidden=256, arm_low=tuple(stats["q01"][:-1]),
                            arm_high=tuple(stats["q99"][:-1]))
         policy = VLAPolicy(cfg)
-        rates = {w: loader_rate(data, policy.encode, args.micro_batch, args.loader_steps, w) for w in (0, 2)}
+        rates = {f"loader, {w} workers": loader_rate(LeRobotDataset(tmp / "data"), policy.encode, args.micro_batch,
+                                                     args.loader_steps, w) for w in (0, 2)}
+        rates["frames in memory, 0 workers"] = ram_rate(LeRobotDataset(tmp / "data"), policy.encode,
+                                                        args.micro_batch, args.loader_steps)
         consume = train_rate(policy, data, args.micro_batch, args.train_steps)
     print(f"{'':28} {'samples/s':>10} {'loader / training':>18}")
-    for w, rate in rates.items():
-        print(f"{f'loader, {w} workers':28} {rate:>10.1f} {rate / consume:>18.2f}")
+    for name, rate in rates.items():
+        print(f"{name:28} {rate:>10.1f} {rate / consume:>18.2f}")
     print(f"{'training step (fwd+bwd+opt)':28} {consume:>10.1f}")
 
 

@@ -272,11 +272,15 @@ def test_stream_is_a_function_of_seed_step_rank(written, videos, kind):
 
 def test_memory_stays_bounded(written, videos):
     for root in (written[0], videos[0]["v2.1"], videos[0]["v3.0"]):
-        data = LeRobotDataset(root, cache_size=2)
+        data = LeRobotDataset(root, cache_size=2, frame_cache_mb=0)  # no decoded frames kept beyond one
+        decoded = LeRobotDataset(root, cache_size=2)  # a small set stays decoded: the same frames
         for i in np.random.default_rng(0).permutation(data.num_frames):
             data.frame(int(i))
             data.action_chunk(int(i), 4)
             assert max(data.cache_sizes().values()) <= 2, data.cache_sizes()
+            assert len(data._cache("frames")) <= 1
+            assert np.array_equal(decoded.frame(int(i))[0], decoded.frame(int(i))[0])
+        assert all(np.array_equal(data.frame(i)[0], decoded.frame(i)[0]) for i in range(data.num_frames))
         blob = pickle.dumps(data)
         assert len(blob) < 500  # the root and keys, nothing loaded
         copy = pickle.loads(blob)

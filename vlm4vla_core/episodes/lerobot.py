@@ -33,6 +33,7 @@ V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V3_EPISODES = "meta/episodes"
 STAT_KEYS = ("q01", "q99", "min", "max", "mean", "std")
 CACHES = ("files", "groups", "actions", "videos")  # per process, each at most cache_size entries
+FRAMES = "frames"  # decoded frames, per process, at most frame_cache_mb of them
 INDEX_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
     "frame_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -338,8 +339,9 @@ def _actions(column, dim: int, where: str) -> np.ndarray:
 class LeRobotDataset:
     """A local LeRobot v2.0/v2.1/v3.0 dataset, read frame by frame with bounded memory."""
 
-    def __init__(self, root, image_key: str | None = None, action_key: str | None = None, cache_size: int = 8):
-        self.root, self.cache_size = Path(root), int(cache_size)
+    def __init__(self, root, image_key: str | None = None, action_key: str | None = None, cache_size: int = 8,
+                 frame_cache_mb: int = 256):
+        self.root, self.cache_size, self.frame_cache_mb = Path(root), int(cache_size), int(frame_cache_mb)
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise ValueError(f"{info_path}: not found (not a LeRobot dataset)")
@@ -358,6 +360,8 @@ class LeRobotDataset:
             raise ValueError(f"{info_path}: features.{self.action_key}.shape is {shape}, not [action_dim]")
         self.action_dim = shape[0]
         self.is_video = features[self.image_key]["dtype"] == "video"
+        shape = features[self.image_key].get("shape")
+        self._image_shape = tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
         if self.is_video and not info.get("video_path"):
             raise ValueError(f"{info_path}: {self.image_key!r} is a video feature but 'video_path' is missing")
         (self._index_v3 if self.version == "v3.0" else self._index_v2)(info)
@@ -469,18 +473,24 @@ class LeRobotDataset:
             if self._pid is not None:  # the parent's decoders hold its threads' locks: freeing them here hangs
                 _INHERITED.append(self._caches)
             self._pid, self._caches = os.getpid(), {n: LRU(self.cache_size) for n in CACHES}
+            self._caches[FRAMES] = LRU(self._frame_slots())
         return self._caches[name]
 
     def cache_sizes(self) -> dict[str, int]:
         """Entries held per cache: open Parquet files, row groups, episodes' actions, open videos."""
         return {name: len(self._cache(name)) for name in CACHES}
 
+    def _frame_slots(self) -> int:
+        """How many decoded frames fit in ``frame_cache_mb`` (a small training set stays decoded, as if in RAM)."""
+        shape = self._image_shape if self._image_shape else (256, 256, 3)
+        return max(1, self.frame_cache_mb * 2**20 // int(np.prod(shape)))
+
     def _parquet(self, f: int) -> _Parquet:
         return self._cache("files").get_or(f, lambda: _Parquet(self.root / self._files[f], self._rows_needed[f]))
 
     def __getstate__(self):
         return dict(root=str(self.root), image_key=self.image_key, action_key=self.action_key,
-                    cache_size=self.cache_size)
+                    cache_size=self.cache_size, frame_cache_mb=self.frame_cache_mb)
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -518,6 +528,9 @@ class LeRobotDataset:
 
     def frame(self, i: int) -> tuple[np.ndarray, str]:
         """The image (HxWx3 uint8) and task of global frame ``i``."""
+        return self._cache(FRAMES).get_or(int(i), lambda: self._decode(int(i)))
+
+    def _decode(self, i: int) -> tuple[np.ndarray, str]:
         e, t = self._locate(i)
         row = self._row(e, t)
         if self.is_video:
@@ -526,6 +539,7 @@ class LeRobotDataset:
             image = video.frame(self._ep_t0[e] + row["timestamp"], 0.5 / self.fps)
         else:
             image = self._image(row[self.image_key], e)
+        image.setflags(write=False)  # shared through the cache
         return image, self._task_names.get(row.get("task_index"), self.tasks[e])
 
     def _episode_actions(self, e: int) -> np.ndarray:
