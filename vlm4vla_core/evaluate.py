@@ -91,7 +91,7 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
     """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
     from vlm4vla_core.serving import PolicyServer
 
-    python = entry.get("simulator_python") or sys.executable
+    python = bench.simulator_command(entry)
     workers = max(1, min(bench.workers(entry), len(episodes)))
     with PolicyServer(serve_batches(infer), {"chunk": chunk, "action_dim": bench.action_dim}) as server, \
             tempfile.TemporaryDirectory(prefix="vlm4vla-eval-") as tmp:
@@ -102,14 +102,14 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
             eps_file = Path(tmp) / f"episodes{w}.json"
             block = episodes[w * len(episodes) // workers : (w + 1) * len(episodes) // workers]
             eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
-            cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
+            cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
                    str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
                    "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}"))]
             procs.append(subprocess.Popen(cmd))
         failed = [(w, p.wait()) for w, p in enumerate(procs)]
         failed = [(w, rc) for w, rc in failed if rc != 0]
         if failed:
-            raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {python}); see the log above")
+            raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {' '.join(python)}); see the log above")
         print(f"policy server: {server.stats.requests} requests in {server.stats.batches} batches "
               f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
 
@@ -121,7 +121,7 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     bench, entry = benchmarks.of(config, benchmark)
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
-    in_process = bench.in_process and not entry.get("simulator_python")
+    in_process = bench.runs_in_process(entry)
     results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
@@ -209,8 +209,8 @@ def main(argv: list[str]) -> int:
         ablation=args.ablation, seed=args.seed, metric=bench.metric, checkpoint=args.policy, modes=results,
         mode_selection=rule, shard=[args.shard, args.shards],
         episodes_total=len(bench.episodes(entry, args.seed)),
-        simulator="in-process" if bench.in_process and not entry.get("simulator_python")
-        else f"{bench.workers(entry)} worker process(es): {entry.get('simulator_python') or sys.executable}",
+        simulator="in-process" if bench.runs_in_process(entry)
+        else f"{bench.workers(entry)} worker process(es): {' '.join(bench.simulator_command(entry))}",
         provenance=provenance(config),
     )
     if args.shards == 1:

@@ -188,6 +188,18 @@ class Benchmark:
         """Canonical action (arm, gripper +1 closed / -1 open) -> the simulator's action."""
         return lambda action: action
 
+    def simulator_command(self, entry: dict) -> list[str]:
+        """The Python (a path, or a command such as ``conda run -n env python``) of the simulator's environment."""
+        import shlex
+        import sys
+
+        return shlex.split(entry.get("simulator_python") or sys.executable)
+
+    def runs_in_process(self, entry: dict) -> bool:
+        """The simulator runs inside the evaluation process (no policy server): the plug-in allows it and
+        the entry names no ``simulator_python`` of its own."""
+        return self.in_process and not entry.get("simulator_python")
+
     def score(self, episodes: list[dict]) -> float:
         """The metric over episode records; the mode rule ``best`` compares execution modes by it."""
         key = "completed" if self.metric == "avg_len" else "success"

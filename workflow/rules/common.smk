@@ -93,7 +93,7 @@ def data_env(wildcards):
 def eval_env(wildcards):
     """The policy's side of an evaluation: with the simulator when it runs in process, else the training env."""
     bench = plugin(wildcards.benchmark)
-    in_process = bench.in_process and not config["benchmarks"][wildcards.benchmark].get("simulator_python")
+    in_process = bench.runs_in_process(config["benchmarks"][wildcards.benchmark])
     return env_file(bench.sim_env if in_process else "vlm4vla.yaml")
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +123,7 @@ class SimplerBridgeBenchmark(Benchmark):
         through Vulkan only, and hangs or fails deep inside otherwise)."""
         if not entry["vulkan_check"]:
             return
-        python = entry.get("simulator_python") or sys.executable
-        cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.simpler_bridge.sim", "--check-vulkan"]
+        cmd = [*self.simulator_command(entry), "-m", "vlm4vla_core.benchmarks.simpler_bridge.sim", "--check-vulkan"]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as err:
