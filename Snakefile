@@ -10,7 +10,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The paper study unless config files are given: then they replace config.yaml rather than extend it,
+# here and in every job the slurm executor starts (which are not given replace-workflow-config).
+if not workflow.overwrite_configfiles:
+    workflow.configfile("config.yaml")
 
 
 include: "workflow/rules/common.smk"
