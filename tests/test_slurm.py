@@ -121,13 +121,15 @@ def test_planning_reports_a_missing_local_source_and_a_broken_global_batch(tmp_p
     cfg["backbones"]["kosmos-2"]["source"] = "./checkpoints/kosmos-2-missing"
     (wf / "bad.yaml").write_text(yaml.safe_dump(cfg))
     res = _snakemake("-n", "--configfile", "bad.yaml", cwd=wf)
+    out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "backbones.kosmos-2.source" in res.stderr and "kosmos-2-missing does not exist" in res.stderr
+    assert "backbones.kosmos-2.source" in out and "kosmos-2-missing does not exist" in out
     cfg = yaml.safe_load((wf / "config.yaml").read_text())
     cfg["backbones"]["qwen3-vl-30b-a3b"]["train_resources"]["nodes"] = 3
     (wf / "bad.yaml").write_text(yaml.safe_dump(cfg))
     res = _snakemake("-n", "--configfile", "bad.yaml", cwd=wf)
-    assert res.returncode != 0 and "qwen3-vl-30b-a3b" in res.stderr and "3 nodes x 8" in res.stderr
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "qwen3-vl-30b-a3b" in out and "3 nodes x 8" in out, out[-2000:]
     assert not (wf / "results" / "paper" / "runs").exists()
 
 
