@@ -244,3 +244,24 @@ def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
     assert "stopped at step" in log and "resumed from" in log
     assert (wf / run / "policy" / "policy.safetensors").is_file()
     assert len([j for j in trains if "tiny-qwen2.5-vl" in j["comment"]]) == 2
+
+
+def test_a_corrupt_checkpoint_is_named(tmp_path):
+    proc = _tiny(tmp_path / "run", "--max-steps", "6", "--checkpoint-every", "3", "--nan-at", "5")
+    proc.communicate(timeout=600)
+    step = tmp_path / "run" / "checkpoints" / "step3"
+    for f in step.glob("*model_states.pt"):
+        f.write_bytes(b"garbage")
+    proc = _tiny(tmp_path / "run", "--max-steps", "6")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and f"{step}: checkpoint cannot be read" in err, err[-2000:]
+
+
+def test_a_corrupt_policy_folder_is_named(tmp_path):
+    from vlm4vla_core.policy import load_policy
+
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "policy.json").write_text("{not json")
+    (tmp_path / "policy" / "policy.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="policy.json: corrupt policy file"):
+        load_policy(tmp_path / "policy")

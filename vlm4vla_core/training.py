@@ -151,7 +151,12 @@ class TrainingRun:
             torch.distributed.barrier()
         step = 0
         if (ckpt / "latest").is_file():
-            path, client = self.engine.load_checkpoint(str(ckpt))
+            tag = (ckpt / "latest").read_text().strip()
+            try:
+                path, client = self.engine.load_checkpoint(str(ckpt))
+            except Exception as err:  # a truncated or garbled file of the checkpoint
+                raise RuntimeError(f"{ckpt / tag}: checkpoint cannot be read ({type(err).__name__}: {err}); "
+                                   f"remove {ckpt} to start over") from None
             if path is None:
                 raise RuntimeError(f"{ckpt}: 'latest' names a checkpoint that cannot be loaded")
             step = int(client["step"])
