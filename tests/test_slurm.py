@@ -187,7 +187,7 @@ def _kill_and_resume(tmp_path, kills: int, seed: int = 0):
     return done, tally
 
 
-@pytest.mark.slow
+@pytest.mark.reliability
 def test_random_kills_resume_to_the_same_weights(tmp_path):
     done, _ = _kill_and_resume(tmp_path, kills=3)
     assert done == 3
