@@ -115,7 +115,8 @@ def train_resources():
     out["nodes"] = lambda wc: train_res(wc.backbone, "nodes", 1)
     if res("train", "gpus", 0) or any(b.get("train_resources", {}).get("gpus") for b in config["backbones"].values()):
         out.pop("gpu", None)  # per node, as GRES: --gpus would count GPUs over all nodes
-        out["gres"] = lambda wc: train_res(wc.backbone, "gres", f"gpu:{train_res(wc.backbone, 'gpus', 0)}")
+        out["gres"] = lambda wc: train_res(wc.backbone, "gres", f"gpu:{train_res(wc.backbone, 'gpus', 0)}"
+                                           if train_res(wc.backbone, "gpus", 0) else "")
     # 'mpi' present: the jobstep runs the rule's shell as is, and the launcher starts the one srun step
     # (of nodes x GPUs tasks); truthy only where there is more than one task per node, as the plugin asks
     out["mpi"] = lambda wc: "srun" if train_layout(wc.backbone, wc.benchmark)[1] > 1 else 0
