@@ -11,7 +11,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check
+.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check slurm-profile reliability
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -42,6 +42,14 @@ libero-env: system-deps
 # a real LIBERO-10 evaluation through the policy server, with a tiny policy (benchmarks/libero_check.py)
 libero-check: setup libero-env
 	$(BIN)/python benchmarks/libero_check.py
+
+# the example global profile, so that `snakemake --profile slurm` finds it (edit account/partition there)
+slurm-profile:
+	mkdir -p ~/.config/snakemake && cp -rn profiles/slurm ~/.config/snakemake/
+
+# the long reliability tests (20 random kills of a training run, and the like)
+reliability: setup
+	$(BIN)/pytest -q -m reliability
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules

@@ -1,5 +1,5 @@
 # vlm4vla: the VLM4VLA study as a DAG over backbones x benchmarks x ablations x seeds.
-#   paper study on a cluster:  snakemake --profile profiles/slurm
+#   paper study on a cluster:  snakemake --profile slurm   (after: make slurm-profile)
 #   demo study on a laptop:    snakemake --configfile config/demo.yaml --cores 2
 # config.yaml (the paper study) is the default; a --configfile replaces it rather than
 # extending it (replace-workflow-config in profiles/default).
@@ -10,7 +10,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The paper study unless config files are given: then they replace config.yaml rather than extend it,
+# here and in every job the slurm executor starts (which are not given replace-workflow-config).
+if not workflow.overwrite_configfiles:
+    workflow.configfile("config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -229,3 +229,38 @@ def test_missing_statistics_are_named(study, tmp_path):
     cmd[cmd.index("--data") + 1] = str(tmp_path / "data")
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "stats.json" in res.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_loss_curve_of_one_with_accumulation_two(study, tmp_path):
+    """Same global batch (training.global_batch 4 = micro-batch 2 x 2): 1 process accumulates 2 micro-batches,
+    2 processes take one each; the batches are drawn by global micro-batch index, the logged loss is the mean
+    over ranks, so the curves agree within float tolerance."""
+    cfg = yaml.safe_load((study / "study.yaml").read_text())
+    cfg["training"].update(max_steps=4, checkpoint_every=4, log_every=1, micro_batch=2, global_batch=4)
+    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(cfg))
+    curves = {}
+    for n in (1, 2):
+        cmd, env = _cli(study, tmp_path / f"run{n}", backbone="tiny-paligemma")
+        cmd[cmd.index("--config") + 1] = str(tmp_path / "gb.yaml")
+        if n == 2:
+            cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"] + cmd[1:]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr[-4000:]
+        curves[n] = [json.loads(l)["loss"] for l in (tmp_path / f"run{n}" / "metrics.jsonl").read_text().splitlines()]
+    assert len(curves[1]) == len(curves[2]) == 4
+    np.testing.assert_allclose(curves[2], curves[1], rtol=1e-4, atol=1e-6)
+    a = load_file(tmp_path / "run1" / "policy" / "policy.safetensors")
+    b = load_file(tmp_path / "run2" / "policy" / "policy.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_global_batch_the_processes_cannot_keep_is_refused_at_start(study, tmp_path):
+    cfg = yaml.safe_load((study / "study.yaml").read_text())
+    cfg["training"].update(micro_batch=4, global_batch=6)
+    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(cfg))
+    cmd, env = _cli(study, tmp_path / "run")
+    cmd[cmd.index("--config") + 1] = str(tmp_path / "gb.yaml")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1 and "global batch 6 is not micro_batch 4 x grad_accum x 1 processes" in res.stderr

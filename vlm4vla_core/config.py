@@ -113,9 +113,26 @@ class TrainSettings:
     num_threads: int = 0
     loader_workers: int = 0  # DataLoader processes decoding and encoding frames (0: in the training process)
     gradient_checkpointing: bool = False
+    global_batch: int = 0  # samples per optimizer step over all processes (0: micro_batch x grad_accum x world)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_batch(settings: TrainSettings, world: int) -> TrainSettings:
+    """The settings of a run on ``world`` processes: with ``global_batch`` set, the gradient accumulation
+    that keeps it (global = micro_batch x grad_accum x world), or a ConfigError saying what to change."""
+    from dataclasses import replace
+
+    if not settings.global_batch:
+        return settings
+    per_step = settings.micro_batch * world
+    if settings.global_batch % per_step:
+        raise ConfigError(
+            f"global batch {settings.global_batch} is not micro_batch {settings.micro_batch} x grad_accum x "
+            f"{world} processes for any whole grad_accum: change training.micro_batch or the job's nodes x gpus "
+            f"(resources.train) so that micro_batch x processes divides {settings.global_batch}")
+    return replace(settings, grad_accum=settings.global_batch // per_step)
 
 
 def train_settings(config: dict, backbone: str, benchmark: str) -> TrainSettings:

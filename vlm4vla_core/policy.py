@@ -240,10 +240,16 @@ def load_policy(path: str | Path, device: str = "cpu") -> VLAPolicy:
     for name in (POLICY_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"not a policy checkpoint: {path / name} is missing")
-    meta = json.loads((path / POLICY_FILE).read_text())
-    raw = meta["config"]
-    cfg = PolicyConfig(**{**raw, "arm_low": tuple(raw["arm_low"]), "arm_high": tuple(raw["arm_high"])})
-    state = load_file(path / WEIGHTS_FILE)
+    try:
+        meta = json.loads((path / POLICY_FILE).read_text())
+        raw = meta["config"]
+        cfg = PolicyConfig(**{**raw, "arm_low": tuple(raw["arm_low"]), "arm_high": tuple(raw["arm_high"])})
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path / POLICY_FILE}: corrupt policy file ({type(err).__name__}: {err})") from None
+    try:
+        state = load_file(path / WEIGHTS_FILE)
+    except Exception as err:  # safetensors raises its own error types on a truncated or garbled file
+        raise ValueError(f"{path / WEIGHTS_FILE}: corrupt weights file ({type(err).__name__}: {err})") from None
     if (path / BACKBONE_DIR / "config.json").is_file():
         vlm, processor = _backbone_from_folder(cfg, path / BACKBONE_DIR, state["action_query"].dtype)
         policy = VLAPolicy(replace(cfg, ablation="full"), vlm, processor)  # every weight is overwritten below

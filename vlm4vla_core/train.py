@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from vlm4vla_core.training import PREEMPTED, TrainingRun
+from vlm4vla_core.training import PREEMPTED, NonFiniteLoss, TrainingRun, install_stop_signals
 
 POLICY_DIR = "policy"
 
@@ -47,8 +47,11 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
     from vlm4vla_core.policy import VLAPolicy, save_policy
     from vlm4vla_core.training import init_distributed_env
 
+    from vlm4vla_core.config import resolve_batch
+
     init_distributed_env()
     world = int(os.environ["WORLD_SIZE"])
+    settings = resolve_batch(settings, world)  # the global batch whatever the process count, or a clear error
     data = TrainingSet(data_dir)
     if data.action_dim != policy_cfg.action_dim:
         raise ValueError(f"{data_dir}: actions have {data.action_dim} dimensions, the policy {policy_cfg.action_dim}")
@@ -76,7 +79,7 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
     def batches(first: int):
         stream = TrainStream(data, policy_cfg.chunk, settings.micro_batch, seed, run.rank, first,
                              settings.max_steps * settings.grad_accum, policy.encode,
-                             num_workers=settings.loader_workers)
+                             num_workers=settings.loader_workers, world=run.world)
         for inputs, actions in stream:
             inputs = {k: v.to(run.device) for k, v in inputs.items()}
             if half is not None:
@@ -141,6 +144,7 @@ def main(argv: list[str]) -> int:
     from vlm4vla_core import study
     from vlm4vla_core.config import ConfigError, train_settings
 
+    install_stop_signals()  # a pre-timeout signal during start-up still ends in a checkpoint and exit 75
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core train", description=__doc__)
     p.add_argument("--config", required=True)
     p.add_argument("--backbone", required=True, help="key under backbones:")
@@ -165,7 +169,11 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     settings = train_settings(config, args.backbone, args.benchmark)
-    out = train(policy_cfg, settings, data_dir, Path(args.run_dir), args.seed, stop_after=args.stop_after)
+    try:
+        out = train(policy_cfg, settings, data_dir, Path(args.run_dir), args.seed, stop_after=args.stop_after)
+    except (ConfigError, NonFiniteLoss) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     if out is None and args.stop_after is None:
         return PREEMPTED  # stopped by a signal: non-zero, so the scheduler retries and the run resumes
     return 0

@@ -40,9 +40,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def slurm_rank_env(env=os.environ) -> dict:
+    """RANK / WORLD_SIZE / LOCAL_RANK of a task that ``srun`` started (one task per GPU), from Slurm's
+    variables; MASTER_ADDR and MASTER_PORT come from the launcher (``vlm4vla_core.launch``), which
+    takes them from the allocation. Empty outside an ``srun`` step of more than zero tasks."""
+    if "SLURM_PROCID" not in env or "SLURM_NTASKS" not in env or "RANK" in env:
+        return {}
+    return dict(RANK=env["SLURM_PROCID"], WORLD_SIZE=env["SLURM_NTASKS"],
+                LOCAL_RANK=env.get("SLURM_LOCALID", env["SLURM_PROCID"]))
+
+
 def init_distributed_env() -> None:
-    """A lone process gets the variables a launcher would set; no GPU means DeepSpeed's CPU accelerator (gloo).
-    Initialises torch.distributed, which ZeRO-3 needs before the model is built."""
+    """A lone process gets the variables a launcher would set; a task of ``srun`` takes them from Slurm;
+    no GPU means DeepSpeed's CPU accelerator (gloo). Initialises torch.distributed, which ZeRO-3 needs
+    before the model is built."""
+    os.environ.update(slurm_rank_env())
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -79,6 +91,21 @@ def deepspeed_config(s, world_size: int) -> dict:
     return cfg
 
 
+_STOP: list[int] = []  # signals received (SIGTERM, SIGUSR1) since install_stop_signals()
+
+
+def install_stop_signals() -> None:
+    """From here on SIGTERM / SIGUSR1 (Slurm's preemption and pre-timeout signals) only ask the run to
+    stop at its next step with a checkpoint. Installed as early as possible: a signal during start-up
+    (imports, model loading) must not kill the process before it can checkpoint."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda num, _frame: _STOP.append(num))
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: the run stops, its last good checkpoint is kept."""
+
+
 def _trim_metrics(path: Path, upto: int) -> None:
     """Drop metric lines written after the checkpoint a resumed run starts from."""
     if path.exists():
@@ -90,6 +117,7 @@ class TrainingRun:
     """One model under DeepSpeed with resumable checkpoints (see the module docstring)."""
 
     def __init__(self, model, settings, run_dir: Path, mark: str, stop_after: int | None = None):
+        install_stop_signals()
         init_distributed_env()
         import deepspeed
         import torch
@@ -106,7 +134,7 @@ class TrainingRun:
         self.device = self.engine.device
         self.ckpt_dir = self.run_dir / CHECKPOINTS
         self.step = self._resume()
-        self._preempted: list[bool] = []
+        self._preempted = _STOP
 
     # -- checkpoints ---------------------------------------------------------
     def _resume(self) -> int:
@@ -123,7 +151,12 @@ class TrainingRun:
             torch.distributed.barrier()
         step = 0
         if (ckpt / "latest").is_file():
-            path, client = self.engine.load_checkpoint(str(ckpt))
+            tag = (ckpt / "latest").read_text().strip()
+            try:
+                path, client = self.engine.load_checkpoint(str(ckpt))
+            except Exception as err:  # a truncated or garbled file of the checkpoint
+                raise RuntimeError(f"{ckpt / tag}: checkpoint cannot be read ({type(err).__name__}: {err}); "
+                                   f"remove {ckpt} to start over") from None
             if path is None:
                 raise RuntimeError(f"{ckpt}: 'latest' names a checkpoint that cannot be loaded")
             step = int(client["step"])
@@ -143,26 +176,38 @@ class TrainingRun:
                 if old.is_dir() and old.name.startswith("step") and old.name != tag:
                     shutil.rmtree(old, ignore_errors=True)
 
-    def _should_stop(self) -> bool:
-        """One decision for all ranks: a signal reaches them at different moments."""
+    def _flags(self, loss_ok: bool) -> tuple[bool, bool]:
+        """One decision for all ranks, (stop, non-finite loss): a signal reaches them at different moments."""
         import torch
 
-        stop = torch.tensor([float(bool(self._preempted) or (self.stop_after is not None and self.step >= self.stop_after))])
+        stop = bool(self._preempted) or (self.stop_after is not None and self.step >= self.stop_after)
+        flags = torch.tensor([float(stop), float(not loss_ok)])
         if self.world > 1:
-            stop = stop.to(self.device)
-            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-        return bool(stop.item())
+            flags = flags.to(self.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return bool(flags[0].item()), bool(flags[1].item())
+
+    def _mean_over_ranks(self, row: dict) -> dict:
+        """Logged values averaged over the ranks: the loss of the global batch, whatever the process count."""
+        if self.world == 1:
+            return row
+        import torch
+
+        keys = sorted(row)
+        t = torch.tensor([float(row[k]) for k in keys], dtype=torch.float64).to(self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        return {k: float(v) / self.world for k, v in zip(keys, t.cpu().tolist())}
 
     # -- the loop ------------------------------------------------------------
     def fit(self, batches: Callable[[int], Iterator], loss_fn: Callable, desc: str = "train") -> bool:
         """Train to ``settings.max_steps``. ``batches(first_micro_step)`` yields the inputs of micro-steps
         first, first + 1, ...; ``loss_fn(module, inputs) -> (loss, info dict of floats)``. Returns
         True when finished, False when stopped early with a checkpoint (signal or ``stop_after``)."""
+        import torch
         from tqdm import tqdm
 
         s, rank = self.settings, self.rank
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, lambda *_: self._preempted.append(True))
+        install_stop_signals()
         writer = None
         if rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -174,27 +219,36 @@ class TrainingRun:
         try:
             with (self.run_dir / METRICS).open("a") if rank == 0 else open(os.devnull, "w") as log:
                 while self.step < s.max_steps:
-                    stats = []
+                    stats, finite = [], True
                     for _ in range(s.grad_accum):
                         loss, info = loss_fn(self.engine.module, next(stream))
+                        finite = finite and bool(torch.isfinite(loss.detach()).all())
                         self.engine.backward(loss)
                         self.engine.step()
                         stats.append(info)
                     self.step += 1
                     bar.update(1)
-                    if rank == 0 and (self.step % s.log_every == 0 or self.step == s.max_steps):
-                        row = {k: float(np.mean([st[k] for st in stats])) for k in stats[0]}
-                        row.update(step=self.step, lr=self.engine.get_lr()[0], elapsed_s=round(time.time() - started, 2))
-                        log.write(json.dumps(row) + "\n")
-                        log.flush()
-                        for k, v in row.items():
-                            if k != "step":
-                                writer.add_scalar(f"train/{k}", v, self.step)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    stop, bad = self._flags(finite)
+                    if bad:  # before any checkpoint of this step: the last one written holds good weights
+                        last = (self.ckpt_dir / "latest").read_text().strip() if (self.ckpt_dir / "latest").is_file() \
+                            else "none"
+                        raise NonFiniteLoss(f"non-finite loss (NaN or inf) at step {self.step}: training stopped; "
+                                            f"the last good checkpoint is kept ({self.ckpt_dir / last})")
+                    if self.step % s.log_every == 0 or self.step == s.max_steps:
+                        row = self._mean_over_ranks({k: float(np.mean([st[k] for st in stats])) for k in stats[0]})
+                        if rank == 0:
+                            row.update(step=self.step, lr=self.engine.get_lr()[0],
+                                       elapsed_s=round(time.time() - started, 2))
+                            log.write(json.dumps(row) + "\n")
+                            log.flush()
+                            for k, v in row.items():
+                                if k != "step":
+                                    writer.add_scalar(f"train/{k}", v, self.step)
+                            bar.set_postfix(loss=f"{row['loss']:.4f}")
                     if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
                         self.save(self.step)
-                    if self._should_stop():
-                        if self.step % s.checkpoint_every:
+                    if stop:
+                        if self.step % s.checkpoint_every and self.step != s.max_steps:
                             self.save(self.step)
                         if rank == 0:
                             print(f"stopped at step {self.step} with a checkpoint; run again to resume", flush=True)

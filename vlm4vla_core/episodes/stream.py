@@ -20,16 +20,20 @@ def batch_indices(num_frames: int, seed: int, step: int, rank: int, size: int) -
 class StepSampler:
     """Batch sampler: the indices of steps start_step .. total_steps - 1, in order."""
 
-    def __init__(self, num_frames: int, seed: int, rank: int, size: int, start_step: int, total_steps: int):
+    def __init__(self, num_frames: int, seed: int, rank: int, size: int, start_step: int, total_steps: int,
+                 world: int | None = None):
         self.num_frames, self.seed, self.rank, self.size = num_frames, seed, rank, size
-        self.start_step, self.total_steps = start_step, total_steps
+        self.start_step, self.total_steps, self.world = start_step, total_steps, world
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
 
     def __iter__(self):
         for step in range(self.start_step, self.total_steps):
-            yield batch_indices(self.num_frames, self.seed, step, self.rank, self.size).tolist()
+            if self.world:  # the global micro-batch step * world + rank: the same samples at any process count
+                yield batch_indices(self.num_frames, self.seed, step * self.world + self.rank, 0, self.size).tolist()
+            else:
+                yield batch_indices(self.num_frames, self.seed, step, self.rank, self.size).tolist()
 
 
 class _Frames:
@@ -81,13 +85,13 @@ class TrainStream:
     """
 
     def __init__(self, data, chunk: int, micro_batch: int, seed: int, rank: int, start_step: int, total_steps: int,
-                 encode_fn, num_workers: int = 0, prefetch_factor: int = 2):
+                 encode_fn, num_workers: int = 0, prefetch_factor: int = 2, world: int | None = None):
         from torch.utils.data import DataLoader
 
         opened = data if hasattr(data, "frame") else data()
         self.num_frames = opened.num_frames
         self.collate = ChunkCollate(opened if num_workers == 0 else data, chunk, encode_fn)
-        self.sampler = StepSampler(self.num_frames, seed, rank, micro_batch, start_step, total_steps)
+        self.sampler = StepSampler(self.num_frames, seed, rank, micro_batch, start_step, total_steps, world)
         self.loader = DataLoader(_Frames(self.num_frames), batch_sampler=self.sampler, collate_fn=self.collate,
                                  num_workers=num_workers, prefetch_factor=prefetch_factor if num_workers else None,
                                  persistent_workers=num_workers > 0)

@@ -2,6 +2,7 @@
 import hashlib
 import re
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -9,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, jobs, train_settings
+from vlm4vla_core.config import ConfigError, jobs, resolve_batch, train_settings
 from vlm4vla_core.study import check as check_config, report_head
 
 validate(config, "../schemas/config.schema.yaml")
@@ -17,6 +18,19 @@ try:
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
+
+# A dry run plans anywhere: with --sdm conda (the slurm profile) on a machine without conda, the
+# rules' environments are not looked at (a real run still needs conda).
+try:
+    from snakemake.settings.types import DeploymentMethod
+
+    _methods = workflow.deployment_settings.deployment_method
+    _dry = workflow.dryrun or getattr(workflow.output_settings, "dryrun", False)
+    if _dry and DeploymentMethod.CONDA in _methods and shutil.which("conda") is None:
+        logger.warning("conda is not installed here: the dry run plans without the rules' conda environments")
+        workflow.deployment_settings.deployment_method = frozenset(m for m in _methods if m != DeploymentMethod.CONDA)
+except (AttributeError, ImportError):  # another Snakemake API: plan as before
+    pass
 
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
@@ -51,6 +65,68 @@ def digest(*parts):
 
 def res(rule_name, key, default):
     return config["resources"].get(rule_name, {}).get(key, default)
+
+
+def train_res(backbone, key, default):
+    """A resource of a backbone's train jobs: backbones.<b>.train_resources over resources.train."""
+    own = config["backbones"].get(backbone, {}).get("train_resources", {})
+    return own[key] if key in own else res("train", key, default)
+
+
+def train_layout(backbone, benchmark):
+    """(nodes, processes per node) of a train job: one process per GPU, or training.num_processes without GPUs."""
+    nodes, gpus = train_res(backbone, "nodes", 1), train_res(backbone, "gpus", 0)
+    if gpus:
+        return nodes, gpus
+    return nodes, train_settings(config, backbone, benchmark).num_processes
+
+
+def _check_global_batch():
+    """Every train job keeps its global batch (training.global_batch) on its nodes x GPUs, before any job runs."""
+    for b in config["backbones"]:
+        for k in config["benchmarks"]:
+            nodes, per_node = train_layout(b, k)
+            try:
+                resolve_batch(train_settings(config, b, k), nodes * per_node)
+            except ConfigError as err:
+                raise WorkflowError(f"invalid config: train job of backbone {b} on {k} ({nodes} nodes x {per_node}): {err}")
+
+
+def _check_local_sources():
+    """A backbone source that is a local path must exist where the DAG is planned (hub ids are checked by the job)."""
+    for name, entry in config["backbones"].items():
+        src = str(entry["source"])
+        if src.startswith(("/", "./", "../", "~")) and not Path(src).expanduser().exists():
+            raise WorkflowError(f"invalid config: key 'backbones.{name}.source': local path {src} does not exist")
+
+
+_check_global_batch()
+_check_local_sources()
+
+
+def train_resources():
+    """Resources of the train rule, per job (wildcards): nodes, GPUs per node as gres or gpu, the
+    pre-timeout signal, and the layout the slurm executor needs to run one task per GPU."""
+    out = dict(resources_of("train"))
+    for key in ("mem_mb", "runtime"):
+        out[key] = lambda wc, _k=key, _d=out[key]: train_res(wc.backbone, _k, _d)
+    # resources.train.cpus are per node, shared by its tasks (one per GPU)
+    out["cpus_per_task"] = lambda wc: max(1, train_res(wc.backbone, "cpus", 1) // train_layout(wc.backbone, wc.benchmark)[1])
+    out["nodes"] = lambda wc: train_res(wc.backbone, "nodes", 1)
+    if res("train", "gpus", 0) or any(b.get("train_resources", {}).get("gpus") for b in config["backbones"].values()):
+        out.pop("gpu", None)  # per node, as GRES: --gpus would count GPUs over all nodes
+        out["gres"] = lambda wc: train_res(wc.backbone, "gres", f"gpu:{train_res(wc.backbone, 'gpus', 0)}"
+                                           if train_res(wc.backbone, "gpus", 0) else "")
+    # 'mpi' present: the jobstep runs the rule's shell as is, and the launcher starts the one srun step
+    # (of nodes x GPUs tasks); truthy only where there is more than one task per node, as the plugin asks
+    out["mpi"] = lambda wc: "srun" if train_layout(wc.backbone, wc.benchmark)[1] > 1 else 0
+    out["tasks_per_node"] = lambda wc: train_layout(wc.backbone, wc.benchmark)[1]
+    signal_s = res("train", "signal_s", 600)
+    extra = res("train", "slurm_extra", "")
+    out["slurm_extra"] = (extra + f" --signal=USR1@{signal_s}").strip() if signal_s else extra
+    if not out["slurm_extra"]:
+        out.pop("slurm_extra")
+    return out
 
 
 def resources_of(rule_name):

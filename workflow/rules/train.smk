@@ -2,11 +2,11 @@
 # Checkpoints under .../checkpoints are not outputs: a failed or preempted job resumes from them.
 
 
-def launcher(wildcards, resources):
-    gpus = resources.get("gpu", 0) if hasattr(resources, "get") else getattr(resources, "gpu", 0)
-    procs = train_settings(config, wildcards.backbone, wildcards.benchmark).num_processes
-    n = max(int(gpus or 0), procs)
-    return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
+def launcher(wildcards):
+    """One DeepSpeed process per GPU over the job's nodes (vlm4vla_core.launch: srun in Slurm, else torchrun)."""
+    nodes, per_node = train_layout(wildcards.backbone, wildcards.benchmark)
+    cpus = max(1, train_res(wildcards.backbone, "cpus", 1) // per_node)
+    return f"python -m vlm4vla_core.launch --nodes {nodes} --procs-per-node {per_node} --cpus-per-task {cpus} --"
 
 
 rule train:
@@ -31,10 +31,10 @@ rule train:
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
-        **resources_of("train"),
+        **train_resources(),
     log:
         RUN + "/train.log",
     shell:
-        "{params.launch} -m vlm4vla_core train --config {params.cfg} --backbone {wildcards.backbone}"
+        "{params.launch} train --config {params.cfg} --backbone {wildcards.backbone}"
         " --benchmark {wildcards.benchmark} --ablation {wildcards.ablation} --seed {wildcards.seed}"
         " --source {params.source} --data {input.data} --run-dir {params.run} >> {log} 2>&1"
