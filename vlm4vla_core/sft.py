@@ -188,11 +188,14 @@ def sft(family: str, source: str, data: Path, settings, run_dir: Path, seed: int
 
 
 def sft_settings(config: dict, variant: str):
-    """Training settings of an SFT run: the study's training defaults < the variant's ``training``."""
+    """Training settings of an SFT run: the study's training defaults < the base backbone's ``training``
+    (precision, memory settings) < the variant's ``training``."""
     from vlm4vla_core.config import TrainSettings
 
+    entry = config["embodied_sft"][variant]
     merged = dict(config["training"])
-    merged.update(config["embodied_sft"][variant].get("training", {}))
+    merged.update(config["backbones"][entry["base"]].get("training", {}))
+    merged.update(entry.get("training", {}))
     return TrainSettings(**merged)
 
 
