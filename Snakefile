@@ -19,6 +19,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/sft.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"

@@ -538,3 +538,33 @@ def test_result_files_carry_provenance(paper_out):
     prov = json.loads((paper_out / "provenance.json").read_text())
     assert prov["aggregate"]["config_hash"] == h and prov["aggregate"]["versions"] and prov["aggregate"]["hardware"]
     assert all(r["config_hash"] == "abc" for r in prov["runs"])  # each run's own record, as the run wrote it
+
+
+def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratch_run(tmp_path):
+    cfg = config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, ablations=("full", "from_scratch"))
+    cfg["backbones"]["qwen-sft"] = {"family": "f", "source": "sft", "sft": "qwen", "ablations": ["full"]}
+    cfg["embodied_sft"] = {"qwen-sft": {"base": "qwen", "dataset": "mw"}}
+    succ = {"qwen": [1, 0, 0], "pali": [1, 1, 0], "kosmos": [0, 0, 0], "qwen-sft": [1, 1, 1]}
+    paths = [run_json(tmp_path, b, s, {t: v for t in TASKS}) for b, v in succ.items() for s in (0, 1)]
+    paths += [run_json(tmp_path, b, s, {t: [0, 1, 0] for t in TASKS}, ablation="from_scratch")
+              for b in ("qwen", "pali", "kosmos") for s in (0, 1)]
+    vqa = []
+    for b, score in {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0, "qwen-sft": 60.0}.items():
+        p = tmp_path / "vqa" / b / "mw.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"score": score, "n": 50, "set": "mw", "source": "measured: mw held-out split"}))
+        vqa.append(p)
+    out = tmp_path / "out"
+    aggregate(paths, cfg, out, n_boot=50, vqa=vqa)
+    measured = json.loads((out / "regression_mw.json").read_text())["regressions"]["metaworld"]
+    assert measured["status"] == "ok" and measured["n"] == 4
+    assert {p["backbone"]: p["vqa_score"] for p in measured["points"]} == {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0,
+                                                                           "qwen-sft": 60.0}
+    assert all(p["vqa_source"].startswith("measured: mw") for p in measured["points"])
+    assert (out / "figures" / "vqa_mw_metaworld.png").is_file()
+    sourced = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
+    assert sourced["n"] == 2  # the config's sourced scores stay a separate regression
+    scratch = (out / "scratch_table.md").read_text()
+    assert "from scratch (qwen's run)" in scratch
+    sft = (out / "embodied_sft_table.md").read_text()
+    assert "qwen-sft" in sft and "+" in sft

@@ -293,6 +293,8 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     src = write_v30(tmp_path / "copy", eps, image_key="image")
     get_adapter("qwen2_5_vl").make_tiny(tmp_path / "bb", image_size=56, seed=0)
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    for key in ("embodied_sft", "vqa_sets"):  # the demo's SFT axis names its backbones and benchmark
+        cfg.pop(key, None)
     cfg["backbones"] = {"tiny": {"family": "qwen2_5_vl", "source": str(tmp_path / "bb")}}
     cfg["benchmarks"] = {"libero10": dict(kind="libero10", chunk=4, image_size=56, data_path=str(src),
                                           episodes_per_task=1, max_steps=8, wait_steps=2, tasks=[0, 4])}

@@ -139,16 +139,49 @@ def test_paper_study_plans(tmp_path):
     res = _snakemake("-n", "--quiet", "rules", cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
-    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds; LIBERO-10 in 10 evaluation shards, CALVIN in 8
+    # 10 backbones x 3 benchmarks x 4 ablations x 3 seeds, and 7 embodied-SFT variants x 3 benchmarks x full x 3
+    # seeds; LIBERO-10 in 10 evaluation shards, CALVIN in 8
     counts = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert counts["train"] == "360" and counts["merge_eval"] == "360" and counts["data"] == "3"
-    assert counts["evaluate"] == str(120 * 10 + 120 * 8 + 120)  # LIBERO-10 10 shards, CALVIN 8, Simpler 1
+    runs = 360 + 7 * 3 * 3
+    assert counts["train"] == str(runs) and counts["merge_eval"] == str(runs) and counts["data"] == "3"
+    assert counts["evaluate"] == str(runs // 3 * (10 + 8 + 1))  # LIBERO-10 10 shards, CALVIN 8, Simpler 1
+    assert counts["sft"] == "6"  # RoboBrain2.0 is a published checkpoint: no SFT job
     res = _snakemake("results/paper/runs/kosmos-2/libero10/freeze_vision/seed2/eval.json", "-n", "--quiet", "rules",
                      cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = dict(line.split()[:2] for line in (res.stdout + res.stderr).splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert (counts["data"], counts["train"], counts["evaluate"], counts["merge_eval"]) == ("1", "1", "10", "1")
+
+
+def test_embodied_sft_variants_become_backbones(paper):
+    from vlm4vla_core.config import with_sft_variants
+
+    full = with_sft_variants(paper)
+    assert with_sft_variants(full) == full  # idempotent: the stages re-read the expanded config
+    v = full["backbones"]["qwen2.5-vl-3b-bridgevqa"]
+    assert (v["family"], v["source"], v["sft"], v["ablations"]) == ("qwen2_5_vl", "sft", "qwen2.5-vl-3b", ["full"])
+    assert v["training"] == paper["backbones"]["qwen2.5-vl-3b"]["training"]
+    assert full["backbones"]["qwen2.5-vl-7b-robobrain2"]["source"] == "BAAI/RoboBrain2.0-7B"
+    validate(full)
+    assert len(jobs(full)) == 360 + 7 * 3 * 3
+    assert {j["ablation"] for j in jobs(full) if j["backbone"] == "qwen2.5-vl-3b-bridgevqa"} == {"full"}
+    bad = copy.deepcopy(paper)
+    del bad["embodied_sft"]["qwen2.5-vl-3b-robopoint"]["data_path"]
+    assert "embodied_sft.qwen2.5-vl-3b-robopoint" in _error(bad)
+    bad = copy.deepcopy(load_config(DEMO))
+    bad["vqa_sets"]["metaworld-vqa"]["benchmark"] = "libero"
+    assert "vqa_sets.metaworld-vqa.benchmark" in _error(bad)
+
+
+def test_demo_study_plans_the_sft_axis(tmp_path):
+    wf = _clone(tmp_path)
+    res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = dict(line.split()[:2] for line in (res.stdout + res.stderr).splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    # 2 tiny backbones x 3 ablations x 2 seeds, and 2 SFT variants x full x 2 seeds; VQA of all 4 backbones
+    assert (counts["vqa_data"], counts["sft"], counts["vqa_eval"], counts["train"]) == ("1", "2", "4", "16")
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

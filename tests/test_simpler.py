@@ -231,6 +231,8 @@ def test_vulkan_check_stops_with_what_to_install(tmp_path):
     BRIDGE.preflight(entry(vulkan_check=False))
     # the evaluate stage stops before the policy loads and before any episode
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    for key in ("embodied_sft", "vqa_sets"):  # the demo's SFT axis names its backbones and benchmark
+        cfg.pop(key, None)
     cfg["benchmarks"] = {"simpler_bridge": dict(kind="simpler_bridge", chunk=4, data_path="unused")}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
     res = subprocess.run([sys.executable, "-m", "vlm4vla_core", "evaluate", "--config", str(tmp_path / "study.yaml"),

@@ -67,9 +67,23 @@ def validate(config: Any) -> dict:
     if errors:
         raise ConfigError("invalid config: " + "; ".join(_explain(e, schema) for e in errors))
 
-    for name, entry in config.get("embodied_sft", {}).items():
+    sets = config.get("vqa_sets") or {}
+    for name, entry in (config.get("embodied_sft") or {}).items():
         if entry["base"] not in config["backbones"]:
             raise ConfigError(f"key 'embodied_sft.{name}.base': {entry['base']!r} is not a key of 'backbones'")
+        if not entry.get("source") and not entry.get("data_path") and entry["dataset"] not in sets:
+            raise ConfigError(f"key 'embodied_sft.{name}': no data to fine-tune on: give 'data_path', a 'source' "
+                              f"(a published checkpoint), or a 'dataset' that is a key of 'vqa_sets'")
+        if name in config["backbones"] and config["backbones"][name].get("sft") != entry["base"]:
+            raise ConfigError(f"key 'embodied_sft.{name}': the name is already a key of 'backbones'")
+    for name, entry in sets.items():
+        if entry.get("generate") == "metaworld":
+            bench = config["benchmarks"].get(entry.get("benchmark"))
+            if bench is None or bench["kind"] != "metaworld":
+                raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a metaworld "
+                                  "benchmark of 'benchmarks'")
+        elif not entry.get("heldout_path"):
+            raise ConfigError(f"key 'vqa_sets.{name}': give 'heldout_path' (or 'generate: metaworld')")
     evaluation = config["evaluation"]
     if evaluation["mode_selection"] not in ("best", *evaluation["modes"]):
         raise ConfigError(f"key 'evaluation.mode_selection': {evaluation['mode_selection']!r} is not one of "
@@ -160,12 +174,36 @@ def select_mode(success: dict[str, float], rule: str) -> str:
     return max(order, key=lambda m: (success[m], -order.index(m)))
 
 
+def with_sft_variants(config: dict) -> dict:
+    """The config with every embodied-SFT variant added under ``backbones`` (idempotent): the base's
+    family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT stage's checkpoint)
+    or the variant's own published ``source``; its VLA jobs run the variant's ``ablations`` (default:
+    full fine-tuning only, as the paper's variants)."""
+    variants = config.get("embodied_sft") or {}
+    if not variants:
+        return config
+    out = dict(config)
+    out["backbones"] = dict(config["backbones"])
+    for name, entry in variants.items():
+        if name in out["backbones"]:
+            continue
+        base = config["backbones"][entry["base"]]
+        added = dict(family=base["family"], source=entry.get("source") or "sft", sft=entry["base"],
+                     params_b=base.get("params_b"), ablations=list(entry.get("ablations", ["full"])),
+                     description=entry.get("description") or f"{entry['base']} fine-tuned on {entry['dataset']}")
+        if base.get("training"):
+            added["training"] = dict(base["training"])
+        out["backbones"][name] = added
+    return out
+
+
 def jobs(config: dict) -> list[dict]:
-    """Every (backbone, benchmark, ablation, seed) training job of the study."""
+    """Every (backbone, benchmark, ablation, seed) training job of the study; a backbone that lists its own
+    ``ablations`` (an embodied-SFT variant) runs those of the study's that it names."""
     return [
         dict(backbone=b, benchmark=k, ablation=a, seed=s)
-        for b in config["backbones"]
+        for b, entry in config["backbones"].items()
         for k in config["benchmarks"]
-        for a in config["ablations"]
+        for a in config["ablations"] if a in entry.get("ablations", config["ablations"])
         for s in config["seeds"]
     ]

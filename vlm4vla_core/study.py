@@ -12,7 +12,7 @@ import difflib
 import sys
 from pathlib import Path
 
-from vlm4vla_core.config import ConfigError, jobs, load_config, validate
+from vlm4vla_core.config import ConfigError, jobs, load_config, validate, with_sft_variants
 
 
 def check(config) -> dict:
@@ -69,9 +69,11 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    todo = jobs(config)
+    todo = jobs(with_sft_variants(config))
+    n_sft = len(config.get("embodied_sft") or {})
     print(
-        f"{args.config}: study {config['study']!r} is valid: {len(config['backbones'])} backbones x "
+        f"{args.config}: study {config['study']!r} is valid: {len(config['backbones'])} backbones"
+        f"{f' + {n_sft} embodied-SFT variants' if n_sft else ''} x "
         f"{len(config['benchmarks'])} benchmarks x {len(config['ablations'])} ablations x "
         f"{len(config['seeds'])} seeds = {len(todo)} training jobs"
     )

@@ -24,6 +24,7 @@ from vlm4vla_core.aggregate.results import (
     load_results_csv,
     load_runs,
     results_from_runs,
+    measured_vqa,
     vqa_scores,
 )
 from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
@@ -53,8 +54,11 @@ DESCRIPTIONS = {
 
 
 def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boot_seed: int = 0,
-              reports=None) -> list[Path]:
+              reports=None, vqa=None) -> list[Path]:
     """Write every artefact of a study into ``out_dir``; returns the paths written.
+
+    ``vqa``: optional measured VQA score JSONs (``vqa-eval`` stage, ``vqa/<backbone>/<set>.json``); each
+    set gets its own regression of control on the measured score next to the config's sourced scores.
 
     ``inputs`` is a list of run JSON paths, or one results CSV path (str/Path
     ending in .csv), or an already loaded ``Results``. ``reports``: optional
@@ -150,23 +154,30 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
         comparisons=base_rows, notes=base_notes, provenance=prov)))
 
-    vqa = vqa_scores(config)
-    regs = regressions(res, vqa, bench_order, n_boot=n_boot, boot_seed=boot_seed)
-    written += tables.write_table(out, "regression_table", *tables.regression_table(regs),
-                                  "Control vs VQA score (full fine-tuning, mean over seeds)", prov)
     f = out / "figures"
-    for bench, r in regs.items():
-        if r["status"] == "ok":
-            written += figures.vqa_scatter(r, f, f"vqa_{bench}", note=footer(prov))
-            r["figure"] = f"figures/vqa_{bench}.png"
-        else:
-            r["figure"] = None
-            notes.append(f"figures/vqa_{bench} not drawn: {r['status']}")
-    written.append(write_json(out / "regression.json", dict(
-        model="OLS of the benchmark metric (mean over seeds) on the VQA score, statsmodels; 95% t intervals",
-        rank_correlations="scipy.stats.spearmanr, scipy.stats.kendalltau",
-        only_scored_backbones="backbones enter only with a VQA score given in the config; no score is imputed",
-        regressions=regs, provenance=prov)))
+    # the sourced scores of the config, then each measured VQA set (vqa-eval stage), each its own regression
+    groups = [("", vqa_scores(config), "a VQA score given in the config")]
+    groups += [(f"_{name}", scores, f"a measured score on {name}") for name, scores in sorted(measured_vqa(vqa or []).items())]
+    for suffix, scores, needs in groups:
+        if suffix and not scores:
+            continue
+        regs = regressions(res, scores, bench_order, n_boot=n_boot, boot_seed=boot_seed)
+        title = f"Control vs measured VQA score on {suffix[1:]}" if suffix else "Control vs VQA score"
+        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(regs),
+                                      f"{title} (full fine-tuning, mean over seeds)", prov)
+        for bench, r in regs.items():
+            stem = f"vqa{suffix}_{bench}"
+            if r["status"] == "ok":
+                written += figures.vqa_scatter(r, f, stem, note=footer(prov))
+                r["figure"] = f"figures/{stem}.png"
+            else:
+                r["figure"] = None
+                notes.append(f"figures/{stem} not drawn: {r['status']}")
+        written.append(write_json(out / f"regression{suffix}.json", dict(
+            model="OLS of the benchmark metric (mean over seeds) on the VQA score, statsmodels; 95% t intervals",
+            rank_correlations="scipy.stats.spearmanr, scipy.stats.kendalltau",
+            only_scored_backbones=f"backbones enter only with {needs}; no score is imputed",
+            regressions=regs, provenance=prov)))
 
     f.mkdir(parents=True, exist_ok=True)
     written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov))
@@ -212,10 +223,13 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     stems = {}
     for p in rel:
         stem = p.rsplit(".", 1)[0].removeprefix("html/")
-        stems.setdefault({"baseline": "baseline_table", "regression": "regression_table"}.get(stem, stem), []).append(p)
+        if stem.startswith("regression") and not stem.endswith("_table"):
+            stem += "_table"
+        stems.setdefault({"baseline": "baseline_table"}.get(stem, stem), []).append(p)
     for stem, files in sorted(stems.items()):
         desc = DESCRIPTIONS.get(stem) or (
-            f"control vs VQA score on {stem.split('vqa_', 1)[1]} with OLS fit and 95% band" if "figures/vqa_" in stem else
+            f"control vs VQA score ({stem.split('figures/', 1)[1]}) with OLS fit and 95% band" if "figures/vqa_" in stem else
+            "control regressed on a measured VQA score" if stem.startswith("regression_") else
             f"success rate per task on {stem.removeprefix('per_task_')}" if stem.startswith("per_task_") else "")
         files = sorted(files, key=lambda p: (p.startswith("html/"), p))
         links = ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})" for p in files)
@@ -262,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--results-csv", help="long-format results CSV (backbone, benchmark, ablation, seed, metric, value"
                      " [, task, n_episodes, mode])")
     p.add_argument("--reports", nargs="*", default=[], help="backbone report JSONs (backbone-report stage), optional")
+    p.add_argument("--vqa", nargs="*", default=[], help="measured VQA scores (vqa-eval stage JSONs), optional")
     p.add_argument("--out", required=True, help="output folder, e.g. results/<study>")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the regression slope")
     p.add_argument("--boot-seed", type=int, default=0)
@@ -269,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load_config(args.config)
         written = aggregate(args.runs or args.results_csv, config, args.out, n_boot=args.n_boot,
-                            boot_seed=args.boot_seed, reports=args.reports)
+                            boot_seed=args.boot_seed, reports=args.reports, vqa=args.vqa)
     except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -243,3 +243,16 @@ def vqa_scores(config: dict) -> dict[str, dict]:
         if vqa is not None and vqa.get("score") is not None:
             out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", "")}
     return out
+
+
+def measured_vqa(paths) -> dict[str, dict[str, dict]]:
+    """{set: {backbone: {"score", "source"}}} from vqa-eval JSONs at ``.../vqa/<backbone>/<set>.json``."""
+    out: dict[str, dict[str, dict]] = {}
+    for path in map(Path, paths):
+        rep = read_json(path, "VQA score")
+        if rep.get("score") is None:
+            raise ResultsError(f"{path}: no 'score' (a VQA set without questions?)")
+        name = rep.get("set") or path.stem
+        out.setdefault(name, {})[path.parent.name] = dict(
+            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})")
+    return out

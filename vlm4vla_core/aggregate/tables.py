@@ -141,6 +141,16 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     row, the from-scratch row and their difference; one column per benchmark. ``None`` without such runs."""
     s = summarize(results)
     s = s[(s["task"] == ALL) & (s["ablation"].isin(["full", "from_scratch"]))]
+    # an embodied-SFT variant is compared with its base's from-scratch run: the same architecture, randomly
+    # initialised, on the same seeds (the variant's own would repeat it)
+    borrowed = set()
+    for name, entry in (config.get("backbones") or {}).items():
+        base = (entry or {}).get("sft")
+        if base and name in set(s["backbone"]) and not ((s["backbone"] == name) & (s["ablation"] == "from_scratch")).any():
+            rows = s[(s["backbone"] == base) & (s["ablation"] == "from_scratch")]
+            if not rows.empty:
+                s = pd.concat([s, rows.assign(backbone=name)], ignore_index=True)
+                borrowed.add(name)
     scratch = s[s["ablation"] == "from_scratch"]
     if scratch.empty:
         return None
@@ -149,7 +159,8 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     by = s.set_index(["backbone", "ablation", "benchmark"])
     numbers, rows = [], []
     for bb in backbone_order(scratch["backbone"], config):
-        pre, scr, delta = {"backbone": bb, "initialisation": "pretrained"}, {"backbone": bb, "initialisation": "from scratch"}, \
+        scratch_label = f"from scratch ({config['backbones'][bb]['sft']}'s run)" if bb in borrowed else "from scratch"
+        pre, scr, delta = {"backbone": bb, "initialisation": "pretrained"}, {"backbone": bb, "initialisation": scratch_label}, \
             {"backbone": bb, "initialisation": "Δ (from scratch - pretrained)"}
         for k in benches:
             p = by.loc[(bb, "full", k)] if (bb, "full", k) in by.index else None

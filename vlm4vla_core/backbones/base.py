@@ -59,6 +59,11 @@ class Processor:
     _prompt_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
+class Question(str):
+    """A VQA question (SFT stage, VQA evaluation): ``prompt_ids`` puts it in the user turn as it is,
+    where a VLA instruction is wrapped in the family's action request."""
+
+
 class FamilyAdapter:
     """Base adapter. Subclasses override only what their family does differently."""
 
@@ -171,6 +176,11 @@ class FamilyAdapter:
     def prompt_ids(self, processor: Processor, instruction: str) -> list[int]:
         """Token ids of the native prompt (image tokens + instruction), without the placeholder."""
         raise NotImplementedError
+
+    def vqa_prompt_ids(self, processor: Processor, question: str) -> list[int]:
+        """Token ids of the native prompt of a plain question (image tokens + question, up to where the
+        answer starts): the VLA prompt with the question in place of the action request."""
+        return self.prompt_ids(processor, Question(question))
 
     def extra_inputs(self, processor: Processor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Further model inputs computed from ``input_ids``/``attention_mask``/``query_index``."""

@@ -42,7 +42,7 @@ from torch import nn
 from vlm4vla_core.backbones import _tokenizer
 from vlm4vla_core.backbones.base import (FamilyAdapter, Processor, UnsupportedBackbone, atomic_dir, resize_square,
                                          right_pad)
-from vlm4vla_core.backbones.qwen2_5_vl import USER_PROMPT
+from vlm4vla_core.backbones.qwen2_5_vl import user_text
 
 VISION_NAMES = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mm_projector", "merger", "image_to_text_projection",
@@ -339,7 +339,7 @@ class GenericAdapter(FamilyAdapter):
         key = ("text", instruction)
         if key not in processor._prompt_cache:
             messages = [{"role": "user", "content": [
-                {"type": "image"}, {"type": "text", "text": USER_PROMPT.format(instruction=instruction)}]}]
+                {"type": "image"}, {"type": "text", "text": user_text(instruction)}]}]
             processor._prompt_cache[key] = processor.extra["processor"].apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True)
         return processor._prompt_cache[key]

@@ -21,7 +21,7 @@ from PIL import Image
 
 from vlm4vla_core.backbones import _tokenizer
 from vlm4vla_core.backbones.base import FamilyAdapter, Processor, UnsupportedBackbone
-from vlm4vla_core.backbones.qwen2_5_vl import CHAT_TEMPLATE, SPECIAL_TOKENS, SYSTEM_PROMPT, USER_PROMPT
+from vlm4vla_core.backbones.qwen2_5_vl import CHAT_TEMPLATE, SPECIAL_TOKENS, SYSTEM_PROMPT, user_text
 
 IMAGE_TOKEN, IMAGE_START, IMAGE_END = "<IMG_CONTEXT>", "<img>", "</img>"
 INTERNVL_TOKENS = SPECIAL_TOKENS + [IMAGE_START, IMAGE_END, IMAGE_TOKEN]
@@ -62,7 +62,7 @@ class InternVLAdapter(FamilyAdapter):
         return {"pixel_values": out["pixel_values"]}
 
     def prompt_ids(self, processor: Processor, instruction: str) -> list[int]:
-        user = IMAGE_TOKEN + USER_PROMPT.format(instruction=instruction)
+        user = IMAGE_TOKEN + user_text(instruction)
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if text.count(IMAGE_TOKEN) != 1:

@@ -25,10 +25,16 @@ import torch
 from PIL import Image
 
 from vlm4vla_core.backbones import _tokenizer
-from vlm4vla_core.backbones.base import FamilyAdapter, Processor, UnsupportedBackbone
+from vlm4vla_core.backbones.base import FamilyAdapter, Processor, Question, UnsupportedBackbone
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 USER_PROMPT = "What action should the robotic arm take to {instruction}"
+
+
+def user_text(instruction: str) -> str:
+    """The user turn's text: the action request of a VLA prompt, or a VQA question as it is."""
+    return str(instruction) if isinstance(instruction, Question) else USER_PROMPT.format(instruction=instruction)
+
 IMAGE_TOKEN = "<|image_pad|>"
 SPECIAL_TOKENS = [  # Qwen2.5-VL's special tokens, in the published order (ids 151643...)
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -102,7 +108,7 @@ class Qwen2_5_VLAdapter(FamilyAdapter):
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": [{"type": "image"},
-                                         {"type": "text", "text": USER_PROMPT.format(instruction=instruction)}]},
+                                         {"type": "text", "text": user_text(instruction)}]},
         ]
         text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if text.count(IMAGE_TOKEN) != 1:

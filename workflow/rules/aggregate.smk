@@ -20,6 +20,7 @@ rule aggregate:
     input:
         runs=eval_files(),
         reports=expand(OUT + "/backbones/{backbone}/report.json", backbone=config["backbones"]),
+        vqa=vqa_files(),
     output:
         OUT + "/main_table.md",
         OUT + "/ablation_table.md",
@@ -38,7 +39,7 @@ rule aggregate:
         OUT + "/logs/aggregate.log",
     shell:
         "python -m vlm4vla_core aggregate --config {params.cfg} --runs {input.runs}"
-        " --reports {input.reports} --out {params.out} > {log} 2>&1"
+        " --reports {input.reports} --vqa {input.vqa} --out {params.out} > {log} 2>&1"
 
 
 # The published numbers, analysed exactly like a study's runs: snakemake published

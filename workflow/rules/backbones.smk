@@ -19,20 +19,21 @@ rule make_tiny_backbone:
 
 
 rule backbone_report:
+    # an embodied-SFT variant is reported as its base (same architecture, parameters and tokens)
     input:
-        backbone_inputs,
+        lambda wc: local_inputs(architecture_of(wc.backbone)),
     output:
         OUT + "/backbones/{backbone}/report.json",
     params:
         family=lambda wc: config["backbones"][wc.backbone]["family"],
-        source=backbone_source,
+        source=lambda wc: source_of(architecture_of(wc.backbone)),
         size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
         head=config["policy"]["head_hidden"],
         layers=config["policy"].get("head_layers", 2),
         action_dim=report_head(config)[1],
         chunk=report_head(config)[0],
         # hub backbones: their published config on the meta device (no weights on a CPU node)
-        meta=lambda wc: "" if config["backbones"][wc.backbone]["source"] == "tiny" else "--meta",
+        meta=lambda wc: "" if config["backbones"][architecture_of(wc.backbone)]["source"] == "tiny" else "--meta",
     conda:
         "../../envs/vlm4vla.yaml"
     resources:

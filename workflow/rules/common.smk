@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, jobs, resolve_batch, train_settings
+from vlm4vla_core.config import ConfigError, jobs, resolve_batch, train_settings, with_sft_variants
 from vlm4vla_core.study import check as check_config, report_head
 
 validate(config, "../schemas/config.schema.yaml")
@@ -18,6 +18,8 @@ try:
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
+# every embodied-SFT variant is a backbone of the study (its source: the SFT stage's checkpoint)
+config.update(with_sft_variants(config))
 
 # A dry run plans anywhere: with --sdm conda (the slurm profile) on a machine without conda, the
 # rules' environments are not looked at (a real run still needs conda).
@@ -56,6 +58,7 @@ wildcard_constraints:
     ablation=_regex(list(config["ablations"]) + ["none"]),
     seed=r"\d+",
     shard=r"\d+",
+    vqaset=_regex(config.get("vqa_sets") or {"-": None}),
 
 
 def digest(*parts):
@@ -144,14 +147,33 @@ def resources_of(rule_name):
     return out
 
 
+def source_of(backbone):
+    """A local tiny checkpoint for source 'tiny', the SFT stage's checkpoint for source 'sft', else the hub id /
+    folder from the config."""
+    src = config["backbones"][backbone]["source"]
+    if src == "tiny":
+        return f"{OUT}/backbones/{backbone}/checkpoint"
+    if src == "sft":
+        return f"{OUT}/sft/{backbone}/checkpoint"
+    return src
+
+
 def backbone_source(wildcards):
-    """A local tiny checkpoint for source 'tiny', else the hub id / folder from the config."""
-    entry = config["backbones"][wildcards.backbone]
-    return f"{OUT}/backbones/{wildcards.backbone}/checkpoint" if entry["source"] == "tiny" else entry["source"]
+    return source_of(wildcards.backbone)
+
+
+def architecture_of(backbone):
+    """The backbone whose architecture and published config an embodied-SFT variant shares: its base."""
+    return config["backbones"][backbone].get("sft", backbone)
+
+
+def local_inputs(backbone):
+    """The checkpoint a job waits for when the workflow builds it (tiny or SFT), else nothing."""
+    return [source_of(backbone)] if config["backbones"][backbone]["source"] in ("tiny", "sft") else []
 
 
 def backbone_inputs(wildcards):
-    return [backbone_source(wildcards)] if config["backbones"][wildcards.backbone]["source"] == "tiny" else []
+    return local_inputs(wildcards.backbone)
 
 
 def plugin(benchmark):
@@ -188,9 +210,10 @@ def shard_files(run_pattern):
 
 def memory_plan(wildcards):
     """The memory plan a train job waits for: real backbones on GPUs of a known model (resources.train.gpu_model)."""
-    if config["backbones"][wildcards.backbone]["source"] == "tiny" or not res("train", "gpu_model", None):
+    base = architecture_of(wildcards.backbone)  # an SFT variant has its base's architecture and settings
+    if config["backbones"][base]["source"] == "tiny" or not res("train", "gpu_model", None):
         return []
-    return [f"{OUT}/backbones/{wildcards.backbone}/memory_{wildcards.benchmark}.json"]
+    return [f"{OUT}/backbones/{base}/memory_{wildcards.benchmark}.json"]
 
 
 def eval_files():

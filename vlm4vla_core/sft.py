@@ -1,0 +1,229 @@
+"""SFT stage: fine-tune a backbone VLM on image-conversation data before it becomes a VLA.
+
+``python -m vlm4vla_core sft --config C --variant V --data D --run-dir R`` trains the variant's
+base backbone with the language-modelling loss on answer tokens only and exports
+``R/checkpoint``: a ``save_pretrained`` folder (weights, config, tokenizer, image processor)
+that the VLA stage and the VQA evaluation load like any backbone (``--source R/checkpoint``).
+
+The run machinery -- DeepSpeed, checkpoints with a fingerprint, exact resume, preemption
+(SIGTERM/SIGUSR1 -> exit 75), metrics -- is ``vlm4vla_core.training.TrainingRun``, shared with
+the VLA recipe (``vlm4vla_core.train``). Batches are a pure function of (seed, micro-step, rank).
+
+Sequence of one sample (``build_example``): the family's native prompt of the first question
+with the image (``adapter.vqa_prompt_ids``), then the answer and the end-of-turn token; further
+turns append the question's text (masked) and the answer. Labels are -100 everywhere but on the
+answer tokens and their end-of-turn token, so the loss is the answers' likelihood only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vlm4vla_core.training import PREEMPTED, TrainingRun
+
+IGNORE = -100
+CHECKPOINT_DIR = "checkpoint"
+
+
+def build_example(adapter, processor, turns: list[tuple[str, str]]) -> tuple[list[int], list[int], int]:
+    """(input_ids, labels, prompt_length) of one conversation; labels are IGNORE outside the answers."""
+    tok = processor.tokenizer
+    end = adapter.placeholder_id(processor)  # the family's end-of-turn/eos id: where a VLA reads its ActionQuery
+    ids = list(adapter.vqa_prompt_ids(processor, turns[0][0]))
+    labels = [IGNORE] * len(ids)
+    prompt_length = len(ids)
+    for k, (question, answer) in enumerate(turns):
+        if k:
+            q = tok("\n" + question + "\n", add_special_tokens=False)["input_ids"]
+            ids += q
+            labels += [IGNORE] * len(q)
+        a = tok(answer, add_special_tokens=False)["input_ids"] + [end]
+        ids += a
+        labels += a
+    return ids, labels, prompt_length
+
+
+def collate(adapter, processor, images: list[np.ndarray], examples: list[tuple[list[int], list[int], int]]):
+    """Model inputs (right-padded, the family's extra inputs) and labels of a batch."""
+    import torch
+
+    from vlm4vla_core.backbones.base import resize_square, right_pad
+
+    adapter.check_image_size(processor)
+    batch = right_pad([e[0] for e in examples], adapter.pad_id(processor))
+    labels = torch.full_like(batch["input_ids"], IGNORE)
+    for b, (_, lab, _) in enumerate(examples):
+        labels[b, : len(lab)] = torch.tensor(lab)
+    # query_index marks where the answer starts (PaliGemma's prefix ends there), as the VLA prompt's placeholder
+    batch["query_index"] = torch.tensor([e[2] for e in examples])
+    batch.update(adapter.pixel_inputs(processor, resize_square(images, processor.image_size)))
+    batch.update(adapter.extra_inputs(processor, batch))
+    batch.pop("query_index")
+    return batch, labels
+
+
+def lm_loss(vlm, inputs: dict, labels):
+    """Mean cross-entropy of the next token over the positions whose label is not IGNORE."""
+    import torch.nn.functional as F
+
+    logits = vlm(**inputs).logits.float()
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
+    n = (shift_labels != IGNORE).sum().clamp(min=1)
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum") / n
+    return loss, {"loss": float(loss.detach()), "answer_tokens": float(n)}
+
+
+def sample_order(n: int, seed: int, micro_step: int, micro_batch: int, rank: int, world: int) -> list[int]:
+    """Sample indices of one micro-step: epochs of seeded permutations, ranks take disjoint slices."""
+    per_step = micro_batch * world
+    start = micro_step * per_step + rank * micro_batch
+    out = []
+    for pos in range(start, start + micro_batch):
+        epoch, i = divmod(pos, n)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i]))
+    return out
+
+
+def data_digest(path: Path) -> str:
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".parquet"):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(source: str, settings, data: Path, seed: int, world: int) -> str:
+    keep = {k: v for k, v in settings.as_dict().items()
+            if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads", "loader_workers",
+                         "gradient_checkpointing")}
+    blob = json.dumps(["sft", str(source), keep, seed, world, data_digest(data)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(vlm, processor, out: Path, state: dict | None, meta: dict) -> None:
+    """A save_pretrained folder that ``adapter.load`` reads like any backbone."""
+    from vlm4vla_core.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        vlm.config.use_cache = True
+        vlm.config.get_text_config().use_cache = True
+        vlm.save_pretrained(tmp, state_dict=state)
+        full = (processor.extra or {}).get("processor")
+        if full is not None:
+            full.save_pretrained(tmp)
+        else:
+            processor.tokenizer.save_pretrained(tmp)
+            processor.image_processor.save_pretrained(tmp)
+        (tmp / "sft.json").write_text(json.dumps(meta, indent=2))
+
+
+def sft(family: str, source: str, data: Path, settings, run_dir: Path, seed: int, image_size: int | None = None,
+        stop_after: int | None = None, samples=None) -> Path | None:
+    """Fine-tune and export ``run_dir/checkpoint``; None when stopped early (preemption or stop_after).
+    ``max_steps: 0`` exports the base weights unchanged (the zero-SFT point of a dose series)."""
+    import torch
+
+    from vlm4vla_core.backbones import get_adapter
+    from vlm4vla_core.training import init_distributed_env
+    from vlm4vla_core.vqa.data import load
+
+    init_distributed_env()
+    world = int(os.environ["WORLD_SIZE"])
+    samples = samples if samples is not None else load(data)
+    if not samples:
+        raise ValueError(f"{data}: no samples")
+    adapter = get_adapter(family)
+    torch.manual_seed(seed)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision, torch.float32)
+    vlm, processor = adapter.load(source, dtype=torch.float32 if dtype == torch.float16 else dtype,
+                                  image_size=image_size)
+    vlm.train()
+    if settings.gradient_checkpointing:
+        vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    examples = [build_example(adapter, processor, s.turns) for s in samples]
+    out = run_dir / CHECKPOINT_DIR
+    meta = dict(base=str(source), family=family, data=str(data), samples=len(samples), seed=seed,
+                training=settings.as_dict())
+    if settings.max_steps == 0:
+        rank = int(os.environ["RANK"])
+        if rank == 0:
+            save_checkpoint(vlm, processor, out, None, {**meta, "steps": 0})
+        return out
+    run = TrainingRun(vlm, settings, run_dir, fingerprint(source, settings, data, seed, world), stop_after)
+    half = torch.bfloat16 if run.engine.bfloat16_enabled() else torch.float16 if run.engine.fp16_enabled() else None
+    if run.rank == 0:
+        print(f"SFT of {source} on {data}: {len(samples):,} samples", flush=True)
+
+    def batches(first: int):
+        step = first
+        while True:
+            idx = sample_order(len(samples), seed, step, settings.micro_batch, run.rank, run.world)
+            inputs, labels = collate(adapter, processor, [samples[i].pixels() for i in idx], [examples[i] for i in idx])
+            inputs = {k: v.to(run.device) for k, v in inputs.items()}
+            if half is not None:
+                inputs = {k: v.to(half) if v.is_floating_point() else v for k, v in inputs.items()}
+            yield inputs, labels
+            step += 1
+
+    finished = run.fit(batches, lambda module, batch: lm_loss(module, *batch), desc=f"sft {run_dir.name}")
+    if not finished:
+        return None
+    state = run.full_state_dict()
+    if run.rank == 0:
+        keep = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+        state = {k: v.to(keep) if v.is_floating_point() else v for k, v in state.items()}
+        save_checkpoint(run.engine.module, processor, out, state, {**meta, "steps": run.step})
+    run.barrier()
+    run.discard_checkpoints()
+    return out
+
+
+def sft_settings(config: dict, variant: str):
+    """Training settings of an SFT run: the study's training defaults < the base backbone's ``training``
+    (precision, memory settings) < the variant's ``training``."""
+    from vlm4vla_core.config import TrainSettings
+
+    entry = config["embodied_sft"][variant]
+    merged = dict(config["training"])
+    merged.update(config["backbones"][entry["base"]].get("training", {}))
+    merged.update(entry.get("training", {}))
+    return TrainSettings(**merged)
+
+
+def main(argv: list[str]) -> int:
+    from vlm4vla_core import study
+    from vlm4vla_core.config import ConfigError
+
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core sft", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--variant", required=True, help="key under embodied_sft:")
+    p.add_argument("--source", required=True, help="the base backbone's checkpoint (hub id or folder)")
+    p.add_argument("--data", required=True, help="training conversations (JSON/JSONL, parquet file or folder)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--stop-after", type=int)
+    args = p.parse_args(argv)
+    try:
+        config = study.load(args.config)
+        entry = config.get("embodied_sft", {}).get(args.variant)
+        if entry is None:
+            raise ConfigError(f"{args.config}: no {args.variant!r} under 'embodied_sft'")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    family = config["backbones"][entry["base"]]["family"]
+    out = sft(family, args.source, Path(args.data), sft_settings(config, args.variant), Path(args.run_dir),
+              args.seed, args.image_size, args.stop_after)
+    if out is None and args.stop_after is None:
+        return PREEMPTED
+    return 0

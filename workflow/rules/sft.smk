@@ -1,0 +1,105 @@
+# The embodied-SFT axis: VQA data generated from a benchmark's scenes, the SFT stage of each
+# variant, and the VQA evaluation of every backbone on every held-out set of vqa_sets.
+# Checkpoints under sft/<variant>/checkpoints are not outputs: a failed or preempted job resumes from them.
+
+VQA_SETS = config.get("vqa_sets") or {}
+SFT = config.get("embodied_sft") or {}
+
+
+def sft_data(wildcards):
+    """The variant's training conversations: its data_path (read when the job runs, as a benchmark's
+    data_path), or a generated set's train split."""
+    entry = SFT[wildcards.backbone]
+    return entry.get("data_path") or f"{OUT}/vqa_data/{entry['dataset']}/train"
+
+
+def sft_generated(wildcards):
+    entry = SFT[wildcards.backbone]
+    return [] if entry.get("data_path") else [sft_data(wildcards)]
+
+
+def heldout_of(name):
+    entry = VQA_SETS[name]
+    return f"{OUT}/vqa_data/{name}/heldout" if entry.get("generate") else entry["heldout_path"]
+
+
+def vqa_files():
+    return [f"{OUT}/vqa/{b}/{s}.json" for b in config["backbones"] for s in VQA_SETS]
+
+
+def _sft_launcher(wildcards, resources):
+    gpus = resources.get("gpu", 0) if hasattr(resources, "get") else getattr(resources, "gpu", 0)
+    n = max(int(gpus or 0), config["training"].get("num_processes", 1))
+    return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
+
+
+rule vqa_data:
+    output:
+        train=directory(OUT + "/vqa_data/{vqaset}/train"),
+        heldout=directory(OUT + "/vqa_data/{vqaset}/heldout"),
+    params:
+        cfg=STUDY_CONFIG,
+        out=OUT + "/vqa_data/{vqaset}",
+        digest=lambda wc: digest(VQA_SETS[wc.vqaset], config["benchmarks"][VQA_SETS[wc.vqaset]["benchmark"]]),
+    conda:
+        "../../envs/vlm4vla.yaml"
+    resources:
+        **resources_of("vqa_data"),
+    log:
+        OUT + "/logs/vqa_data/{vqaset}.log",
+    shell:
+        "python -m vlm4vla_core make-vqa-data --config {params.cfg} --set {wildcards.vqaset} --out {params.out}"
+        " > {log} 2>&1"
+
+
+rule sft:
+    input:
+        generated=sft_generated,
+        base=lambda wc: local_inputs(SFT[wc.backbone]["base"]),
+    output:
+        directory(OUT + "/sft/{backbone}/checkpoint"),
+    params:
+        cfg=STUDY_CONFIG,
+        run=OUT + "/sft/{backbone}",
+        source=lambda wc: source_of(SFT[wc.backbone]["base"]),
+        data=sft_data,
+        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        launch=_sft_launcher,
+        digest=lambda wc: digest(SFT[wc.backbone], config["backbones"][SFT[wc.backbone]["base"]], config["training"]),
+    threads: lambda wc: res("sft", "cpus", 1)
+    conda:
+        "../../envs/vlm4vla.yaml"
+    resources:
+        **resources_of("sft"),
+    log:
+        OUT + "/sft/{backbone}/sft.log",
+    shell:
+        "{params.launch} -m vlm4vla_core sft --config {params.cfg} --variant {wildcards.backbone}"
+        " --source {params.source} --data {params.data} --image-size {params.size} --run-dir {params.run} >> {log} 2>&1"
+
+
+rule vqa_eval:
+    input:
+        generated=lambda wc: [heldout_of(wc.vqaset)] if VQA_SETS[wc.vqaset].get("generate") else [],
+        backbone=backbone_inputs,
+    output:
+        OUT + "/vqa/{backbone}/{vqaset}.json",
+    params:
+        family=lambda wc: config["backbones"][wc.backbone]["family"],
+        data=lambda wc: heldout_of(wc.vqaset),
+        source=backbone_source,
+        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        tokens=lambda wc: VQA_SETS[wc.vqaset].get("max_new_tokens", 12),
+        limit=lambda wc: f"--limit {VQA_SETS[wc.vqaset]['limit']}" if VQA_SETS[wc.vqaset].get("limit") else "",
+        threads=lambda wc: res("vqa_eval", "cpus", 1),
+    threads: lambda wc: res("vqa_eval", "cpus", 1)
+    conda:
+        "../../envs/vlm4vla.yaml"
+    resources:
+        **resources_of("vqa_eval"),
+    log:
+        OUT + "/logs/vqa_eval/{backbone}_{vqaset}.log",
+    shell:
+        "python -m vlm4vla_core vqa-eval --family {params.family} --source {params.source} --data {params.data}"
+        " --set-name {wildcards.vqaset} --image-size {params.size} --max-new-tokens {params.tokens} {params.limit}"
+        " --num-threads {params.threads} --out {output} > {log} 2>&1"
