@@ -112,7 +112,7 @@ def test_snakemake_profile_slurm_plans_the_paper_study_without_conda_or_slurm(tm
     assert res.returncode == 0, res.stderr[-3000:]
     counts = dict(l.split()[:2] for l in (res.stdout + res.stderr).splitlines()
                   if len(l.split()) == 2 and l.split()[1].isdigit())
-    assert counts["train"] == "360"
+    assert counts["train"] == "423"  # 360, and the embodied-SFT variants: 21 full fine-tuning runs per seed
 
 
 def test_planning_reports_a_missing_local_source_and_a_broken_global_batch(tmp_path):
@@ -225,7 +225,7 @@ def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
     env = _env(PATH=f"{FAKE_BIN}:{BIN}:{os.environ['PATH']}", FAKE_SLURM_DIR=str(tmp_path / "slurm"),
                FAKE_SLURM_PYTHON=sys.executable, FAKE_SLURM_KILL_WAIT="5",
                # the pre-timeout signal in the middle of one training job, once its first checkpoint is there
-               FAKE_SLURM_SIGNAL_WHEN=f"rule_train_.*tiny-qwen2.5-vl::{run}/checkpoints/latest")
+               FAKE_SLURM_SIGNAL_WHEN=f"rule_train_.*_tiny-qwen2.5-vl_metaworld::{run}/checkpoints/latest")
     res = _snakemake("--executor", "slurm", "--configfile", "config/demo.yaml", "small.yaml", "--jobs", "4",
                      "--default-resources", "slurm_account=fake", "slurm_partition=fake",
                      "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
@@ -245,7 +245,7 @@ def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
     log = (wf / run / "train.log").read_text()
     assert "resumed from" in log and "at step 0" not in log
     assert (wf / run / "policy" / "policy.safetensors").is_file()
-    assert len([j for j in trains if "tiny-qwen2.5-vl" in j["comment"]]) == 2
+    assert len([j for j in trains if "_tiny-qwen2.5-vl_metaworld" in j["comment"]]) == 2  # not its SFT variant
 
 
 def test_a_corrupt_checkpoint_is_named(tmp_path):

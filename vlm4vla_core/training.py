@@ -56,10 +56,11 @@ def init_distributed_env() -> None:
     before the model is built."""
     os.environ.update(slurm_rank_env())
     if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if os.environ["WORLD_SIZE"] == "1":  # a lone process (plain python, or the batch step of a Slurm job)
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not os.environ.get("DS_ACCELERATOR"):
         import torch
 
