@@ -198,7 +198,10 @@ def test_metaworld_vqa_answers_match_the_simulator_state(mwvqa):
             if s.answer == "yes":  # the object has moved away from where the episode started it
                 assert moved > 0.01
         elif s.type == "relation":
-            assert s.answer == ("left" if u < project(env, obj)[0] else "right")
+            gripper_left = u < project(env, obj)[0]
+            left = gripper_left if s.extra["subject"] == "gripper" else not gripper_left
+            assert s.answer == ("left" if left else "right")
+            assert s.turns[0][0].startswith("Is the gripper" if s.extra["subject"] == "gripper" else f"Is the {st['task'].split('-')[0]}")
         elif s.type == "point":
             assert scoring.point(f"({100 * u:.1f}, {100 * v:.1f})", s.answer, 1.0) == 1.0
             assert s.tolerance == POINT_TOLERANCE
@@ -210,6 +213,23 @@ def test_metaworld_vqa_answers_match_the_simulator_state(mwvqa):
     cam = mujoco.mj_name2id(env._env.model, mujoco.mjtObj.mjOBJ_CAMERA, env.camera)
     ahead = env._env.data.cam_xpos[cam] - env._env.data.cam_xmat[cam].reshape(3, 3)[:, 2]
     np.testing.assert_allclose(project(env, ahead), (0.5, 0.5), atol=1e-6)
+
+
+def test_relation_questions_are_asked_both_ways():
+    """With the gripper left of the drawer in every scene, "always left" still answers only half the
+    relation questions: scenes of odd seed + step ask where the drawer is relative to the gripper."""
+    from vlm4vla_core.vqa.metaworld import questions
+
+    tasks = ["drawer-open-v3"]
+    answers = {}
+    for step in (0, 1, 2, 3):
+        facts = dict(task=tasks[0], hand_uv=[0.3, 0.5], object_uv=[0.6, 0.5], progress=0.0, seed=7, step=step)
+        (rel,) = [q for q in questions(facts, tasks) if q["type"] == "relation"]
+        answers[step] = (rel["question"].split(" left")[0], rel["answer"])
+    assert answers[1] == answers[3] == ("Is the gripper", "left")
+    assert answers[0] == answers[2] == ("Is the drawer", "right")
+    facts = dict(task=tasks[0], hand_uv=[0.6, 0.5], object_uv=[0.58, 0.5], progress=0.0, seed=7, step=0)
+    assert not [q for q in questions(facts, tasks) if q["type"] == "relation"]  # within the margin: not asked
 
 
 def test_vqa_eval_stage(tiny, mwvqa, tmp_path):

@@ -7,7 +7,10 @@ A scene is a frame of a scripted-expert episode (``(task, episode seed, step)``)
   the object's displacement from its initial position as a fraction of the expert's full
   displacement, "yes" above 2/3, "no" below 1/3 (frames in between are not asked about);
 - ``relation``: is the gripper left or right of the object in the image (the projections of the
-  end-effector and the object position through the camera; asked when they differ by >= 6% of the width);
+  end-effector and the object position through the camera; asked when they differ by >= 6% of the width).
+  Half the scenes (by the parity of seed + step) ask it the other way round, "is the object left or
+  right of the gripper?", so that both answers occur whichever side the camera usually sees the
+  gripper on (with the corner camera it is mostly left of the object);
 - ``point``: where the gripper is, as "(x, y)" in percent of the image width and height from the
   top-left corner (scored within ``POINT_TOLERANCE`` = 8 units).
 
@@ -88,9 +91,11 @@ def questions(facts: dict, tasks: list[str]) -> list[dict]:
                         answer="yes" if facts["progress"] >= 2 / 3 else "no"))
     du = facts["hand_uv"][0] - facts["object_uv"][0]
     if abs(du) >= RELATION_MARGIN:
-        out.append(dict(type="relation", rule="exact",
-                        question=f"Is the gripper left or right of the {noun}? Answer left or right.",
-                        answer="left" if du < 0 else "right"))
+        gripper_first = (facts["seed"] + facts["step"]) % 2 == 0
+        subject, other = ("gripper", noun) if gripper_first else (noun, "gripper")
+        out.append(dict(type="relation", rule="exact", subject="gripper" if gripper_first else "object",
+                        question=f"Is the {subject} left or right of the {other}? Answer left or right.",
+                        answer="left" if (du < 0) == gripper_first else "right"))
     u, v = facts["hand_uv"]
     if 0 <= u <= 1 and 0 <= v <= 1:
         out.append(dict(type="point", rule="point", tolerance=POINT_TOLERANCE,
@@ -145,7 +150,7 @@ def generate(tasks: list[str], out: Path, split: str, episodes_per_task: int, fr
                                    conversations=[{"from": "human", "value": "<image>\n" + q["question"]},
                                                   {"from": "gpt", "value": q["answer"]}],
                                    type=q["type"], rule=q["rule"], state=facts)
-                        for key in ("choices", "tolerance"):
+                        for key in ("choices", "tolerance", "subject"):
                             if key in q:
                                 rec[key] = q[key]
                         records.append(rec)
