@@ -222,6 +222,12 @@ def test_regression_against_independent_computation(tmp_path):
     assert min(possible) - 1e-9 <= lo < hi <= max(possible) + 1e-9
     again = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400)
     assert again["metaworld"]["bootstrap"]["slope_ci95"] == boot["slope_ci95"]
+    # leaving each backbone out in turn: the same closed-form slope on the other four points
+    assert [f["left_out"] for f in reg["leave_one_out"]] == names and all(f["n"] == 4 for f in reg["leave_one_out"])
+    for i, f in enumerate(reg["leave_one_out"]):
+        xs, ys = np.delete(x, i), np.delete(y, i)
+        assert f["slope"] == pytest.approx(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
+        assert f["slope_ci95"][0] < f["slope"] < f["slope_ci95"][1] and 0 <= f["p_value"] <= 1
 
 
 def test_bootstrap_resamples_episodes(tmp_path):
@@ -566,5 +572,8 @@ def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratc
     assert sourced["n"] == 2  # the config's sourced scores stay a separate regression
     scratch = (out / "scratch_table.md").read_text()
     assert "from scratch (qwen's run)" in scratch
-    sft = (out / "embodied_sft_table.md").read_text()
-    assert "qwen-sft" in sft and "+" in sft
+    sft = md_table(out / "embodied_sft_table.md")
+    assert list(sft["model"]) == ["qwen (base)", "qwen-sft"]
+    assert list(sft["VQA mw"]) == ["10.0", "60.0"]  # the measured score beside the control result it went with
+    assert sft["Δ metaworld vs base"].iloc[1].startswith("+")
+    assert list(pd.read_csv(out / "embodied_sft_table.csv")["vqa_mw"]) == [10.0, 60.0]

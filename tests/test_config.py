@@ -154,6 +154,25 @@ def test_paper_study_plans(tmp_path):
     assert (counts["data"], counts["train"], counts["evaluate"], counts["merge_eval"]) == ("1", "1", "10", "1")
 
 
+def test_vqa_scores_come_from_the_published_numbers(paper):
+    from vlm4vla_core import study
+    from vlm4vla_core.aggregate.results import vqa_scores
+
+    scores = vqa_scores(paper)  # every paper backbone with a published MMMU score, each with its source
+    assert set(scores) == set(paper["backbones"]) - {"paligemma-1", "paligemma-2"}
+    assert scores["qwen2.5-vl-3b"]["score"] == 53.1 and scores["kosmos-2"]["score"] == 24.4
+    assert all(s["source"].startswith("MMMU") and "published.yaml" in s["source"] for s in scores.values())
+    bad = copy.deepcopy(paper)
+    bad["backbones"]["paligemma-1"]["vqa"] = {"published": "paligemma-1"}  # null in published.yaml: its reason
+    with pytest.raises(ConfigError, match=r"backbones\.paligemma-1\.vqa\.published.*no VQA score.*fine-tuning"):
+        study.check(bad)
+    bad["backbones"]["paligemma-1"]["vqa"] = {"published": "paligemma-3"}
+    with pytest.raises(ConfigError, match=r"backbones\.paligemma-1\.vqa\.published.*no model 'paligemma-3'"):
+        study.check(bad)
+    bad["backbones"]["paligemma-1"]["vqa"] = {"published": "paligemma-1", "score": 50.0}  # one or the other
+    assert "backbones.paligemma-1.vqa" in _error(bad)
+
+
 def test_embodied_sft_variants_become_backbones(paper):
     from vlm4vla_core.config import with_sft_variants
 

@@ -27,6 +27,14 @@ def check(config) -> dict:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"key 'backbones.{name}.family': unknown family {entry['family']!r} "
                               f"(supported: {', '.join(sorted(FAMILIES))}){hint}")
+    from vlm4vla_core.data import sourced_vqa
+
+    for name, entry in config["backbones"].items():
+        if "published" in (entry.get("vqa") or {}):
+            try:
+                sourced_vqa(entry["vqa"]["published"])
+            except KeyError as err:
+                raise ConfigError(f"key 'backbones.{name}.vqa.published': {err.args[0]}") from None
     for name, entry in config["benchmarks"].items():
         try:
             bench = benchmarks.get(entry["kind"])

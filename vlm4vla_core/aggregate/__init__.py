@@ -44,7 +44,7 @@ DESCRIPTIONS = {
     "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
     "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",
     "scratch_table": "from scratch vs pretrained initialisation (full fine-tuning otherwise), with the difference",
-    "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with the difference to the base",
+    "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with their measured VQA scores and the difference to the base",
     "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
     "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
@@ -97,13 +97,15 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
                                   "Main results: full fine-tuning", prov)
     written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order),
                                   "Training regimes (Δ: difference to full fine-tuning)", prov)
+    measured = measured_vqa(vqa or [])
     optional = [
         ("freezing_table", tables.freezing_table(res.results, config, bench_order),
          "Module freezing (Δ: difference to all trained)", "no run froze a module"),
         ("scratch_table", tables.scratch_table(res.results, config, bench_order),
          "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
         ("embodied_sft_table", tables.embodied_sft_table(res.results, config, bench_order,
-                                                         tables.NOT_RUN if res.episodes is not None else "no result"),
+                                                         tables.NOT_RUN if res.episodes is not None else "no result",
+                                                         vqa=measured),
          "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
     ]
     for name, table, title, why in optional:
@@ -157,7 +159,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     f = out / "figures"
     # the sourced scores of the config, then each measured VQA set (vqa-eval stage), each its own regression
     groups = [("", vqa_scores(config), "a VQA score given in the config")]
-    groups += [(f"_{name}", scores, f"a measured score on {name}") for name, scores in sorted(measured_vqa(vqa or []).items())]
+    groups += [(f"_{name}", scores, f"a measured score on {name}") for name, scores in sorted(measured.items())]
     for suffix, scores, needs in groups:
         if suffix and not scores:
             continue

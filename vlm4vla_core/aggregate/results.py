@@ -236,11 +236,19 @@ def benchmark_names(config: dict) -> list[str]:
 
 
 def vqa_scores(config: dict) -> dict[str, dict]:
-    """{backbone: {"score", "source"}} for backbones whose config entry carries a VQA score."""
+    """{backbone: {"score", "source"}} for backbones whose config entry carries a VQA score: given in
+    the entry, or ``{published: KEY}``, the published score of model KEY (vlm4vla_core/data/published.yaml)."""
+    from vlm4vla_core.data import sourced_vqa
+
     out = {}
     for name, entry in config.get("backbones", {}).items():
         vqa = (entry or {}).get("vqa")
-        if vqa is not None and vqa.get("score") is not None:
+        if vqa is not None and "published" in vqa:
+            try:
+                out[name] = sourced_vqa(vqa["published"])
+            except KeyError as err:
+                raise ResultsError(f"key 'backbones.{name}.vqa.published': {err.args[0]}") from None
+        elif vqa is not None and vqa.get("score") is not None:
             out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", "")}
     return out
 

@@ -165,8 +165,26 @@ def regressions(res: Results, vqa: dict[str, dict], benchmarks: list[str], n_boo
             spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue),
             kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
         )
+        entry["leave_one_out"] = _leave_one_out(list(scored["backbone"]), x, y)
         entry["bootstrap"] = _bootstrap(res, bench, list(scored["backbone"]), x, n_boot, boot_seed)
         out[bench] = entry
+    return out
+
+
+def _leave_one_out(backbones: list[str], x: np.ndarray, y: np.ndarray) -> list[dict]:
+    """The OLS fit without each backbone in turn: how far one point (a backbone whose score came from
+    another evaluator, say) carries the slope. Empty when fewer than MIN_POINTS would remain."""
+    import statsmodels.api as sm
+
+    out = []
+    for i, name in enumerate(backbones):
+        keep = np.arange(len(x)) != i
+        if keep.sum() < MIN_POINTS or np.ptp(x[keep]) == 0:
+            continue
+        fit = sm.OLS(y[keep], sm.add_constant(x[keep])).fit()
+        ci = fit.conf_int(alpha=0.05)
+        out.append(dict(left_out=name, n=int(keep.sum()), slope=float(fit.params[1]),
+                        slope_ci95=[float(ci[1, 0]), float(ci[1, 1])], p_value=float(fit.pvalues[1])))
     return out
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import write_text
-from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_decimals
-from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, summarize
+from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_decimals, vqa_scores
+from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS, summarize
 
 MISSING = "-"
 NOT_RUN = "not run"
@@ -178,10 +178,13 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
-def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str], missing: str = NOT_RUN):
+def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str], missing: str = NOT_RUN,
+                       vqa: dict[str, dict[str, dict]] | None = None):
     """Embodied-SFT variants (config ``embodied_sft``: key -> base, dataset) grouped under their base: the
     base row (full fine-tuning) first, then each variant (its results carry backbone = the variant key)
-    with the difference to its base; cells without results read ``missing``. ``None`` without variants."""
+    with the difference to its base; cells without results read ``missing``. ``vqa``: measured VQA
+    scores ({set: {backbone: {"score"}}}, the vqa-eval stage), one column ``VQA <set>`` each, so the table
+    shows what the SFT did to the VQA score beside what it did to control. ``None`` without variants."""
     variants = config.get("embodied_sft") or {}
     if not variants:
         return None
@@ -194,6 +197,8 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
         members = [(base, None)] + [(k, v) for k, v in variants.items() if v["base"] == base]
         for name, entry in members:
             row = {"base": base, "model": name if entry else f"{name} (base)", "SFT dataset": entry["dataset"] if entry else MISSING}
+            for set_name, scores in sorted((vqa or {}).items()):
+                row[f"VQA {set_name}"] = f"{scores[name]['score']:.1f}" if name in scores else MISSING
             for k in benches:
                 r = s.loc[(name, k)] if (name, k) in s.index else None
                 b = s.loc[(base, k)] if (base, k) in s.index else None
@@ -204,11 +209,13 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
                 if r is not None:
                     numbers.append(dict(base=base, backbone=name, dataset=entry["dataset"] if entry else None, benchmark=k,
                                         metric=r["metric"], mean=r["mean"], std=r["std"], n_seeds=r["n_seeds"],
-                                        n_episodes=r["n_episodes"], delta_vs_base=d))
+                                        n_episodes=r["n_episodes"], delta_vs_base=d,
+                                        **{f"vqa_{n}": (v.get(name) or {}).get("score") for n, v in sorted((vqa or {}).items())}))
             rows.append(row)
-    cols = ["base", "model", "SFT dataset"] + [c for k in benches for c in (k, f"Δ {k} vs base")]
+    cols = (["base", "model", "SFT dataset"] + [f"VQA {n}" for n in sorted(vqa or {})]
+            + [c for k in benches for c in (k, f"Δ {k} vs base")])
     numbers = pd.DataFrame(numbers, columns=["base", "backbone", "dataset", "benchmark", "metric", "mean", "std", "n_seeds",
-                                             "n_episodes", "delta_vs_base"])
+                                             "n_episodes", "delta_vs_base", *[f"vqa_{n}" for n in sorted(vqa or {})]])
     return numbers, pd.DataFrame(rows).reindex(columns=cols).fillna(MISSING)
 
 
@@ -345,6 +352,16 @@ def baseline_table(rows: list[dict]):
     return numbers.drop(columns="seeds"), shown
 
 
+def _loo_cell(loo: list[dict], slope: float) -> str:
+    """Range of the slope over the leave-one-out fits, and the fit that moves it most."""
+    if not loo:
+        return f"too few backbones (needs {MIN_POINTS + 1})"
+    slopes = [f["slope"] for f in loo]
+    top = max(loo, key=lambda f: abs(f["slope"] - slope))
+    return (f"slope {min(slopes):.3g} to {max(slopes):.3g}; without {top['left_out']}: {top['slope']:.3g} "
+            f"[{top['slope_ci95'][0]:.3g}, {top['slope_ci95'][1]:.3g}], p {top['p_value']:.3g}")
+
+
 def regression_table(regs: dict[str, dict]):
     rows, shown = [], []
     for bench, r in regs.items():
@@ -367,16 +384,17 @@ def regression_table(regs: dict[str, dict]):
             "Kendall τ (p)": f"{r['kendall_tau']:.3f} ({r['kendall_p']:.3g})",
             "bootstrap slope 95%": f"[{boot[0]:.3g}, {boot[1]:.3g}] ({r['bootstrap']['method']})" if boot
             else r["bootstrap"]["note"],
+            "leaving one backbone out": _loo_cell(r.get("leave_one_out") or [], r["slope"]),
         })
     return pd.DataFrame(rows), pd.DataFrame(shown).fillna(MISSING)
 
 
 def backbones_table(config: dict, reports: dict[str, dict]):
     """Published size and VQA score (config) next to the measured counts (backbone reports, when given)."""
-    rows = []
+    rows, scores = [], vqa_scores(config)
     for name, e in config.get("backbones", {}).items():
         rep = reports.get(name, {})
-        vqa = e.get("vqa") or {}
+        vqa = scores.get(name) or {}
         rows.append(dict(
             backbone=name, family=e.get("family"), source=e.get("source"), params_b_published=e.get("params_b"),
             total_params=rep.get("total_params"), backbone_params=rep.get("backbone_params"),

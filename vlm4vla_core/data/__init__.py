@@ -78,6 +78,23 @@ def published_vqa(benchmark: str | None = None) -> dict[str, dict]:
     return {m: {"score": float(e["score"]), "source": e["source"]} for m, e in scores.items() if e.get("score") is not None}
 
 
+def sourced_vqa(key: str) -> dict:
+    """The main published VQA score of model ``key`` as a config's ``vqa`` entry: ``{"score", "source"}``,
+    the source naming the benchmark, the evaluator and where the value was read. KeyError, with the
+    recorded reason, when published.yaml has no score for it."""
+    vqa = published()["vqa"]
+    entry = vqa["scores"].get(key)
+    if entry is None:
+        raise KeyError(f"published.yaml vqa.scores has no model {key!r}; known: {sorted(vqa['scores'])}")
+    if entry.get("score") is None:
+        reason = " ".join(str(entry.get("reason", "no reason recorded")).split())
+        raise KeyError(f"published.yaml has no VQA score for {key!r}: {reason}")
+    benchmark = vqa["name"]
+    protocol = f"; {entry['protocol']}" if entry.get("protocol") else ""
+    return {"score": float(entry["score"]),
+            "source": f"{benchmark}{protocol}: {' '.join(entry['source'].split())} (vlm4vla_core/data/published.yaml)"}
+
+
 def main(argv: list[str]) -> int:
     """``published-results``: write the published numbers as a results CSV for ``aggregate --results-csv``."""
     import argparse
