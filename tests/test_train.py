@@ -38,6 +38,7 @@ def study(tmp_path_factory):
     cfg["benchmarks"]["metaworld"].update(tasks=[TASK], image_size=SIZE, episodes_per_task=1, max_steps=30)
     cfg["training"].update(max_steps=24, checkpoint_every=4, log_every=4, micro_batch=4, warmup_steps=4, lr=1e-3)
     cfg["policy"]["head_hidden"] = 32
+    cfg["evaluation"]["modes"] = ["full", "half", "single"]  # every execution mode, whatever the demo runs
     for name in FAMILIES:
         cfg["backbones"][name]["source"] = str(root / name)
     (root / "study.yaml").write_text(yaml.safe_dump(cfg))
