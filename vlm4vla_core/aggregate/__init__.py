@@ -170,7 +170,9 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         for bench, r in regs.items():
             stem = f"vqa{suffix}_{bench}"
             if r["status"] == "ok":
-                written += figures.vqa_scatter(r, f, stem, note=footer(prov))
+                written += figures.vqa_scatter(r, f, stem, note=footer(prov),
+                                               xlabel=f"measured VQA score on {suffix[1:]}" if suffix else "VQA score",
+                                               sources=f"regression{suffix}.json")
                 r["figure"] = f"figures/{stem}.png"
             else:
                 r["figure"] = None

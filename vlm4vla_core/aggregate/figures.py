@@ -26,9 +26,10 @@ def _save(fig, out: Path, name: str, note: str | None = None) -> list[Path]:
     return paths
 
 
-def vqa_scatter(reg: dict, out: Path, name: str,
-                note: str | None = None) -> list[Path]:
-    """Control vs VQA score of one benchmark with the OLS fit and its 95% confidence band."""
+def vqa_scatter(reg: dict, out: Path, name: str, note: str | None = None, xlabel: str = "VQA score",
+                sources: str = "regression.json") -> list[Path]:
+    """Control vs VQA score of one benchmark with the OLS fit and its 95% confidence band; ``xlabel`` names
+    the score, ``sources`` the file that gives each backbone's."""
     pts = reg["points"]
     x = np.array([p["vqa_score"] for p in pts])
     y = np.array([p["mean"] for p in pts])
@@ -41,9 +42,9 @@ def vqa_scatter(reg: dict, out: Path, name: str,
     ax.errorbar(x, y, yerr=err, fmt="o", color="black", ecolor="gray", capsize=3, label="backbone (mean ± std over seeds)")
     for p in pts:
         ax.annotate(p["backbone"], (p["vqa_score"], p["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel("VQA score (per-backbone source in regression.json)")
+    ax.set_xlabel(f"{xlabel} (per-backbone source in {sources})")
     ax.set_ylabel(metric_label(reg["metric"]))
-    ax.set_title(f"{reg['benchmark']}: control vs VQA score (n={reg['n']}, Spearman ρ {reg['spearman_rho']:.2f})")
+    ax.set_title(f"{reg['benchmark']}: control vs {xlabel} (n={reg['n']}, Spearman ρ {reg['spearman_rho']:.2f})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out, name, note)
