@@ -112,6 +112,28 @@ def test_sft_checkpoint_loads_as_a_vla_backbone(tiny, mwvqa, tmp_path):
     assert actions.shape == (1, 2, 4) and np.isfinite(actions).all()
 
 
+def test_sft_resumes_exactly_after_a_stop(tiny, mwvqa, tmp_path, capsys):
+    """Stopped after its step-2 checkpoint (as a preempted job is) and run again, an SFT run exports the
+    same weights as one that ran straight through."""
+    from safetensors.torch import load_file
+
+    from vlm4vla_core.sft import sft
+
+    settings = TrainSettings(zero_stage=1, precision="fp32", micro_batch=4, grad_accum=1, grad_clip=1.0, lr=1e-3,
+                             warmup_steps=1, max_steps=4, checkpoint_every=2, log_every=1, num_threads=1)
+    straight = sft("paligemma", str(tiny / "paligemma"), mwvqa / "train", settings, tmp_path / "a", seed=3)
+    assert sft("paligemma", str(tiny / "paligemma"), mwvqa / "train", settings, tmp_path / "b", seed=3,
+               stop_after=2) is None
+    assert not (tmp_path / "b" / "checkpoint").exists() and (tmp_path / "b" / "checkpoints").is_dir()
+    capsys.readouterr()
+    resumed = sft("paligemma", str(tiny / "paligemma"), mwvqa / "train", settings, tmp_path / "b", seed=3)
+    assert "at step 2" in capsys.readouterr().out  # it went on from the checkpoint, not from the base
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # nothing logged twice
+
+
 def test_zero_steps_exports_the_base_weights(tiny, mwvqa, tmp_path):
     from safetensors.torch import load_file
 
