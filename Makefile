@@ -11,7 +11,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check slurm-profile reliability
+.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -42,6 +42,11 @@ libero-env: system-deps
 # a real LIBERO-10 evaluation through the policy server, with a tiny policy (benchmarks/libero_check.py)
 libero-check: setup libero-env
 	$(BIN)/python benchmarks/libero_check.py
+
+# lmms-eval in its own environment (it needs torchvision, which the core environment never gets):
+# the vqa-lmms stage, a vqa_sets entry with framework: lmms-eval and python: .venv-lmms/bin/python
+lmms-env:
+	envs/setup-lmms-venv.sh .venv-lmms
 
 # the example global profile, so that `snakemake --profile slurm` finds it (edit account/partition there)
 slurm-profile:

@@ -19,22 +19,10 @@ reqs=$repo/envs/libero-requirements.txt
 [ -f "$reqs" ] || die "missing $reqs"
 grep -qs '^name = "vlm4vla"' "$repo/pyproject.toml" || die "no vlm4vla pyproject.toml in $repo"
 
-if [ -e "$venv" ] && [ ! -x "$venv/bin/python" ]; then
-  die "$venv exists but is not a virtual environment (no bin/python); remove it or pick another path"
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  python=${PYTHON:-python3.11}
-  command -v "$python" >/dev/null || die "$python not found: install Python 3.11 or set PYTHON=/path/to/python3.11"
-  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$python does not run"
-  [ "$version" = 3.11 ] || die "$python is Python $version; the pins (MuJoCo 2.3.7) need 3.11: set PYTHON=/path/to/python3.11"
-  echo "creating $venv with $python"
-  "$python" -m venv "$venv" || die "could not create the venv with $python (Debian/Ubuntu: apt-get install python3.11-venv)"
-fi
+# shellcheck source=envs/venv-lib.sh
+source "$repo/envs/venv-lib.sh"
+venv_python "$venv" 3.11 "the pins (MuJoCo 2.3.7) need 3.11"
 py=$venv/bin/python
-"$py" -m pip --version >/dev/null 2>&1 || "$py" -m ensurepip --upgrade >/dev/null \
-  || die "$venv has no pip and ensurepip failed: remove it and run again"
-version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-[ "$version" = 3.11 ] || die "$venv has Python $version; the pins (MuJoCo 2.3.7) need 3.11: remove it or pass another VENV_DIR"
 
 echo "installing the pinned simulator requirements into $venv"
 "$py" -m pip install --quiet -r "$reqs" || die "pip could not install $reqs (see above)"

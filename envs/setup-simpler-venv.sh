@@ -26,20 +26,10 @@ reqs=$repo/envs/simpler-requirements.txt
 [ -f "$reqs" ] || die "missing $reqs"
 grep -qs '^name = "vlm4vla"' "$repo/pyproject.toml" || die "no vlm4vla pyproject.toml in $repo"
 
-if [ -e "$venv" ] && [ ! -x "$venv/bin/python" ]; then
-  die "$venv exists but is not a virtual environment (no bin/python); remove it or pick another path"
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  python=${PYTHON:-python3.10}
-  command -v "$python" >/dev/null || die "$python not found: install Python 3.10 or set PYTHON=/path/to/python3.10"
-  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$python does not run"
-  [ "$version" = 3.10 ] || die "$python is Python $version; SimplerEnv with sapien 2.2.2 and numpy 1.24 needs 3.10"
-  echo "creating $venv with $python"
-  "$python" -m venv "$venv" || die "could not create the venv with $python (Debian/Ubuntu: apt-get install python3.10-venv)"
-fi
+# shellcheck source=envs/venv-lib.sh
+source "$repo/envs/venv-lib.sh"
+venv_python "$venv" 3.10 "SimplerEnv with sapien 2.2.2 and numpy 1.24 needs 3.10"
 py=$venv/bin/python
-"$py" -m pip --version >/dev/null 2>&1 || "$py" -m ensurepip --upgrade >/dev/null \
-  || die "$venv has no pip and ensurepip failed: remove it and run again"
 
 echo "installing the pinned simulator requirements into $venv"
 "$py" -m pip install --quiet -r "$reqs" || die "pip could not install $reqs (see above)"

@@ -20,6 +20,7 @@ STAGES = {
     "make-vqa-data": ("vlm4vla_core.vqa.metaworld", "main", "Embodied VQA from Meta-World scenes (train and held-out)"),
     "sft": ("vlm4vla_core.sft", "main", "Fine-tune a backbone on image conversations (answer-token loss)"),
     "vqa-eval": ("vlm4vla_core.vqa.evaluate", "main", "Answer a held-out VQA set by generation and score it"),
+    "vqa-lmms": ("vlm4vla_core.vqa.lmms", "main", "Score a backbone on an lmms-eval task (in the lmms-eval environment)"),
     "train": ("vlm4vla_core.train", "main", "Train a VLA policy with DeepSpeed"),
     "evaluate": ("vlm4vla_core.evaluate", "main", "Closed-loop rollouts of a trained policy (one shard)"),
     "merge-eval": ("vlm4vla_core.evaluate", "merge_main", "Join evaluation shards into a run's eval.json"),

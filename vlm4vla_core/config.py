@@ -74,9 +74,26 @@ def validate(config: Any) -> dict:
         if not entry.get("source") and not entry.get("data_path") and entry["dataset"] not in sets:
             raise ConfigError(f"key 'embodied_sft.{name}': no data to fine-tune on: give 'data_path', a 'source' "
                               f"(a published checkpoint), or a 'dataset' that is a key of 'vqa_sets'")
+        if not entry.get("source") and not entry.get("data_path") and \
+                (sets.get(entry["dataset"]) or {}).get("framework") == "lmms-eval":
+            raise ConfigError(f"key 'embodied_sft.{name}.dataset': {entry['dataset']!r} is an lmms-eval set, which has "
+                              "no training split: give 'data_path'")
         if name in config["backbones"] and config["backbones"][name].get("sft") != entry["base"]:
             raise ConfigError(f"key 'embodied_sft.{name}': the name is already a key of 'backbones'")
     for name, entry in sets.items():
+        lmms_keys = [k for k in ("task", "data_path", "python") if k in entry]
+        if entry.get("framework") == "lmms-eval":
+            if not entry.get("task"):
+                raise ConfigError(f"key 'vqa_sets.{name}': framework lmms-eval needs 'task' (an lmms-eval task, "
+                                  "e.g. mmmu_val)")
+            own = [k for k in ("generate", "benchmark", "heldout_path", "max_new_tokens", "train_episodes_per_task",
+                               "heldout_episodes_per_task", "frames_per_episode") if k in entry]
+            if own:
+                raise ConfigError(f"key 'vqa_sets.{name}.{own[0]}': not a key of a framework lmms-eval set (the "
+                                  "task's own data, prompt and answer length are used)")
+            continue
+        if lmms_keys:
+            raise ConfigError(f"key 'vqa_sets.{name}.{lmms_keys[0]}': only a set with framework: lmms-eval has it")
         if entry.get("generate") == "metaworld":
             bench = config["benchmarks"].get(entry.get("benchmark"))
             if bench is None or bench["kind"] != "metaworld":

@@ -1,6 +1,10 @@
 # The embodied-SFT axis: VQA data generated from a benchmark's scenes, the SFT stage of each
-# variant, and the VQA evaluation of every backbone on every held-out set of vqa_sets.
+# variant, and the VQA evaluation of every backbone on every held-out set of vqa_sets: by the
+# project's scorer (vqa-eval), or by lmms-eval in its own environment for a set with framework: lmms-eval.
 # Checkpoints under sft/<variant>/checkpoints are not outputs: a failed or preempted job resumes from them.
+import shlex
+
+from vlm4vla_core.vqa import lmms
 
 VQA_SETS = config.get("vqa_sets") or {}
 SFT = config.get("embodied_sft") or {}
@@ -23,8 +27,28 @@ def heldout_of(name):
     return f"{OUT}/vqa_data/{name}/heldout" if entry.get("generate") else entry["heldout_path"]
 
 
+def vqa_command(wildcards):
+    """The VQA stage of a (backbone, set): vqa-lmms in the lmms-eval environment, or vqa-eval."""
+    entry, family = VQA_SETS[wildcards.vqaset], config["backbones"][wildcards.backbone]["family"]
+    common = ["--family", family, "--source", source_of(wildcards.backbone), "--set-name", wildcards.vqaset,
+              "--num-threads", str(res("vqa_eval", "cpus", 1))]
+    if lmms.uses_lmms(entry):
+        return shlex.join([*shlex.split(entry.get("python", "python")), "-m", "vlm4vla_core", "vqa-lmms", *common,
+                           *lmms.stage_options(entry)])
+    size = max(b.get("image_size", 224) for b in config["benchmarks"].values())
+    limit = ["--limit", str(entry["limit"])] if entry.get("limit") else []
+    return shlex.join(["python", "-m", "vlm4vla_core", "vqa-eval", *common, "--data", heldout_of(wildcards.vqaset),
+                       "--image-size", str(size), "--max-new-tokens", str(entry.get("max_new_tokens", 12)), *limit])
+
+
+def vqa_env(wildcards):
+    return env_file("lmms-eval.yaml" if lmms.uses_lmms(VQA_SETS[wildcards.vqaset]) else "vlm4vla.yaml")
+
+
 def vqa_files():
-    return [f"{OUT}/vqa/{b}/{s}.json" for b in config["backbones"] for s in VQA_SETS]
+    """Every backbone on every set, but an lmms-eval set only for the families lmms-eval has a backend for."""
+    return [f"{OUT}/vqa/{b}/{s}.json" for b in config["backbones"] for s in VQA_SETS
+            if lmms.measures(VQA_SETS[s], config["backbones"][b]["family"])]
 
 
 def _sft_launcher(wildcards, resources):
@@ -85,21 +109,13 @@ rule vqa_eval:
     output:
         OUT + "/vqa/{backbone}/{vqaset}.json",
     params:
-        family=lambda wc: config["backbones"][wc.backbone]["family"],
-        data=lambda wc: heldout_of(wc.vqaset),
-        source=backbone_source,
-        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
-        tokens=lambda wc: VQA_SETS[wc.vqaset].get("max_new_tokens", 12),
-        limit=lambda wc: f"--limit {VQA_SETS[wc.vqaset]['limit']}" if VQA_SETS[wc.vqaset].get("limit") else "",
-        threads=lambda wc: res("vqa_eval", "cpus", 1),
+        command=vqa_command,
     threads: lambda wc: res("vqa_eval", "cpus", 1)
     conda:
-        "../../envs/vlm4vla.yaml"
+        vqa_env
     resources:
         **resources_of("vqa_eval"),
     log:
         OUT + "/logs/vqa_eval/{backbone}_{vqaset}.log",
     shell:
-        "python -m vlm4vla_core vqa-eval --family {params.family} --source {params.source} --data {params.data}"
-        " --set-name {wildcards.vqaset} --image-size {params.size} --max-new-tokens {params.tokens} {params.limit}"
-        " --num-threads {params.threads} --out {output} > {log} 2>&1"
+        "{params.command} --out {output} > {log} 2>&1"
