@@ -33,8 +33,9 @@ def vqa_command(wildcards):
     common = ["--family", family, "--source", source_of(wildcards.backbone), "--set-name", wildcards.vqaset,
               "--num-threads", str(res("vqa_eval", "cpus", 1))]
     if lmms.uses_lmms(entry):
+        device = ["--device", "cuda"] if res("vqa_eval", "gpus", 0) else []
         return shlex.join([*shlex.split(entry.get("python", "python")), "-m", "vlm4vla_core", "vqa-lmms", *common,
-                           *lmms.stage_options(entry)])
+                           *lmms.stage_options(entry), *device])
     size = max(b.get("image_size", 224) for b in config["benchmarks"].values())
     limit = ["--limit", str(entry["limit"])] if entry.get("limit") else []
     return shlex.join(["python", "-m", "vlm4vla_core", "vqa-eval", *common, "--data", heldout_of(wildcards.vqaset),
