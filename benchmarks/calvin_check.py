@@ -19,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from stage_runner import run
+from stage_runner import check_study, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -52,24 +50,10 @@ def main() -> int:
         write_task_abc_d(out / "task_ABC_D")
     get_adapter("qwen2_5_vl").make_tiny(out / "backbone", image_size=56, seed=0)
     times["fixture and tiny backbone"] = time.perf_counter() - t0
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg.update(study="calvin_check", seeds=[0], ablations=["full"])
-    cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
-    cfg["benchmarks"] = {"calvin": dict(
+    study = check_study(out, "calvin_check", "calvin", dict(
         kind="calvin", chunk=10, image_size=56, data_path=str(out / "task_ABC_D"), chains=args.chains,
-        max_steps=args.max_steps, simulator_python=args.simulator_python, eval_workers=args.workers)}
-    cfg["training"].update(max_steps=args.train_steps, checkpoint_every=args.train_steps, log_every=5, micro_batch=8)
-    cfg["evaluation"].update(modes=["full"], mode_selection="full", baseline=False)
-    study = out / "study.yaml"
-    study.write_text(yaml.safe_dump(cfg))
-    times["data stage"] = run("data", "--config", str(study), "--benchmark", "calvin", "--out", str(out / "data"),
-                              log=out / "data.log")
-    times["training"] = run("train", "--config", str(study), "--backbone", "tiny-qwen2.5-vl", "--benchmark",
-                            "calvin", "--ablation", "full", "--seed", "0", "--data", str(out / "data"),
-                            "--run-dir", str(out / "run"), log=out / "train.log")
-    times["evaluation"] = run("evaluate", "--config", str(study), "--benchmark", "calvin", "--seed", "0",
-                              "--policy", str(out / "run" / "policy"), "--backbone", "tiny-qwen2.5-vl",
-                              "--ablation", "full", "--out", str(out / "eval.json"), log=out / "evaluate.log")
+        max_steps=args.max_steps, simulator_python=args.simulator_python, eval_workers=args.workers), args.train_steps)
+    times.update(run_chain(study, "calvin", out))
     record = json.loads((out / "eval.json").read_text())
     episodes = record["modes"]["full"]["episodes"]
     env_steps = sum(e["steps"] for e in episodes)

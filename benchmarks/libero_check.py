@@ -19,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from stage_runner import run
+from stage_runner import check_study, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -49,25 +47,11 @@ def main() -> int:
     write_libero_hdf5(out / "libero_10", demos=2, length=20, size=64)
     get_adapter("qwen2_5_vl").make_tiny(out / "backbone", image_size=56, seed=0)
     times["fixture and tiny backbone"] = time.perf_counter() - t0
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg.update(study="libero_check", seeds=[0], ablations=["full"])
-    cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
-    cfg["benchmarks"] = {"libero10": dict(
+    study = check_study(out, "libero_check", "libero10", dict(
         kind="libero10", chunk=4, image_size=56, data_path=str(out / "libero_10"),
         episodes_per_task=args.episodes_per_task, max_steps=args.max_steps, wait_steps=10,
-        simulator_python=args.simulator_python, eval_workers=args.workers)}
-    cfg["training"].update(max_steps=args.train_steps, checkpoint_every=args.train_steps, log_every=5, micro_batch=8)
-    cfg["evaluation"].update(modes=["full"], mode_selection="full", baseline=False)
-    study = out / "study.yaml"
-    study.write_text(yaml.safe_dump(cfg))
-    times["data stage"] = run("data", "--config", str(study), "--benchmark", "libero10", "--out", str(out / "data"),
-                              log=out / "data.log")
-    times["training"] = run("train", "--config", str(study), "--backbone", "tiny-qwen2.5-vl", "--benchmark",
-                            "libero10", "--ablation", "full", "--seed", "0", "--data", str(out / "data"),
-                            "--run-dir", str(out / "run"), log=out / "train.log")
-    times["evaluation"] = run("evaluate", "--config", str(study), "--benchmark", "libero10", "--seed", "0",
-                              "--policy", str(out / "run" / "policy"), "--backbone", "tiny-qwen2.5-vl",
-                              "--ablation", "full", "--out", str(out / "eval.json"), log=out / "evaluate.log")
+        simulator_python=args.simulator_python, eval_workers=args.workers), args.train_steps)
+    times.update(run_chain(study, "libero10", out))
     record = json.loads((out / "eval.json").read_text())
     episodes = record["modes"]["full"]["episodes"]
     policy_steps = sum(e["steps"] for e in episodes)

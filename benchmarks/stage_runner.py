@@ -19,3 +19,36 @@ def run(*args: str, log: Path) -> float:
     if res.returncode:
         sys.exit(f"{args[0]} failed (exit {res.returncode}); see {log}")
     return time.perf_counter() - t0
+
+
+def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps: int) -> Path:
+    """``out/study.yaml``: the demo's settings cut to one tiny backbone (``out/backbone``), one seed, full
+    fine-tuning, one execution mode and no embodied-SFT axis, with ``benchmark: entry`` as its only
+    benchmark. Returns its path."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    for key in ("embodied_sft", "vqa_sets"):
+        cfg.pop(key, None)
+    cfg.update(study=study, seeds=[0], ablations=["full"])
+    cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
+    cfg["benchmarks"] = {benchmark: entry}
+    cfg["training"].update(max_steps=train_steps, checkpoint_every=train_steps, log_every=5, micro_batch=8)
+    cfg["evaluation"].update(modes=["full"], mode_selection="full", baseline=False)
+    path = out / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_chain(study: Path, benchmark: str, out: Path) -> dict[str, float]:
+    """The data, training and evaluation stages of the check study's one run, as the DAG chains them:
+    ``out/data``, ``out/run``, ``out/eval.json``, each with its log; the wall time of each stage."""
+    backbone = ["--backbone", "tiny-qwen2.5-vl", "--ablation", "full", "--seed", "0"]
+    return {
+        "data stage": run("data", "--config", str(study), "--benchmark", benchmark, "--out", str(out / "data"),
+                          log=out / "data.log"),
+        "training": run("train", "--config", str(study), "--benchmark", benchmark, *backbone, "--data",
+                        str(out / "data"), "--run-dir", str(out / "run"), log=out / "train.log"),
+        "evaluation": run("evaluate", "--config", str(study), "--benchmark", benchmark, *backbone, "--policy",
+                          str(out / "run" / "policy"), "--out", str(out / "eval.json"), log=out / "evaluate.log"),
+    }

@@ -318,3 +318,23 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     assert sum(x[0] == "step" for x in log) == 2 * (2 + 8)
     zero = run_episodes(LIBERO, entry, LIBERO.episodes(entry, 0), zero_infer(4, 7), 4, progress=False)
     assert [r["plans"] for r in zero] == [2, 2]
+
+
+@pytest.mark.parametrize("bench,entry", [
+    ("libero10", dict(kind="libero10", chunk=4, image_size=56, data_path="libero_10", episodes_per_task=1,
+                      max_steps=30, wait_steps=10, simulator_python=".venv-libero/bin/python", eval_workers=2)),
+    ("calvin", dict(kind="calvin", chunk=10, image_size=56, data_path="task_ABC_D", chains=4, max_steps=60,
+                    simulator_python=".venv-calvin/bin/python", eval_workers=2)),
+])
+def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
+    """benchmarks/libero_check.py and calvin_check.py cut the demo config to one run: whatever the demo
+    adds (its embodied-SFT axis names backbones the check drops), their study must stay valid."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from stage_runner import check_study
+
+    from vlm4vla_core import study
+
+    cfg = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
+    assert list(cfg["backbones"]) == ["tiny-qwen2.5-vl"] and list(cfg["benchmarks"]) == [bench]
+    assert not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
+    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["full"])
