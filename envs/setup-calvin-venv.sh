@@ -22,17 +22,10 @@ reqs=$repo/envs/calvin-requirements.txt
 git -C "$src" rev-parse HEAD >/dev/null 2>&1 \
   || die "$src is not a git clone: calvin_env reads its own commit hash when an env is built"
 
-if [ -e "$venv" ] && [ ! -x "$venv/bin/python" ]; then
-  die "$venv exists but is not a virtual environment (no bin/python); remove it or pick another path"
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  python=${PYTHON:-python3.11}
-  command -v "$python" >/dev/null || die "$python not found: install Python 3.11 or set PYTHON=/path/to/python3.11"
-  "$python" -m venv "$venv" || die "could not create the venv with $python"
-fi
+# shellcheck source=envs/venv-lib.sh
+source "$repo/envs/venv-lib.sh"
+venv_python "$venv" 3.11 "the pins need 3.11"
 py=$venv/bin/python
-version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-[ "$version" = 3.11 ] || die "$venv has Python $version; the pins need 3.11"
 
 "$py" -m pip install --quiet -r "$reqs" || die "pip could not install $reqs (see above)"
 "$py" -m pip install --quiet --no-deps -e "$src" || die "pip could not install calvin_env from $src"
