@@ -6,7 +6,7 @@ rule make_tiny_backbone:
         directory(OUT + "/backbones/{backbone}/checkpoint"),
     params:
         family=lambda wc: config["backbones"][wc.backbone]["family"],
-        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        size=BACKBONE_IMAGE_SIZE,
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
@@ -27,7 +27,7 @@ rule backbone_report:
     params:
         family=lambda wc: config["backbones"][wc.backbone]["family"],
         source=lambda wc: source_of(architecture_of(wc.backbone)),
-        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        size=BACKBONE_IMAGE_SIZE,
         head=config["policy"]["head_hidden"],
         layers=config["policy"].get("head_layers", 2),
         action_dim=report_head(config)[1],

@@ -42,6 +42,8 @@ BASELINE = "zero-action"
 # The stages read the effective config (config files plus --config overrides) from one file,
 # rewritten only when it changes so that an unchanged study stays up to date.
 STUDY_CONFIG = Path(OUT) / "study_config.yaml"
+# backbones are built, fine-tuned and asked VQA at the largest image size of the study's benchmarks
+BACKBONE_IMAGE_SIZE = max(b.get("image_size", 224) for b in config["benchmarks"].values())
 _text = yaml.safe_dump(config, sort_keys=True)
 if not STUDY_CONFIG.exists() or STUDY_CONFIG.read_text() != _text:
     STUDY_CONFIG.parent.mkdir(parents=True, exist_ok=True)

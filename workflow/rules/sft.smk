@@ -36,10 +36,10 @@ def vqa_command(wildcards):
         device = ["--device", "cuda"] if res("vqa_eval", "gpus", 0) else []
         return shlex.join([*shlex.split(entry.get("python", "python")), "-m", "vlm4vla_core", "vqa-lmms", *common,
                            *lmms.stage_options(entry), *device])
-    size = max(b.get("image_size", 224) for b in config["benchmarks"].values())
     limit = ["--limit", str(entry["limit"])] if entry.get("limit") else []
     return shlex.join(["python", "-m", "vlm4vla_core", "vqa-eval", *common, "--data", heldout_of(wildcards.vqaset),
-                       "--image-size", str(size), "--max-new-tokens", str(entry.get("max_new_tokens", 12)), *limit])
+                       "--image-size", str(BACKBONE_IMAGE_SIZE), "--max-new-tokens",
+                       str(entry.get("max_new_tokens", 12)), *limit])
 
 
 def vqa_env(wildcards):
@@ -88,7 +88,7 @@ rule sft:
         run=OUT + "/sft/{backbone}",
         source=lambda wc: source_of(SFT[wc.backbone]["base"]),
         data=sft_data,
-        size=lambda wc: max(b.get("image_size", 224) for b in config["benchmarks"].values()),
+        size=BACKBONE_IMAGE_SIZE,
         launch=_sft_launcher,
         digest=lambda wc: digest(SFT[wc.backbone], config["backbones"][SFT[wc.backbone]["base"]], config["training"]),
     threads: lambda wc: res("sft", "cpus", 1)
