@@ -23,12 +23,12 @@ def run(*args: str, log: Path) -> float:
 
 def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps: int) -> Path:
     """``out/study.yaml``: the demo's settings cut to one tiny backbone (``out/backbone``), one seed, full
-    fine-tuning, one execution mode and no embodied-SFT axis, with ``benchmark: entry`` as its only
+    fine-tuning, one execution mode and no pretraining or embodied-SFT axis, with ``benchmark: entry`` as its only
     benchmark. Returns its path."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    for key in ("embodied_sft", "vqa_sets"):
+    for key in ("pretraining", "embodied_sft", "vqa_sets"):
         cfg.pop(key, None)
     cfg.update(study=study, seeds=[0], ablations=["full"])
     cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}

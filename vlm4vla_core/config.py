@@ -18,6 +18,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+#: Sections of variants that fine-tune a backbone before it becomes a VLA, in the order they apply.
+VARIANT_SECTIONS = ("pretraining", "embodied_sft")
 #: Execution modes: steps of a predicted chunk executed before re-planning.
 MODES = ("full", "half", "single")
 
@@ -68,18 +70,29 @@ def validate(config: Any) -> dict:
         raise ConfigError("invalid config: " + "; ".join(_explain(e, schema) for e in errors))
 
     sets = config.get("vqa_sets") or {}
-    for name, entry in (config.get("embodied_sft") or {}).items():
-        if entry["base"] not in config["backbones"]:
-            raise ConfigError(f"key 'embodied_sft.{name}.base': {entry['base']!r} is not a key of 'backbones'")
-        if not entry.get("source") and not entry.get("data_path") and entry["dataset"] not in sets:
-            raise ConfigError(f"key 'embodied_sft.{name}': no data to fine-tune on: give 'data_path', a 'source' "
-                              f"(a published checkpoint), or a 'dataset' that is a key of 'vqa_sets'")
-        if not entry.get("source") and not entry.get("data_path") and \
-                (sets.get(entry["dataset"]) or {}).get("framework") == "lmms-eval":
-            raise ConfigError(f"key 'embodied_sft.{name}.dataset': {entry['dataset']!r} is an lmms-eval set, which has "
-                              "no training split: give 'data_path'")
-        if name in config["backbones"] and config["backbones"][name].get("sft") != entry["base"]:
-            raise ConfigError(f"key 'embodied_sft.{name}': the name is already a key of 'backbones'")
+    all_variants = variants(config)
+    for section in VARIANT_SECTIONS:
+        for name, entry in (config.get(section) or {}).items():
+            if section == "embodied_sft" and name in (config.get("pretraining") or {}):
+                raise ConfigError(f"key 'embodied_sft.{name}': the name is already a key of 'pretraining'")
+            if entry["base"] not in config["backbones"] and entry["base"] not in all_variants:
+                raise ConfigError(f"key '{section}.{name}.base': {entry['base']!r} is not a key of 'backbones' "
+                                  "or a pretraining variant")
+            if not entry.get("source") and not entry.get("data_path") and entry["dataset"] not in sets:
+                raise ConfigError(f"key '{section}.{name}': no data to fine-tune on: give 'data_path', a 'source' "
+                                  f"(a published checkpoint), or a 'dataset' that is a key of 'vqa_sets'")
+            if not entry.get("source") and not entry.get("data_path") and \
+                    (sets.get(entry["dataset"]) or {}).get("framework") == "lmms-eval":
+                raise ConfigError(f"key '{section}.{name}.dataset': {entry['dataset']!r} is an lmms-eval set, which "
+                                  "has no training split: give 'data_path'")
+            if name in config["backbones"] and config["backbones"][name].get("sft") != entry["base"]:
+                raise ConfigError(f"key '{section}.{name}': the name is already a key of 'backbones'")
+            root, seen = name, {name}
+            while root in all_variants:
+                root = all_variants[root]["base"]
+                if root in seen:
+                    raise ConfigError(f"key '{section}.{name}.base': the bases form a cycle ({' -> '.join(seen)})")
+                seen.add(root)
     for name, entry in sets.items():
         lmms_keys = [k for k in ("task", "data_path", "python") if k in entry]
         if entry.get("framework") == "lmms-eval":
@@ -94,13 +107,17 @@ def validate(config: Any) -> dict:
             continue
         if lmms_keys:
             raise ConfigError(f"key 'vqa_sets.{name}.{lmms_keys[0]}': only a set with framework: lmms-eval has it")
-        if entry.get("generate") == "metaworld":
+        if entry.get("generate") == "shapes":
+            missing = [k for k in ("train_scenes", "heldout_scenes") if k not in entry]
+            if missing:
+                raise ConfigError(f"missing key 'vqa_sets.{name}.{missing[0]}' (generate: shapes)")
+        elif entry.get("generate") == "metaworld":
             bench = config["benchmarks"].get(entry.get("benchmark"))
             if bench is None or bench["kind"] != "metaworld":
                 raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a metaworld "
                                   "benchmark of 'benchmarks'")
         elif not entry.get("heldout_path"):
-            raise ConfigError(f"key 'vqa_sets.{name}': give 'heldout_path' (or 'generate: metaworld')")
+            raise ConfigError(f"key 'vqa_sets.{name}': give 'heldout_path' (or 'generate: metaworld' or 'shapes')")
     evaluation = config["evaluation"]
     if evaluation["mode_selection"] not in ("best", *evaluation["modes"]):
         raise ConfigError(f"key 'evaluation.mode_selection': {evaluation['mode_selection']!r} is not one of "
@@ -191,20 +208,33 @@ def select_mode(success: dict[str, float], rule: str) -> str:
     return max(order, key=lambda m: (success[m], -order.index(m)))
 
 
+def variants(config: dict) -> dict[str, dict]:
+    """Every fine-tuned variant of the study (``pretraining`` then ``embodied_sft`` entries), by name."""
+    return {name: entry for section in VARIANT_SECTIONS for name, entry in (config.get(section) or {}).items()}
+
+
+def root_backbone(config: dict, name: str) -> str:
+    """The backbone of ``backbones`` a variant (or a chain of variants) starts from; a backbone's own name."""
+    chain = variants(config)
+    while name in chain:
+        name = chain[name]["base"]
+    return name
+
+
 def with_sft_variants(config: dict) -> dict:
-    """The config with every embodied-SFT variant added under ``backbones`` (idempotent): the base's
-    family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT stage's checkpoint)
-    or the variant's own published ``source``; its VLA jobs run the variant's ``ablations`` (default:
-    full fine-tuning only, as the paper's variants)."""
-    variants = config.get("embodied_sft") or {}
-    if not variants:
+    """The config with every pretraining and embodied-SFT variant added under ``backbones`` (idempotent):
+    its root backbone's family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT
+    stage's checkpoint) or the variant's own published ``source``; its VLA jobs run the variant's
+    ``ablations`` (default: full fine-tuning only, as the paper's variants)."""
+    chain = variants(config)
+    if not chain:
         return config
     out = dict(config)
     out["backbones"] = dict(config["backbones"])
-    for name, entry in variants.items():
+    for name, entry in chain.items():
         if name in out["backbones"]:
             continue
-        base = config["backbones"][entry["base"]]
+        base = config["backbones"][root_backbone(config, name)]
         added = dict(family=base["family"], source=entry.get("source") or "sft", sft=entry["base"],
                      params_b=base.get("params_b"), ablations=list(entry.get("ablations", ["full"])),
                      description=entry.get("description") or f"{entry['base']} fine-tuned on {entry['dataset']}")

@@ -192,20 +192,22 @@ def sft_settings(config: dict, variant: str):
     (precision, memory settings) < the variant's ``training``."""
     from vlm4vla_core.config import TrainSettings
 
-    entry = config["embodied_sft"][variant]
+    from vlm4vla_core.config import root_backbone, variants
+
+    entry = variants(config)[variant]
     merged = dict(config["training"])
-    merged.update(config["backbones"][entry["base"]].get("training", {}))
+    merged.update(config["backbones"][root_backbone(config, variant)].get("training", {}))
     merged.update(entry.get("training", {}))
     return TrainSettings(**merged)
 
 
 def main(argv: list[str]) -> int:
     from vlm4vla_core import study
-    from vlm4vla_core.config import ConfigError
+    from vlm4vla_core.config import ConfigError, root_backbone, variants
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core sft", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--variant", required=True, help="key under embodied_sft:")
+    p.add_argument("--variant", required=True, help="key under pretraining: or embodied_sft:")
     p.add_argument("--source", required=True, help="the base backbone's checkpoint (hub id or folder)")
     p.add_argument("--data", required=True, help="training conversations (JSON/JSONL, parquet file or folder)")
     p.add_argument("--run-dir", required=True)
@@ -215,13 +217,13 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         config = study.load(args.config)
-        entry = config.get("embodied_sft", {}).get(args.variant)
+        entry = variants(config).get(args.variant)
         if entry is None:
-            raise ConfigError(f"{args.config}: no {args.variant!r} under 'embodied_sft'")
+            raise ConfigError(f"{args.config}: no {args.variant!r} under 'pretraining' or 'embodied_sft'")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    family = config["backbones"][entry["base"]]["family"]
+    family = config["backbones"][root_backbone(config, args.variant)]["family"]
     out = sft(family, args.source, Path(args.data), sft_settings(config, args.variant), Path(args.run_dir),
               args.seed, args.image_size, args.stop_after)
     if out is None and args.stop_after is None:

@@ -78,9 +78,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     todo = jobs(with_sft_variants(config))
-    n_sft = len(config.get("embodied_sft") or {})
+    n_pre, n_sft = (len(config.get(k) or {}) for k in ("pretraining", "embodied_sft"))
     print(
         f"{args.config}: study {config['study']!r} is valid: {len(config['backbones'])} backbones"
+        f"{f' + {n_pre} pretraining variants' if n_pre else ''}"
         f"{f' + {n_sft} embodied-SFT variants' if n_sft else ''} x "
         f"{len(config['benchmarks'])} benchmarks x {len(config['ablations'])} ablations x "
         f"{len(config['seeds'])} seeds = {len(todo)} training jobs"

@@ -28,6 +28,7 @@ from vlm4vla_core.aggregate.results import (
     vqa_scores,
 )
 from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
+from vlm4vla_core.config import variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
 
@@ -81,8 +82,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         set(res.results["benchmark"]) - set(benches))
     written: list[Path] = []
     notes: list[str] = []
-    unknown = sorted(set(res.results["backbone"]) - set(config.get("backbones", {})) - set(config.get("embodied_sft") or {})
-                     - {ZERO})
+    unknown = sorted(set(res.results["backbone"]) - set(config.get("backbones", {})) - set(variants(config)) - {ZERO})
     if unknown:
         notes.append(f"backbones not in the config (no VQA score, listed after the config's): {', '.join(unknown)}")
 

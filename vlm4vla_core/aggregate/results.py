@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import ResultsError, read_json
+from vlm4vla_core.config import variants
 
 ZERO = "zero-action"
 ALL = "all"
@@ -97,10 +98,10 @@ def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[st
 
 
 def _check_against_config(path: Path, run: dict, config: dict) -> None:
-    known = [*config.get("backbones", {}), *config.get("embodied_sft", {})]
+    known = [*config.get("backbones", {}), *variants(config)]
     if run["backbone"] != ZERO and run["backbone"] not in known:
         raise ResultsError(f"{path}: backbone {run['backbone']!r} is not a key of the config's 'backbones'"
-                           " or 'embodied_sft'")
+                           " or a pretraining or embodied-SFT variant")
     if run["benchmark"] not in benchmark_names(config):
         raise ResultsError(f"{path}: benchmark {run['benchmark']!r} is not in the config's 'benchmarks'")
     allowed = ["none"] if run["backbone"] == ZERO else list(config.get("ablations", ABLATIONS))

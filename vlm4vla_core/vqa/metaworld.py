@@ -22,9 +22,7 @@ under ``<split>/images/``; the simulator facts behind every answer are kept in i
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,27 +156,3 @@ def generate(tasks: list[str], out: Path, split: str, episodes_per_task: int, fr
         (tmp / "data.json").write_text(json.dumps(records, indent=1))
     return len(records)
 
-
-def main(argv: list[str] | None = None) -> int:
-    from vlm4vla_core import study
-    from vlm4vla_core.config import ConfigError
-
-    p = argparse.ArgumentParser(prog="python -m vlm4vla_core make-vqa-data", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("--set", required=True, help="key under vqa_sets: (generate: metaworld)")
-    p.add_argument("--out", required=True, type=Path)
-    args = p.parse_args(argv)
-    try:
-        config = study.load(args.config)
-        entry = (config.get("vqa_sets") or {}).get(args.set)
-        if entry is None or entry.get("generate") != "metaworld":
-            raise ConfigError(f"{args.config}: 'vqa_sets.{args.set}' is not a generated Meta-World set")
-        bench = config["benchmarks"][entry["benchmark"]]
-    except (ConfigError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for split, n in (("train", entry["train_episodes_per_task"]), ("heldout", entry["heldout_episodes_per_task"])):
-        count = generate(bench["tasks"], args.out, split, n, entry.get("frames_per_episode", 2),
-                         bench.get("image_size", 112), bench.get("camera", "corner4"), bench.get("max_steps", 150))
-        print(f"{args.out / split}: {count} questions", flush=True)
-    return 0

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, jobs, resolve_batch, train_settings, with_sft_variants
+from vlm4vla_core.config import ConfigError, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
 from vlm4vla_core.study import check as check_config, report_head
 
 validate(config, "../schemas/config.schema.yaml")
@@ -165,8 +165,8 @@ def backbone_source(wildcards):
 
 
 def architecture_of(backbone):
-    """The backbone whose architecture and published config an embodied-SFT variant shares: its base."""
-    return config["backbones"][backbone].get("sft", backbone)
+    """The backbone whose architecture and published config a fine-tuned variant shares: its root base."""
+    return root_backbone(config, backbone)
 
 
 def local_inputs(backbone):

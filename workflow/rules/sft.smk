@@ -1,13 +1,14 @@
-# The embodied-SFT axis: VQA data generated from a benchmark's scenes, the SFT stage of each
-# variant, and the VQA evaluation of every backbone on every held-out set of vqa_sets: by the
+# The fine-tuned variants (general pretraining and embodied SFT): VQA data generated from a benchmark's
+# scenes or the general shapes corpus, the SFT stage of each variant (a variant may start from another), and the VQA evaluation of every backbone on every held-out set of vqa_sets: by the
 # project's scorer (vqa-eval), or by lmms-eval in its own environment for a set with framework: lmms-eval.
 # Checkpoints under sft/<variant>/checkpoints are not outputs: a failed or preempted job resumes from them.
 import shlex
 
+from vlm4vla_core.config import variants
 from vlm4vla_core.vqa import lmms
 
 VQA_SETS = config.get("vqa_sets") or {}
-SFT = config.get("embodied_sft") or {}
+SFT = variants(config)  # pretraining, then embodied-SFT variants
 
 
 def sft_data(wildcards):
@@ -65,7 +66,7 @@ rule vqa_data:
     params:
         cfg=STUDY_CONFIG,
         out=OUT + "/vqa_data/{vqaset}",
-        digest=lambda wc: digest(VQA_SETS[wc.vqaset], config["benchmarks"][VQA_SETS[wc.vqaset]["benchmark"]]),
+        digest=lambda wc: digest(VQA_SETS[wc.vqaset], config["benchmarks"].get(VQA_SETS[wc.vqaset].get("benchmark"))),
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
