@@ -293,7 +293,7 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     src = write_v30(tmp_path / "copy", eps, image_key="image")
     get_adapter("qwen2_5_vl").make_tiny(tmp_path / "bb", image_size=56, seed=0)
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    for key in ("embodied_sft", "vqa_sets"):  # the demo's SFT axis names its backbones and benchmark
+    for key in ("pretraining", "embodied_sft", "vqa_sets"):  # the demo's variants name its backbones and benchmark
         cfg.pop(key, None)
     cfg["backbones"] = {"tiny": {"family": "qwen2_5_vl", "source": str(tmp_path / "bb")}}
     cfg["benchmarks"] = {"libero10": dict(kind="libero10", chunk=4, image_size=56, data_path=str(src),
@@ -336,5 +336,5 @@ def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
 
     cfg = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
     assert list(cfg["backbones"]) == ["tiny-qwen2.5-vl"] and list(cfg["benchmarks"]) == [bench]
-    assert not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
+    assert not cfg.get("pretraining") and not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
     assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["full"])

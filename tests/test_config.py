@@ -193,14 +193,23 @@ def test_embodied_sft_variants_become_backbones(paper):
     assert "vqa_sets.metaworld-vqa.benchmark" in _error(bad)
 
 
-def test_demo_study_plans_the_sft_axis(tmp_path):
+def test_demo_study_plans_the_pretraining_levels_and_the_sft_axis(tmp_path):
     wf = _clone(tmp_path)
     res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = dict(line.split()[:2] for line in (res.stdout + res.stderr).splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    # 2 tiny backbones x 3 ablations x 2 seeds, and 2 SFT variants x full x 2 seeds; VQA of all 4 backbones
-    assert (counts["vqa_data"], counts["sft"], counts["vqa_eval"], counts["train"]) == ("1", "2", "4", "16")
+    # per family: levels 0 and 300 (full), level 800 (full, freeze_vision, from_scratch) and its SFT variant
+    # (full), x 2 seeds: 2 x 6 x 2 = 24 train jobs; 4 pretraining + 2 SFT jobs; 8 backbones x 2 VQA sets
+    assert (counts["vqa_data"], counts["sft"], counts["vqa_eval"], counts["train"]) == ("2", "6", "16", "24")
+    # the level-800 run continues the level-300 checkpoint, and the SFT variant starts from level 800
+    res = _snakemake("--configfile", "config/demo.yaml", "-n", "-p",
+                     "results/demo/sft/tiny-paligemma-gen800-mwvqa/checkpoint", cwd=wf)
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan = res.stdout + res.stderr
+    assert "--variant tiny-paligemma-gen800-mwvqa --source results/demo/sft/tiny-paligemma-gen800/checkpoint" in plan
+    assert "--variant tiny-paligemma-gen800 --source results/demo/sft/tiny-paligemma-gen300/checkpoint" in plan
+    assert "--variant tiny-paligemma-gen300 --source results/demo/backbones/tiny-paligemma/checkpoint" in plan
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

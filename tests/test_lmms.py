@@ -141,8 +141,8 @@ def test_config_accepts_and_refuses_the_lmms_eval_keys():
     bad["vqa_sets"]["mmmu"]["taks"] = "mmmu_val"
     assert "vqa_sets.mmmu.taks" in _error(bad) and "did you mean 'task'" in _error(bad)
     bad = copy.deepcopy(good)
-    bad["embodied_sft"]["tiny-qwen2.5-vl-mwvqa"]["dataset"] = "mmmu"  # no training split
-    assert "embodied_sft.tiny-qwen2.5-vl-mwvqa.dataset" in _error(bad)
+    bad["embodied_sft"]["tiny-qwen2.5-vl-gen800-mwvqa"]["dataset"] = "mmmu"  # no training split
+    assert "embodied_sft.tiny-qwen2.5-vl-gen800-mwvqa.dataset" in _error(bad)
     bad = copy.deepcopy(demo)
     bad["vqa_sets"]["metaworld-vqa"]["task"] = "mmmu_val"  # not an lmms-eval set
     assert "vqa_sets.metaworld-vqa.task" in _error(bad) and "framework: lmms-eval" in _error(bad)

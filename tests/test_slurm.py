@@ -202,7 +202,7 @@ def test_twenty_random_kills_resume_to_the_same_weights(tmp_path):
 
 # -- the demo study through the slurm executor on a fake Slurm ---------------------------------------
 SMALL = """\
-# the demo study, shrunk by overrides only: one task, one seed, one ablation, short runs
+# the demo study, shrunk by overrides only: one task, one seed, one ablation, short runs, small VQA sets
 seeds: [0]
 ablations: [full]
 benchmarks:
@@ -214,6 +214,17 @@ benchmarks:
     max_steps: 120
 policy: {head_hidden: 32}
 training: {max_steps: 12, checkpoint_every: 4, log_every: 4, micro_batch: 4, warmup_steps: 4}
+vqa_sets:
+  shapes: {train_scenes: 8, heldout_scenes: 2}
+  metaworld-vqa: {train_episodes_per_task: 1, heldout_episodes_per_task: 1, frames_per_episode: 1}
+pretraining:
+  tiny-qwen2.5-vl-gen300: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
+  tiny-qwen2.5-vl-gen800: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
+  tiny-paligemma-gen300: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
+  tiny-paligemma-gen800: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
+embodied_sft:
+  tiny-qwen2.5-vl-gen800-mwvqa: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
+  tiny-paligemma-gen800-mwvqa: {training: {max_steps: 2, checkpoint_every: 2, micro_batch: 2}}
 """
 
 

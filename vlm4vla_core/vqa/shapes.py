@@ -35,7 +35,7 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle")
 COLORS = {"red": (215, 40, 40), "green": (40, 165, 60), "blue": (45, 80, 215), "yellow": (235, 200, 30),
           "purple": (140, 60, 175)}
-SIZES = {"small": 0.08, "large": 0.15}  # radius as a fraction of the image width
+SIZES = {"small": 0.11, "large": 0.2}  # radius as a fraction of the image width
 BACKGROUNDS = ((245, 245, 240), (235, 240, 250), (250, 240, 235), (238, 238, 238))
 KINDS = ("count", "color", "shape", "size", "relation")
 RELATION_MARGIN = 0.10
@@ -46,7 +46,7 @@ HELDOUT_SEED0 = 1_000_000
 def sample_scene(seed: int, image_size: int) -> dict:
     """A random scene: 1-4 objects that do not overlap and stay inside the canvas."""
     rng = np.random.default_rng([seed, 7])
-    n = int(rng.integers(1, 5))
+    n = int(rng.integers(1, 4))
     objects = []
     while len(objects) < n:
         size = str(rng.choice(list(SIZES)))
