@@ -18,7 +18,7 @@ import yaml
 
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import run_episodes
-from vlm4vla_core.benchmarks.simpler_bridge import OFFICIAL_Q01, TASKS, summary, wilson
+from vlm4vla_core.benchmarks.simpler_bridge import OFFICIAL_STATS, TASKS, summary, wilson
 from vlm4vla_core.benchmarks.simpler_bridge import data as bridge_data
 from vlm4vla_core.benchmarks.simpler_bridge.convert import (GripperRule, binarize_gripper, euler_to_rotvec,
                                                             standardize_trajectory, to_controller)
@@ -309,8 +309,10 @@ def test_importer_reads_a_lerobot_copy_in_place_and_resumes(tmp_path, monkeypatc
                                                                                     "stats.json"]
     manifest = json.loads((out / "dataset.json").read_text())
     assert manifest["episodes"] == kept and manifest["frames"] == [[1, 5], [1, 6], [1, 3], [1, 2]]
-    assert BRIDGE.action_bounds(e, stats) == (stats["action"]["q01"][:6], stats["action"]["q99"][:6])
-    assert BRIDGE.action_bounds(entry(norm_stats="official"), stats)[0] == list(OFFICIAL_Q01)
+    assert BRIDGE.action_bounds(entry(norm_stats="data"), stats) == (stats["action"]["q01"][:6],
+                                                                      stats["action"]["q99"][:6])
+    official = json.loads(OFFICIAL_STATS.read_text())["action"]
+    assert BRIDGE.action_bounds(entry(norm_stats="official"), stats) == (official["q01"][:6], official["q99"][:6])
     with pytest.raises(ConfigError, match="data_path"):
         BRIDGE.build_data(entry(data_path=str(tmp_path / "nowhere")), tmp_path / "x")
 

@@ -27,6 +27,7 @@ COMMON_KEYS = {
     "eval_workers": "simulator processes per evaluation job, served by one policy process",
     "eval_batch": "episodes each simulator process runs in lockstep",
     "simulator_python": "Python of the simulator's own environment (default: the policy's own)",
+    "arm_range": "official (VLM4VLA's clip to the norm range) or full (the whole percentile range); default per kind",
 }
 
 

@@ -120,6 +120,11 @@ class Benchmark:
     #: the run's metric (the aggregate stage reads it from the episode records: ``success``, or for
     #: ``avg_len`` the ``completed`` subtasks of each chain)
     metric: str = "success_rate"
+    #: default ``arm_range`` of policies trained here (``vlm4vla_core.policy.ARM_RANGES``): ``official``
+    #: composes VLM4VLA's percentile normalisation and norm-range clip
+    arm_range: str = "official"
+    #: the published normalisation statistics of ``norm_stats: official`` (None: there are none)
+    official_stats: Path | None = None
 
     # -- config -------------------------------------------------------------
     def settings(self, entry: dict) -> dict:
@@ -146,10 +151,16 @@ class Benchmark:
                 err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(entry[key]))
                 if err is not None:
                     raise ConfigError(f"key 'benchmarks.{name}.{key}': {err.message}")
+        self.check_norm_stats(name, self.settings(entry))
         self.check_values(name, self.settings(entry))
 
     def check_values(self, name: str, entry: dict) -> None:
         """Checks across keys or against the benchmark's own facts (task names, limits)."""
+
+    def check_norm_stats(self, name: str, entry: dict) -> None:
+        """``norm_stats`` other than ``data``: the file exists and holds the arm's q01/q99."""
+        if entry.get("norm_stats", "data") != "data":
+            self.norm_stats_file(entry, name)
 
     # -- data -----------------------------------------------------------------
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
@@ -157,10 +168,39 @@ class Benchmark:
         raise NotImplementedError
 
     def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
-        """Per-dimension (low, high) of the arm actions that map to [-arm_norm, arm_norm]:
-        the 1st/99th percentiles of the training set, as the official code normalises."""
+        """Per-dimension (low, high) of the arm actions that the policy maps to [-1, 1] before its
+        norm range (``vlm4vla_core.policy``): the 1st/99th percentiles, as the official code
+        normalises, of the statistics ``norm_stats`` names (``data``: the training set's ``stats``;
+        ``official``: the plug-in's published file; else a stats file's path)."""
+        choice = entry.get("norm_stats") or "data"
+        if choice != "data":
+            stats = self.norm_stats_file(entry, "norm_stats")
         action = stats["action"]
         return list(action["q01"][:-1]), list(action["q99"][:-1])
+
+    def norm_stats_file(self, entry: dict, name: str) -> dict:
+        """The statistics of ``norm_stats: official`` or of a path, checked: an ``action`` block with
+        ``q01`` and ``q99`` of ``action_dim`` values each. Errors name the key and the file."""
+        import json
+
+        choice = entry["norm_stats"]
+        path = self.official_stats if choice == "official" else Path(choice)
+        if path is None:
+            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': kind {self.kind} publishes no official statistics")
+        try:
+            stats = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': cannot read {path} ({err})") from None
+        action = stats.get("action") if isinstance(stats, dict) else None
+        for q in ("q01", "q99"):
+            if not isinstance(action, dict) or len(action.get(q) or []) != self.action_dim:
+                raise ConfigError(f"key 'benchmarks.{name}.norm_stats': {path} has no action.{q} of "
+                                  f"{self.action_dim} values")
+        return stats
+
+    def arm_range_of(self, entry: dict) -> str:
+        """The policy's ``arm_range`` on this benchmark: the entry's, else the plug-in's default."""
+        return entry.get("arm_range") or self.arm_range
 
     # -- protocol -------------------------------------------------------------
     def episodes(self, entry: dict, seed: int) -> list[Episode]:

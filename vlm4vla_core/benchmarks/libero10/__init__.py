@@ -20,8 +20,9 @@ Protocol (shared/benchmarks/PROTOCOLS.md section 3, with its sources):
   trains with random-resized-crop augmentation; this project trains without augmentation, so the
   crop is off by default. ``center_crop: 0.9`` turns it on for policies trained with it.
 - Actions: the canonical action is LIBERO's own (OSC_POSE deltas in [-1, 1], gripper +1 close /
-  -1 open), so it goes to ``env.step`` unchanged after the policy's 1st/99th-percentile
-  un-normalisation with the +-0.65 scaling of the official code.
+  -1 open), so it goes to ``env.step`` unchanged after the policy's un-normalisation: the
+  official arm range (the head's [-1, 1] -> norm range +-0.65 -> the 1st/99th percentiles of
+  ``norm_stats``, by default the published ``libero_10_no_noops`` statistics; docs/fidelity.md).
 - Metric: success rate over all episodes.
 
 Data (``data_path``): the official LIBERO HDF5 demos (``*_demo.hdf5``: data/demo_N/obs/agentview_rgb,
@@ -72,13 +73,20 @@ class Libero10Benchmark(Benchmark):
         "image_key": {"type": "string", "description": "image feature of a LeRobot copy"},
         "action_key": {"type": "string", "description": "action feature of a LeRobot copy"},
         "skip_noops": {"type": "boolean", "description": "drop no-op actions when importing HDF5 demos"},
+        "norm_stats": {"type": "string",
+                       "description": "arm q01/q99 from: official (the published file, the paper's), data (the imported "
+                                      "copy's), or the path of a stats file with action.q01/q99"},
     }
     required = ("data_path",)
     defaults = {"tasks": list(range(len(INSTRUCTIONS))), "episodes_per_task": INIT_STATES, "max_steps": 520,
                 "wait_steps": 10, "camera_size": 256, "env_seed": 0, "center_crop": False, "skip_noops": True,
+                "norm_stats": "official",
                 "image_size": 224}
     data_env = "vlm4vla.yaml"
     sim_env = "libero.yaml"
+    #: the official LIBERO-10 statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_libero_10.json:
+    #: OpenVLA's regenerated libero_10_no_noops, 379 trajectories), shipped with their source
+    official_stats = Path(__file__).parent / "data" / "official_stats.json"
 
     def check_values(self, name: str, entry: dict) -> None:
         crop = entry["center_crop"]
