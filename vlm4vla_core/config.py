@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Execution modes: steps of a predicted chunk executed before re-planning.
 MODES = ("full", "half", "single")
+#: default ``evaluation.max_failed_share``: episodes of a job that may raise before the job stops
+MAX_FAILED_SHARE = 0.1
 
 
 class ConfigError(ValueError):

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.benchmarks.base import Benchmark, Episode, run_episodes, shard, zero_infer
-from vlm4vla_core.config import ConfigError, execute_steps, select_mode
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
+from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, select_mode
 from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
@@ -46,7 +46,9 @@ class Parts:
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest)
 
-    def done(self, mode: str) -> dict[int, dict]:
+    def done(self, mode: str, retry_failed: bool = False) -> dict[int, dict]:
+        """Finished episodes by index; an episode that raised counts unless ``retry_failed`` (a job run
+        again retries them), and a record without an error wins over one with."""
         found = {}
         for path in sorted(self.dir.glob(f"{mode}.*.jsonl")):
             for line in path.read_text().splitlines():
@@ -54,7 +56,10 @@ class Parts:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # the line a killed process was writing
-                found[record["index"]] = record
+                if record["index"] not in found or found[record["index"]].get("error"):
+                    found[record["index"]] = record
+        if retry_failed:
+            found = {i: r for i, r in found.items() if not r.get("error")}
         return found
 
     def file(self, mode: str, name: str) -> Path:
@@ -87,7 +92,7 @@ def serve_batches(infer):
 
 
 def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, chunk: int,
-                     parts: Parts, mode: str) -> None:
+                     parts: Parts, mode: str, max_failed_share: float = MAX_FAILED_SHARE) -> None:
     """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
     from vlm4vla_core.serving import PolicyServer
 
@@ -104,11 +109,14 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
             eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
             cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
                    str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
-                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}"))]
+                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
+                   "--max-failed-share", str(max_failed_share)]
             procs.append(subprocess.Popen(cmd))
         failed = [(w, p.wait()) for w, p in enumerate(procs)]
         failed = [(w, rc) for w, rc in failed if rc != 0]
         if failed:
+            ids = {e.index for e in episodes}
+            check_failures([r for i, r in parts.done(mode).items() if i in ids], len(episodes), max_failed_share)
             raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {' '.join(python)}); see the log above")
         print(f"policy server: {server.stats.requests} requests in {server.stats.batches} batches "
               f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
@@ -122,27 +130,30 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
     in_process = bench.runs_in_process(entry)
+    share = float(config.get("evaluation", {}).get("max_failed_share", MAX_FAILED_SHARE))
     results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
-        done = parts.done(mode)
+        done = parts.done(mode, retry_failed=True)
         todo = [e for e in episodes if e.index not in done]
         if done:
             print(f"{mode}: {len(done)} episodes already finished, {len(todo)} to run", flush=True)
         if todo and in_process:
             with parts.file(mode, "main").open("a") as f:
                 run_episodes(bench, entry, todo, infer, steps, slots=bench.slots(entry),
-                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()))
+                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share)
         elif todo:
-            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode)
+            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share)
         done = parts.done(mode)
         missing = [e.index for e in episodes if e.index not in done]
         if missing:
             raise RuntimeError(f"{mode}: episodes {missing[:10]} have no record")
         records = [done[e.index] for e in episodes]
-        results[mode] = dict(execute_steps=steps, episodes=records)
-        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful",
-              flush=True)
+        check_failures(records, len(records), share)  # over the whole shard (each worker checked its own block)
+        failed = sum(bool(r.get("error")) for r in records)
+        results[mode] = dict(execute_steps=steps, episodes=records, failed_episodes=failed)
+        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful"
+              + (f" ({failed} raised, counted as failures with their error)" if failed else ""), flush=True)
     return results, parts
 
 
@@ -239,7 +250,8 @@ def merge(shards: list[dict], names: list[str]) -> dict:
         episodes = sorted((e for s in shards for e in s["modes"][mode]["episodes"]), key=lambda e: e["index"])
         if [e["index"] for e in episodes] != list(range(first["episodes_total"])):
             raise ValueError(f"mode {mode}: the shards' episodes are not 0..{first['episodes_total'] - 1} once each")
-        modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes)
+        modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes,
+                           failed_episodes=sum(bool(e.get("error")) for e in episodes))
     merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode")}
     merged.update(modes=modes, shards=count,
                   reported_mode=select_mode({m: bench.score(r["episodes"]) for m, r in modes.items()},

@@ -245,6 +245,13 @@ class Benchmark:
         key = "completed" if self.metric == "avg_len" else "success"
         return float(np.mean([float(e[key]) for e in episodes])) if episodes else 0.0
 
+    def failure_record(self, error: str) -> dict:
+        """The record of an episode that raised: a failure, with its error (``steps`` unknown)."""
+        record = dict(success=False, steps=None, error=error)
+        if self.metric == "avg_len":
+            record["completed"] = 0
+        return record
+
     def workers(self, entry: dict) -> int:
         return int(entry.get("eval_workers", 1))
 
@@ -260,17 +267,45 @@ def shard(episodes: list[Episode], index: int, count: int) -> list[Episode]:
     return episodes[index::count]
 
 
+class EpisodeFailures(RuntimeError):
+    """More episodes of a shard raised than its allowed share: every error is listed."""
+
+    def __init__(self, failed: list[dict], total: int, share: float):
+        self.failed = failed
+        lines = "\n".join(f"  episode {r['index']} ({r['task']}): {r['error']}" for r in failed)
+        super().__init__(f"{len(failed)} of {total} episodes raised, more than max_failed_share {share:g} of them "
+                         f"(a broken simulator is not a 0% policy); the errors:\n{lines}")
+
+
+def check_failures(records: Iterable[dict], total: int, share: float) -> None:
+    """Raise ``EpisodeFailures`` when more than ``share`` of ``total`` episodes have an ``error``."""
+    failed = sorted((r for r in records if r.get("error")), key=lambda r: r["index"])
+    if len(failed) > share * total:
+        raise EpisodeFailures(failed, total, share)
+
+
 def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
-                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True,
+                 max_failed_share: float = 1.0) -> list[dict]:
     """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
-    on the same tick is one ``infer`` call. Returns one record per episode, in episode order."""
+    on the same tick is one ``infer`` call. Returns one record per episode, in episode order.
+
+    An episode that raises (in the simulator, its protocol, its image or action conversion) is
+    recorded as a failure with its ``error`` and the run goes on, on a fresh simulator, as OpenVLA's
+    and openpi's evaluators go on; once more than ``max_failed_share`` of the episodes have raised,
+    the run stops with ``EpisodeFailures`` listing every error. Errors of the policy itself
+    (``infer``) stop the run at once."""
+    import traceback
+
     from tqdm import tqdm
 
     todo = list(episodes)
+    total = len(todo)
     sims = [bench.simulator(entry) for _ in range(max(1, min(slots, len(todo))))]
     image_fn, action_fn = bench.image_transform(entry), bench.action_to_env(entry)
     active: dict[int, list] = {}
     records: list[dict] = []
+    failures: list[dict] = []
     bar = tqdm(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="ep", disable=not progress, mininterval=2)
 
     def finish(episode: Episode, agent: Agent, record: dict) -> None:
@@ -281,34 +316,63 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
             on_record(record)
         bar.update(1)
 
+    def fail(slot: int, episode: Episode, agent: Agent, err: Exception) -> None:
+        active.pop(slot, None)
+        error = f"{type(err).__name__}: {err}"
+        finish(episode, agent, dict(bench.failure_record(error), traceback=traceback.format_exc(limit=8)))
+        failures.append(records[-1])
+        close = getattr(sims[slot], "close", None)
+        try:
+            if close:
+                close()
+        except Exception:  # noqa: BLE001 - the simulator is replaced whatever state it is in
+            pass
+        if len(failures) > max_failed_share * total:
+            raise EpisodeFailures(failures, total, max_failed_share)
+        sims[slot] = bench.simulator(entry)
+
     def start(slot: int) -> None:
         while todo:
             episode = todo.pop(0)
-            gen, agent = bench.run_episode(sims[slot], episode, entry), Agent(execute, image_fn, action_fn)
+            agent = Agent(execute, image_fn, action_fn)
             try:
+                gen = bench.run_episode(sims[slot], episode, entry)
                 active[slot] = [episode, gen, agent, next(gen)]
                 return
             except StopIteration as stop:
                 finish(episode, agent, stop.value)
+            except Exception as err:  # noqa: BLE001 - an episode's failure, recorded
+                fail(slot, episode, agent, err)
 
     try:
         for slot in range(len(sims)):
             start(slot)
         while active:
-            need = [s for s, (_, _, agent, obs) in active.items() if agent.needs_plan(obs)]
+            need = []
+            for s in list(active):
+                episode, _, agent, obs = active[s]
+                try:
+                    if agent.needs_plan(obs):
+                        need.append((s, agent.request(obs)))
+                except Exception as err:  # noqa: BLE001 - rendering the episode's frame failed
+                    fail(s, episode, agent, err)
+                    start(s)
             if need:
-                chunks = infer([active[s][2].request(active[s][3]) for s in need])
+                chunks = infer([request for _, request in need])
                 if len(chunks) != len(need):
                     raise ValueError(f"policy answered {len(chunks)} chunks for {len(need)} requests")
-                for s, chunk in zip(need, chunks):
+                for (s, _), chunk in zip(need, chunks):
                     active[s][2].set_chunk(chunk)
-            for slot in list(active):
+            for slot in [s for s in list(active) if active[s][2].queue]:
                 episode, gen, agent, _ = active[slot]
                 try:
                     active[slot][3] = gen.send(agent.next_action())
                 except StopIteration as stop:
                     del active[slot]
                     finish(episode, agent, stop.value)
+                    start(slot)
+                except Exception as err:  # noqa: BLE001 - an episode's failure, recorded
+                    fail(slot, episode, agent, err)
                     start(slot)
     finally:
         bar.close()
