@@ -193,6 +193,24 @@ def select_mode(success: dict[str, float], rule: str) -> str:
     return max(order, key=lambda m: (success[m], -order.index(m)))
 
 
+def held_out_values(values_by_mode: dict[str, "np.ndarray"]) -> tuple["np.ndarray", list[str]]:
+    """Per-episode values of the ``best`` rule without its selection bias (two-fold cross-fitting): the
+    episodes at even positions take the mode that is best on the odd ones and the odd ones the mode that is
+    best on the even ones, so no episode scores the mode it helped choose. ``values_by_mode``: each mode's
+    per-episode values over the same episodes in the same order. Returns the values and the two chosen modes
+    (for the even, for the odd positions)."""
+    import numpy as np
+
+    values_by_mode = {m: np.asarray(v, dtype=float) for m, v in values_by_mode.items()}
+    n = len(next(iter(values_by_mode.values())))
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    for_even = select_mode({m: float(v[odd].mean()) if len(odd) else 0.0 for m, v in values_by_mode.items()}, "best")
+    for_odd = select_mode({m: float(v[even].mean()) for m, v in values_by_mode.items()}, "best")
+    out = np.empty(n)
+    out[even], out[odd] = values_by_mode[for_even][even], values_by_mode[for_odd][odd]
+    return out, [for_even, for_odd]
+
+
 def with_sft_variants(config: dict) -> dict:
     """The config with every embodied-SFT variant added under ``backbones`` (idempotent): the base's
     family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT stage's checkpoint)

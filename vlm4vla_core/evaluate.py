@@ -1,9 +1,11 @@
 """Evaluation stage: closed-loop rollouts of one trained policy (or the zero-action baseline).
 
 ``python -m vlm4vla_core evaluate --config C --benchmark K --seed S --policy DIR --shard I --shards N --out F``
-runs shard I of N of the benchmark's episode list in every configured execution mode (the whole
-action chunk, half of it, or a single step before re-planning); ``merge-eval`` joins the shards
-into the run's ``eval.json`` and picks the reported mode by ``evaluation.mode_selection``.
+runs shard I of N of the benchmark's episode list in each of its execution modes (the whole
+action chunk, half of it, or a single step before re-planning: ``benchmarks.modes_of``, by default
+the modes VLM4VLA's scripts run); ``merge-eval`` joins the shards into the run's ``eval.json``, picks
+the reported mode by the benchmark's mode selection and records it in ``selection``, with the
+held-out number beside a best-of-modes one.
 
 The simulator runs in this process when the benchmark allows it (Meta-World) and no
 ``simulator_python`` is set; otherwise this process serves the policy over a websocket and
@@ -28,7 +30,7 @@ import numpy as np
 
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
-from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, select_mode
+from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, select_mode
 from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
@@ -195,6 +197,7 @@ def main(argv: list[str]) -> int:
     chunk, family = entry["chunk"], None
     if args.policy == ZERO:
         infer, modes, rule = zero_infer(chunk, bench.action_dim), ["full"], "full"
+        source = "the zero-action baseline: one mode"
         key = dict(policy=ZERO)
     else:
         from vlm4vla_core.policy import load_policy
@@ -205,7 +208,7 @@ def main(argv: list[str]) -> int:
                   f"benchmarks.{args.benchmark} (chunk {chunk}, action_dim {bench.action_dim})", file=sys.stderr)
             return 1
         infer, family = policy_infer(policy), policy.cfg.family
-        modes, rule = config["evaluation"]["modes"], config["evaluation"]["mode_selection"]
+        modes, rule, source = benchmarks.modes_of(config, args.benchmark)
         weights = Path(args.policy) / "policy.safetensors"
         key = dict(policy=str(Path(args.policy).resolve()), weights=hashlib.sha256(weights.read_bytes()).hexdigest())
     out = Path(args.out)
@@ -218,7 +221,7 @@ def main(argv: list[str]) -> int:
     record = dict(
         study=config["study"], backbone=args.backbone, family=family, benchmark=args.benchmark, kind=bench.kind,
         ablation=args.ablation, seed=args.seed, metric=bench.metric, checkpoint=args.policy, modes=results,
-        mode_selection=rule, shard=[args.shard, args.shards],
+        mode_selection=rule, modes_source=source, shard=[args.shard, args.shards],
         episodes_total=len(bench.episodes(entry, args.seed)),
         simulator="in-process" if bench.runs_in_process(entry)
         else f"{bench.workers(entry)} worker process(es): {' '.join(bench.simulator_command(entry))}",
@@ -226,9 +229,27 @@ def main(argv: list[str]) -> int:
     )
     if args.shards == 1:
         record["reported_mode"] = select_mode({m: bench.score(r["episodes"]) for m, r in results.items()}, rule)
+        record["selection"] = selection(bench, results, rule, record["reported_mode"])
     write_json(out, record, indent=1)
     parts.remove()
     return 0
+
+
+def selection(bench: Benchmark, modes: dict[str, dict], rule: str, reported: str) -> dict:
+    """The reported number beside the rule that produced it and, for ``best`` over several modes, the
+    held-out number without that choice's upward bias (``config.held_out_values``: each episode scored in
+    the mode that is best on the other half of the episodes)."""
+    key = "completed" if bench.metric == "avg_len" else "success"
+    out = dict(rule=rule, reported_mode=reported, value=bench.score(modes[reported]["episodes"]), metric=bench.metric)
+    if rule == "best" and len(modes) > 1:
+        values = {m: [float(e[key]) for e in r["episodes"]] for m, r in modes.items()}
+        held, chosen = held_out_values(values)
+        out.update(label="best of modes (the paper's rule; biased upward)", heldout=float(np.mean(held)),
+                   heldout_label="held-out: mode chosen on the other half of the episodes (even / odd positions)",
+                   heldout_modes=dict(even=chosen[0], odd=chosen[1]))
+    else:
+        out["label"] = "one mode" if len(modes) == 1 else f"fixed mode {rule!r}, declared before the run (unbiased)"
+    return out
 
 
 def merge(shards: list[dict], names: list[str]) -> dict:
@@ -256,6 +277,7 @@ def merge(shards: list[dict], names: list[str]) -> dict:
     merged.update(modes=modes, shards=count,
                   reported_mode=select_mode({m: bench.score(r["episodes"]) for m, r in modes.items()},
                                             first["mode_selection"]))
+    merged["selection"] = selection(bench, modes, first["mode_selection"], merged["reported_mode"])
     return merged
 
 

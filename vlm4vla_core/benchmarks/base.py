@@ -123,6 +123,9 @@ class Benchmark:
     #: default ``arm_range`` of policies trained here (``vlm4vla_core.policy.ARM_RANGES``): ``official``
     #: composes VLM4VLA's percentile normalisation and norm-range clip
     arm_range: str = "official"
+    #: the execution modes VLM4VLA's scripts run on this benchmark (None: none published; the study's
+    #: ``evaluation.modes`` then); a benchmark entry's ``modes`` overrides them
+    official_modes: tuple[str, ...] | None = None
     #: the published normalisation statistics of ``norm_stats: official`` (None: there are none)
     official_stats: Path | None = None
 

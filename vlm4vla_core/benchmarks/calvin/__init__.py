@@ -67,6 +67,8 @@ class CalvinBenchmark(Benchmark):
     defaults = {"max_steps": 360, "chains": 1000, "sequences": None, "scene": "auto", "egl_device": "auto",
                 "use_egl": True, "split": "training", "lang_folder": "lang_annotations", "windows_per_block": 256,
                 "gripper": "calvin", "image_size": 224}
+    #: VLM4VLA runs one mode: the whole 10-step chunk (eval/calvin/evaluate_ddp.py: ``execute_step=10``)
+    official_modes = ("full",)
     data_env = "vlm4vla.yaml"
     sim_env = "calvin.yaml"
     metric = "avg_len"
