@@ -12,7 +12,8 @@ Protocol (shared/benchmarks/PROTOCOLS.md section 2, with its sources; VLM4VLA's 
 - Control 5 Hz, simulation 500 Hz, ``obs_mode rgbd`` with segmentation, no ray tracing, control mode
   ``arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos``. The policy sees the 640x480
   ``3rd_view_camera`` image (overlaid with the real scene), resized by the policy.
-- Per episode: the env's own instruction; the policy is reset at the start (and if the instruction
+- Per episode: a new env (built and reset as the official evaluator does for every episode; the
+  previous one is closed), the env's own instruction; the policy is reset at the start (and if the instruction
   changes); every episode runs until the env truncates it at ``max_episode_steps``: 60 steps, 120 for
   the eggplant (no early stop: the official evaluator never predicts termination).
 - Success: the env's ``success`` **at the final step** (the official evaluator overwrites it every
