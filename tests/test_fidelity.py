@@ -214,3 +214,28 @@ def test_official_statistics_are_the_default_and_are_shipped(kind, trajectories,
     if kind == "simpler_bridge":  # the Bridge statistics the README quotes
         assert shipped["action"]["q01"][0] == pytest.approx(-0.02872725307941437)
         assert shipped["action"]["q99"][0] == pytest.approx(0.028309678435325586)
+
+
+def test_training_takes_the_benchmark_arm_range_and_old_policies_keep_theirs(tmp_path):
+    from vlm4vla_core.backbones import get_adapter
+    from vlm4vla_core.policy import VLAPolicy, load_policy, save_policy
+    from vlm4vla_core.train import policy_config_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.joinpath("stats.json").write_text(json.dumps({"action": {"q01": [-1.0] * 4, "q99": [1.0] * 4}}))
+    config = {"backbones": {"b": {"family": "qwen2_5_vl"}}, "evaluation": {},
+              "policy": {"head_hidden": 8, "loss": "huber", "gripper_weight": 0.01, "arm_norm": 0.65},
+              "benchmarks": {"mw": {"kind": "metaworld", "chunk": 2, "image_size": 28},
+                             "mw2": {"kind": "metaworld", "chunk": 2, "image_size": 28, "arm_range": "official"}}}
+    assert policy_config_for(config, "b", "mw", "full", 0, "x", data).arm_range == "full"
+    assert policy_config_for(config, "b", "mw2", "full", 0, "x", data).arm_range == "official"
+
+    get_adapter("qwen2_5_vl").make_tiny(tmp_path / "bb", image_size=28, seed=0)
+    cfg = policy_config_for(config, "b", "mw2", "full", 0, str(tmp_path / "bb"), data)
+    save_policy(VLAPolicy(cfg), tmp_path / "policy")
+    assert load_policy(tmp_path / "policy").cfg.arm_range == "official"
+    meta = json.loads((tmp_path / "policy" / "policy.json").read_text())
+    del meta["config"]["arm_range"]  # written before arm_range existed: trained with the full range
+    (tmp_path / "policy" / "policy.json").write_text(json.dumps(meta))
+    assert load_policy(tmp_path / "policy").cfg.arm_range == "full"
