@@ -9,7 +9,7 @@ import pytest
 
 from vlm4vla_core import benchmarks, evaluate
 from vlm4vla_core.aggregate import load_runs
-from vlm4vla_core.aggregate.tables import HELD_OUT, main_table
+from vlm4vla_core.aggregate.tables import BEST_OF, HELD_OUT, main_table
 from vlm4vla_core.config import ConfigError, execute_steps, held_out_values
 
 #: execute steps of VLM4VLA's scripts (CladernyJorn/VLM4VLA 20fedc9): eval/calvin/evaluate_ddp.py line 303
@@ -105,6 +105,6 @@ def test_a_best_of_modes_cell_shows_the_held_out_number_beside_it(tmp_path):
               "backbones": {"qwen": {"family": "f"}}}
     res = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "best", "half")], config)
     _, shown = main_table(res.results, config, ["metaworld"])
-    assert shown.loc[0, "metaworld"] == f"66.7 ± n/a (n=6); {HELD_OUT} 16.7"
+    assert shown.loc[0, "metaworld"] == f"{BEST_OF} 66.7 ± n/a (n=6); {HELD_OUT} 16.7"
     fixed = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "full", "full")], config)
     assert HELD_OUT not in main_table(fixed.results, config, ["metaworld"])[1].loc[0, "metaworld"]

@@ -217,9 +217,9 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         lines.append(f"Reported mode of each run chosen by the rule recorded in the run: {rules}. 'best' = the mode "
                      "with the highest success of that run, ties going to fewer re-plans (full > half > single); "
                      "a mode name fixes the mode. See modes_table for every mode. A cell whose runs took the best "
-                     "of several modes also shows its 'held-out' value, free of that choice's upward bias: each "
-                     "episode scored in the mode that is best on the other half of its run's episodes (even and "
-                     "odd positions); a fixed mode is declared before the run and needs none.")
+                     "of several modes is labelled 'best-of-modes' and shows its 'held-out' value, free of that "
+                     "choice's upward bias: each episode scored in the mode that is best on the other half of its "
+                     "run's episodes (even and odd positions); a fixed mode is declared before the run and needs none.")
     commits = sorted({p.get("git_commit") for p in res.provenance if p.get("git_commit")})
     hashes = sorted({p.get("config_hash") for p in res.provenance if p.get("config_hash")})
     if commits or hashes:

@@ -22,8 +22,8 @@ from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_d
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS, summarize
 
 MISSING = "-"
-#: the label of the unbiased number beside a best-of-modes cell
-HELD_OUT = "held-out"
+#: the labels of a best-of-modes cell and of the unbiased number beside it
+BEST_OF, HELD_OUT = "best-of-modes", "held-out"
 NOT_RUN = "not run"
 #: the paper's names of the training regimes
 REGIME_LABELS = {"full": "all trained", "freeze_vision": "vision frozen", "freeze_embeddings": "word embeddings frozen",
@@ -34,12 +34,13 @@ FREEZING = ("freeze_vision", "freeze_embeddings")
 def cell(mean: float, std: float, n: float, metric: str, heldout: float | None = None) -> str:
     """'23.3 ± 4.7 (n=60)'. With an unknown episode count (a transcribed published number) the
     mean keeps up to two more decimals, so 23.95 is not shown as 23.9. A value chosen as the best
-    of several execution modes shows its held-out value beside it: '23.3 ± 4.7 (n=60); held-out 20.0'
-    (each episode scored in the mode chosen on the other half of the run's episodes)."""
+    of several execution modes is labelled so and shows its held-out value beside it:
+    'best-of-modes 23.3 ± 4.7 (n=60); held-out 20.0' (each episode scored in the mode chosen on the
+    other half of the run's episodes)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
     if heldout is not None and not (isinstance(heldout, float) and math.isnan(heldout)):
-        return f"{cell(mean, std, n, metric)}; {HELD_OUT} {heldout:.{metric_decimals(metric)}f}"
+        return f"{BEST_OF} {cell(mean, std, n, metric)}; {HELD_OUT} {heldout:.{metric_decimals(metric)}f}"
     d = metric_decimals(metric)
     unknown_n = n is None or math.isnan(n)
     shown = number(mean, metric) if unknown_n else f"{mean:.{d}f}"
