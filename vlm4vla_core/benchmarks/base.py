@@ -193,7 +193,8 @@ class Benchmark:
         try:
             stats = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
-            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': cannot read {path} ({err})") from None
+            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': cannot read {path} ({err}); give official, "
+                              "data, or the path of a stats file") from None
         action = stats.get("action") if isinstance(stats, dict) else None
         for q in ("q01", "q99"):
             if not isinstance(action, dict) or len(action.get(q) or []) != self.action_dim:
