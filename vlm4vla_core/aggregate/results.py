@@ -74,12 +74,33 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
             dict(
                 task=str(ep["task"]),
                 episode_seed=ep.get("episode_seed"),
+                episode_id=episode_id(ep, i),
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
                 value=value_of(ep),
             )
         )
     return rows
+
+
+def episode_id(ep: dict, position: int) -> str:
+    """A stable id of an evaluation episode across seeds and arms: the task with its episode seed
+    (Meta-World), initial state (LIBERO), episode id (SimplerEnv) or, failing those, the episode's index
+    (CALVIN: the chain index); the position in the run's list when the record has none of them."""
+    for key in ("episode_seed", "init_state", "episode_id"):
+        if ep.get(key) is not None:
+            return f"{ep['task']}/{ep[key]}"
+    return f"{ep['task']}/{ep.get('index', position)}"
+
+
+def platform_id(prov: dict | None) -> str:
+    """The machine a run was evaluated on, from its provenance's hardware record: platform, processor,
+    CPU count and GPUs (not the host name: two hosts of one build are one platform); 'unknown' without."""
+    hw = (prov or {}).get("hardware")
+    if not hw:
+        return "unknown"
+    parts = [hw.get("platform"), hw.get("processor"), f"{hw.get('cpu_count')} cpus", *(hw.get("gpus") or [])]
+    return " / ".join(str(p) for p in parts if p)
 
 
 def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[str, float]) -> None:
@@ -151,7 +172,8 @@ def load_runs(paths, config: dict | None = None) -> Results:
                      reported=mode == run["reported_mode"], mode_selection=run["mode_selection"])
             )
             if mode == run["reported_mode"]:
-                episodes += [dict(**ids, metric=run["metric"], mode=mode, **r) for r in ep_rows]
+                episodes += [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)
+                             for r in ep_rows]
         _check_mode_rule(path, run["mode_selection"], run["reported_mode"], mean_by_mode)
         prov.append(dict(file=str(path), **(run.get("provenance") or {})))
 
@@ -262,5 +284,6 @@ def measured_vqa(paths) -> dict[str, dict[str, dict]]:
             raise ResultsError(f"{path}: no 'score' (a VQA set without questions?)")
         name = rep.get("set") or path.stem
         out.setdefault(name, {})[path.parent.name] = dict(
-            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})")
+            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})",
+            n=rep.get("n"))
     return out
