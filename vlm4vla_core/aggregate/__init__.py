@@ -51,6 +51,8 @@ DESCRIPTIONS = {
     "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
     "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
     "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
+    "inference/main_table": "main table with every cell as estimate [95% interval], seeds x episodes",
+    "inference/regimes_table": "training regimes with intervals and each regime's paired contrast to full fine-tuning",
     "inference/contrasts": "every comparison the tables show: difference, 95% interval, P(improvement), adjusted p",
     "inference/variance_components": "seed and episode variance components pooled per benchmark (read by `plan`)",
     "inference/mixed_model": "reference analysis: statsmodels MixedLM marginal means beside the simple means",

@@ -114,8 +114,8 @@ def _slope_evidence(c: dict, slopes: dict[str, dict[str, dict]]) -> dict:
         return dict(status=(r or {}).get("status") or f"no regression on benchmark {c['benchmark']!r}")
     return dict(status="ok", estimate=r["slope"], se=r["se"], df=r["n"] - 2, ci95=r["slope_ci95"],
                 detail=f"OLS over {r['n']} backbones; Theil-Sen {r['theil_sen']['slope']:.3g}"
-                       + (f"; without {', '.join(r['flagged'])}: {r['without_flagged']['slope']:.3g}"
-                          if r.get("without_flagged") else ""))
+                       + (f"; without {', '.join(r['flagged'])} (influential): {r['without_flagged']['slope']:.3g}, "
+                          f"p {r['without_flagged']['p_value']:.2g}" if r.get("without_flagged") else ""))
 
 
 def _interaction_evidence(c: dict, inter: dict[str, dict]) -> dict:

@@ -379,7 +379,7 @@ def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: fl
     keys = ["backbone", "benchmark", "ablation", "seed"]
     ref = reference.groupby(keys)["y"].agg(["mean", "var", "size"])
     new = rerun.groupby(keys)["y"].agg(["mean", "size"])
-    both = ref.join(new, lsuffix="_ref", rsuffix="_new", how="inner")
+    both = ref.add_suffix("_ref").join(new.add_suffix("_new"), how="inner").rename(columns={"var_ref": "var"})
     if both.empty:
         raise ValueError("the rerun shares no run (backbone, benchmark, ablation, seed) with the reference")
     metric = reference.groupby(keys)["metric"].first().reindex(both.index)

@@ -80,6 +80,12 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
         cells = inf.cells(comp)
         shown = cells[["benchmark", "arm", "design", "cell"]].rename(columns={"cell": "estimate [95% CI], seeds x episodes"})
         written += write_table(out, "cells", cells, shown, "Every cell with its 95% interval", prov)
+        regimes_title = ("Training regimes with 95% intervals (Δ: contrast to full fine-tuning, paired on "
+                         "(seed, episode) where both ran the same episodes)")
+        for name, title, table in (("main_table", "Main results with 95% intervals", main_table(cells, config)),
+                                   ("regimes_table", regimes_title, regimes_table(cells, frame, comp, config))):
+            if table is not None:
+                written += write_table(out, name, *table, title, prov)
         rows = inf.all_contrasts(frame, comp, config, correction)
         con = pd.DataFrame(rows)
         if not con.empty:
@@ -124,6 +130,48 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
     else:
         notes.append("inference/claims.md not written: no claims file (config key 'claims' or --claims)")
     return written, notes
+
+
+def main_table(cells: pd.DataFrame, config: dict):
+    """backbone x benchmark (full fine-tuning and the zero-action baseline), each cell with its interval."""
+    from vlm4vla_core.aggregate.tables import MISSING, backbone_order, ordered
+
+    c = cells[cells["ablation"].isin(["full", "none"])]
+    wide = c.pivot(index="backbone", columns="benchmark", values="cell")
+    wide = wide.reindex(index=backbone_order(c["backbone"], config),
+                        columns=ordered(c["benchmark"], list(config.get("benchmarks") or [])))
+    return c, wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
+
+
+def regimes_table(cells: pd.DataFrame, frame, comp, config: dict):
+    """Per benchmark and backbone: every regime's cell and its paired contrast to full fine-tuning."""
+    from vlm4vla_core.aggregate.results import ABLATIONS
+    from vlm4vla_core.aggregate.tables import MISSING, backbone_order, ordered
+
+    c = cells[cells["backbone"] != ZERO]
+    if set(c["ablation"]) <= {"full"}:
+        return None
+    regimes = ordered(c["ablation"], list(config.get("ablations") or ABLATIONS))
+    numbers, rows = [], []
+    for bench in ordered(c["benchmark"], list(config.get("benchmarks") or [])):
+        cb = c[c["benchmark"] == bench].set_index("arm")
+        for bb in backbone_order(cb["backbone"], config):
+            row = {"benchmark": bench, "backbone": bb}
+            for a in regimes:
+                arm = inf.arm_name(bb, a)
+                row[a] = cb.loc[arm, "cell"] if arm in cb.index else MISSING
+                if a == "full":
+                    continue
+                if arm in cb.index and bb in cb.index:
+                    r = inf.contrast(frame, comp, bench, arm, bb)
+                    k = 3 if r["metric"] == "avg_len" else 1
+                    row[f"Δ {a}"] = f"{r['difference']:+.{k}f} [{r['ci_low']:+.{k}f}, {r['ci_high']:+.{k}f}]"
+                    numbers.append(dict(benchmark=bench, backbone=bb, ablation=a, **{
+                        x: r[x] for x in ("difference", "ci_low", "ci_high", "p_value", "paired")}))
+                else:
+                    row[f"Δ {a}"] = MISSING
+            rows.append(row)
+    return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
 # -- commands -------------------------------------------------------------------------------------
