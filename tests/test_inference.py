@@ -203,6 +203,21 @@ def test_claims_file_one_line_and_schema(tmp_path):
         claims_mod.load_claims(f)
 
 
+def test_shipped_claims_files_fit_their_configs():
+    from vlm4vla_core.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for cfg_path in (root / "config.yaml", root / "config" / "demo.yaml"):
+        cfg = load_config(cfg_path)
+        claims = claims_mod.load_claims(root / cfg["claims"])
+        claims_mod.check_claims(claims, cfg)
+        assert len(claims["claims"]) >= 5
+    bad = claims_mod.load_claims(root / "config" / "claims" / "demo.yaml")
+    bad["claims"][0]["a"] = "tiny-llava"
+    with pytest.raises(ResultsError, match=r"claims.0 .*backbone 'tiny-llava' is not in the config"):
+        claims_mod.check_claims(bad, load_config(root / "config" / "demo.yaml"))
+
+
 @pytest.mark.parametrize("direction,estimate,se,sesoi,verdict", [
     ("greater", 5.0, 1.0, None, "supported"),
     ("greater", -5.0, 1.0, None, "contradicted"),
@@ -224,7 +239,7 @@ def test_verdicts(direction, estimate, se, sesoi, verdict, monkeypatch):
 def test_aggregate_writes_inference_and_claims(tmp_path):
     paths = [calvin_json(tmp_path, b, s, c, a) for (b, a, s), c in CHAINS.items()]
     claims = tmp_path / "claims.yaml"
-    claims.write_text("claims:\n  - 'qwen > kosmos on calv'\n  - 'qwen > nobody on calv'\n"
+    claims.write_text("claims:\n  - 'qwen > kosmos on calv'\n  - 'qwen > qwen-sftB on calv'\n"
                       "  - {id: slope, kind: slope, benchmark: calv, direction: greater, sesoi: 0.01}\n")
     from vlm4vla_core.aggregate import aggregate
 
@@ -234,13 +249,17 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     aggregate(paths, cfg, out, n_boot=10, claims=claims)
     md = (out / "inference" / "claims.md").read_text()
     rows = {r["id"]: r for r in json.loads((out / "inference" / "claims.json").read_text())["claims"]}
-    assert set(rows) == {"qwen > kosmos on calv", "qwen > nobody on calv", "slope"}
+    assert set(rows) == {"qwen > kosmos on calv", "qwen > qwen-sftB on calv", "slope"}
     assert all(r["verdict"] in claims_mod.VERDICTS for r in rows.values())
-    assert "not evaluated on 'calv'" in rows["qwen > nobody on calv"]["status"]
+    assert "not evaluated on 'calv'" in rows["qwen > qwen-sftB on calv"]["status"]
     assert rows["qwen > kosmos on calv"]["p_claim_adjusted"] is not None and "**" in md
     cells = pd.read_csv(out / "inference" / "cells.csv")
     assert cells["cell"].str.contains(r"\[.*\], \d seeds? x \d+ ep").all()
     assert "inference/claims" in (out / "index.md").read_text()
+    claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
+    with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
+        aggregate(paths, cfg, tmp_path / "out2", n_boot=10, claims=claims)
+    assert not (tmp_path / "out2").exists()  # stopped before writing anything
     main = (out / "inference" / "main_table.md").read_text()
     assert "| qwen " in main and "2 seeds x 6 ep" in main
     regimes = pd.read_csv(out / "inference" / "regimes_table.csv").set_index("ablation")

@@ -78,6 +78,9 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     from vlm4vla_core.aggregate.tables import footer
     from vlm4vla_core.provenance import provenance
 
+    from vlm4vla_core.aggregate.inference_outputs import load_checked_claims, write_inference
+
+    claims = load_checked_claims(claims if claims is not None else config.get("claims"), config)  # before any work
     if isinstance(inputs, Results):
         res = inputs
     elif isinstance(inputs, (str, Path)) and str(inputs).endswith(".csv"):
@@ -200,10 +203,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.modes is not None:
         written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
 
-    from vlm4vla_core.aggregate.inference_outputs import write_inference
-
-    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured,
-                                             claims if claims is not None else config.get("claims"))
+    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
     written += inf_written
     notes += inf_notes
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))

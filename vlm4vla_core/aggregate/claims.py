@@ -58,6 +58,8 @@ def load_claims(path: str | Path) -> dict:
     import jsonschema
 
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (SCHEMA.parents[2] / path).is_file():
+        path = SCHEMA.parents[2] / path  # a config's relative path, from outside the repository root
     if not path.is_file():
         raise ResultsError(f"claims file not found: {path}")
     try:
@@ -82,6 +84,30 @@ def load_claims(path: str | Path) -> dict:
         raise ResultsError(f"{path}: duplicate claim id(s) {dup}")
     return dict(alpha=float(doc.get("alpha", 0.05)), correction=doc.get("correction", "holm"), claims=claims,
                 source=str(path))
+
+
+def check_claims(claims: dict, config: dict) -> None:
+    """Every claim names the config's benchmarks, backbones and regimes; the error names the claim's key."""
+    from vlm4vla_core.aggregate.results import ABLATIONS, ZERO, benchmark_names
+
+    benches = benchmark_names(config)
+    backbones = {*(config.get("backbones") or {}), *(config.get("embodied_sft") or {}), ZERO}
+    regimes = set(config.get("ablations") or ABLATIONS) | {"full", "none"}
+    sets = {"config", *(config.get("vqa_sets") or {})}
+    for i, c in enumerate(claims["claims"]):
+        where = f"{claims['source']}: claims.{i} ({c['id']})"
+        if c.get("benchmark") is not None and c["benchmark"] not in benches:
+            raise ResultsError(f"{where}: benchmark {c['benchmark']!r} is not in the config's 'benchmarks' {benches}")
+        if c.get("vqa", "config") not in sets:
+            raise ResultsError(f"{where}: vqa {c['vqa']!r} is neither 'config' nor a key of 'vqa_sets'")
+        for side in ("a", "b"):
+            if side not in c:
+                continue
+            backbone, _, regime = c[side].partition("/")
+            if backbone not in backbones:
+                raise ResultsError(f"{where}: {side} {c[side]!r}: backbone {backbone!r} is not in the config")
+            if regime and regime not in regimes:
+                raise ResultsError(f"{where}: {side} {c[side]!r}: regime {regime!r} is not in the config's 'ablations'")
 
 
 # -- evidence -------------------------------------------------------------------------------------

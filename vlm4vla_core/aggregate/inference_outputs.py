@@ -63,14 +63,23 @@ def slope_analyses(res: Results, cells, config: dict, measured: dict, sesoi: dic
     return slopes, inter
 
 
+def load_checked_claims(path: str | Path | None, config: dict) -> dict | None:
+    """The claims file, schema-validated and checked against the config (None without a file)."""
+    if not path:
+        return None
+    claims = claims_mod.load_claims(path)
+    claims_mod.check_claims(claims, config)
+    return claims
+
+
 def write_inference(res: Results, config: dict, out: str | Path, prov: dict, measured: dict | None = None,
-                    claims_path: str | Path | None = None, correction: str = "holm") -> tuple[list[Path], list[str]]:
+                    claims_path: str | Path | dict | None = None, correction: str = "holm") -> tuple[list[Path], list[str]]:
     """Every inference artefact into ``out`` (results/<study>/inference); returns (paths, notes)."""
     from vlm4vla_core.aggregate.tables import footer, write_table
 
     out = Path(out)
     written, notes = [], []
-    claims = claims_mod.load_claims(claims_path) if claims_path else None
+    claims = load_checked_claims(claims_path, config) if isinstance(claims_path, (str, Path)) else claims_path
     if claims:
         correction = claims["correction"]
     frame = comp = cells = None

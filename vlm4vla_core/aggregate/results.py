@@ -271,7 +271,7 @@ def vqa_scores(config: dict) -> dict[str, dict]:
             except KeyError as err:
                 raise ResultsError(f"key 'backbones.{name}.vqa.published': {err.args[0]}") from None
         elif vqa is not None and vqa.get("score") is not None:
-            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", "")}
+            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", ""), "n": vqa.get("n")}
     return out
 
 
