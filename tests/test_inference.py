@@ -187,6 +187,15 @@ def test_design_cells_and_paired_contrast_from_runs(tmp_path):
     assert min(x["p_adjusted"] for x in fam) == pytest.approx(min(1, 3 * p[0]))
 
 
+@pytest.mark.parametrize("method,sm", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjusted_p_matches_statsmodels(method, sm):
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.random.default_rng(5).random((3, 7)) ** 3  # few calls: each runs gc.collect()
+    for row in p:
+        assert inf.adjusted_p(row, method) == pytest.approx(multipletests(row, method=sm)[1])
+
+
 # -- claims --------------------------------------------------------------------------------------------
 def test_claims_file_one_line_and_schema(tmp_path):
     f = tmp_path / "c.yaml"

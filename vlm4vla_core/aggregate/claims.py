@@ -171,9 +171,7 @@ def _tost(ev: dict, sesoi: float) -> float:
 
 def evaluate(claims: dict, frame=None, comp=None, cells=None, slopes=None, interactions=None) -> list[dict]:
     """A verdict per claim (see module docstring)."""
-    from statsmodels.stats.multitest import multipletests
-
-    from vlm4vla_core.aggregate.inference import CORRECTIONS, minimum_detectable
+    from vlm4vla_core.aggregate.inference import adjusted_p, minimum_detectable
 
     alpha, method = claims["alpha"], claims["correction"]
     rows = []
@@ -202,7 +200,7 @@ def evaluate(claims: dict, frame=None, comp=None, cells=None, slopes=None, inter
         for key in ("p_claim", "p_two_sided", "p_equivalence"):
             have = [i for i in idx if rows[i].get(key) is not None]
             if have:
-                adj = multipletests([rows[i][key] for i in have], method=CORRECTIONS[method])[1]
+                adj = adjusted_p([rows[i][key] for i in have], method)
                 for i, q in zip(have, adj):
                     rows[i][f"{key}_adjusted"] = float(q)
     for r in rows:
