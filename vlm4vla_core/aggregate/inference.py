@@ -109,7 +109,8 @@ def cell_stats(y: np.ndarray, design: str) -> dict[str, np.ndarray]:
 def pooled_seed_component(st: dict[str, np.ndarray], axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seed variance component pooled over cells (along ``axis``): (s2_seed >= 0, its degrees of freedom,
     the pooled MS_seed / n it was taken from, which sets its sampling variance)."""
-    w = np.where(st["S"] > 1, st["S"] - 1.0, 0.0)
+    # a cell whose outcomes are all the same (0% success) has no seed variance to tell: it is left out
+    w = np.where((st["S"] > 1) & ((st["ms_seed"] > 0) | (st["ms_res"] > 0)), st["S"] - 1.0, 0.0)
     raw = np.where(w > 0, (st["ms_seed"] - st["ms_res"]) / st["n"], 0.0)
     msn = np.where(w > 0, st["ms_seed"] / st["n"], 0.0)
     df = w.sum(axis=axis)
@@ -168,7 +169,7 @@ def components(frame: pd.DataFrame) -> dict[str, dict]:
         keys = ["S", "n", "ms_seed", "ms_res"]
         pooled = {k: np.array([a[k] for a in arms.values()]) for k in keys}
         s2, df, q = pooled_seed_component(pooled)
-        eps = [a["ms_ep"] for a in arms.values() if np.isfinite(a["ms_ep"])]
+        eps = [a["ms_ep"] for a in arms.values() if np.isfinite(a["ms_ep"]) and a["ms_ep"] > 0]
         out[bench] = dict(design=design, metric=fb["metric"].iloc[0], arms=arms, s2_seed=float(s2), df_seed=float(df),
                           seed_ms=float(q),
                           s2_episode=float(np.mean(eps)) if eps else float("nan"),
@@ -200,7 +201,9 @@ def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
         lo_r, hi_r = RANGES.get(c["metric"], (-np.inf, np.inf))
         for arm, a in c["arms"].items():
             ms_ep = _floor_ms_ep(a["ms_ep"], a["mean"], a["episodes"], a["metric"])
-            se, df, lo, hi = interval(a["mean"], a["S"], a["n"], ms_ep, a["df_ep"], c["s2_seed"], c["df_seed"], level,
+            # all outcomes the same (e.g. the zero-action baseline): the Agresti-Coull episode term alone
+            s2 = c["s2_seed"] if a["ms_ep"] > 0 else 0.0
+            se, df, lo, hi = interval(a["mean"], a["S"], a["n"], ms_ep, a["df_ep"], s2, c["df_seed"], level,
                                      seed_ms=c["seed_ms"])
             lo, hi = max(float(lo), lo_r), min(float(hi), hi_r)
             rows.append(dict(benchmark=bench, arm=arm, backbone=a["backbone"], ablation=a["ablation"], metric=a["metric"],
