@@ -354,3 +354,12 @@ def test_readme_demo_intervals_from_the_runs_per_seed_counts():
     assert m["s2_seed"] == 0 and m["df_seed"] == 8
     assert (inf.seeds_needed(10, m["s2_seed"], m["s2_episode"], 18), inf.episodes_needed(10, m["s2_seed"], m["s2_episode"], 3)) \
         == (22, 129)
+
+
+def test_calvin_continuation_rows():
+    """A chain with k subtasks completed: k continued attempts, then one failed attempt unless k = 5."""
+    frame = pd.DataFrame(dict(benchmark="calv", metric="avg_len", arm="a", seed=0, episode_id=["c/0", "c/1", "c/2"],
+                              y=[0.0, 2.0, 5.0]))
+    out = inf.continuation(frame)
+    assert list(out["y"]) == [0, 100, 100, 0, 100, 100, 100, 100, 100]
+    assert list(out["episode_id"][:4]) == ["c/0#1", "c/1#1", "c/1#2", "c/1#3"]

@@ -324,12 +324,16 @@ def all_contrasts(frame: pd.DataFrame, comp: dict, config: dict, method: str = "
 def mixed_model(frame: pd.DataFrame) -> pd.DataFrame:
     """Per benchmark, statsmodels MixedLM of the episode outcome on arm (fixed, no intercept) with variance
     components for seed-within-arm and episode: the arms' marginal means with 95% Wald intervals.
-    A linear model on the outcome scale (success 0/100, CALVIN's completed length), so the marginal
-    means read like the table cells."""
+    A linear model on the outcome scale (success 0/100, so the marginal means read like the table
+    cells); CALVIN's outcome is the per-subtask continuation (``continuation``), the episode effect then
+    being the (chain, subtask) attempt."""
     import statsmodels.formula.api as smf
 
     rows = []
     for bench, fb in frame.groupby("benchmark", sort=False):
+        outcome = "success (%)"
+        if (fb["metric"] == "avg_len").all():
+            fb, outcome = continuation(fb), "per-subtask continuation (%)"
         d = fb.assign(arm_seed=fb["arm"] + "#" + fb["seed"].astype(str), one=1)
         vc = {"seed": "0 + C(arm_seed)"}
         if d["episode_id"].nunique() < len(d):
@@ -345,7 +349,8 @@ def mixed_model(frame: pd.DataFrame) -> pd.DataFrame:
             status, fit = f"not fitted: {err}", None
         for arm in d["arm"].unique():
             name = f"C(arm)[{arm}]"
-            row = dict(benchmark=bench, arm=arm, simple_mean=float(d[d["arm"] == arm]["y"].mean()), status=status)
+            row = dict(benchmark=bench, arm=arm, outcome=outcome, simple_mean=float(d[d["arm"] == arm]["y"].mean()),
+                       status=status)
             if fit is not None:
                 row.update(marginal_mean=float(fit.fe_params[name]), ci_low=float(ci.loc[name, 0]),
                            ci_high=float(ci.loc[name, 1]), var_seed=float(vcomp.get("seed", np.nan)),
@@ -353,6 +358,19 @@ def mixed_model(frame: pd.DataFrame) -> pd.DataFrame:
                            converged=bool(fit.converged))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def continuation(frame: pd.DataFrame, length: int = 5) -> pd.DataFrame:
+    """CALVIN chains -> one row per attempted subtask: subtask k of a chain is attempted when the first k - 1
+    were completed, and continues the chain (y = 100) when it is completed too. The continuation rate p of
+    an arm gives its average length as p + p^2 + ... + p^5 when p is the same at every step."""
+    done = frame["y"].round().astype(int).to_numpy()
+    reps = np.minimum(done + 1, length)
+    out = frame.loc[frame.index.repeat(reps)].copy()
+    k = out.groupby(level=0).cumcount().to_numpy() + 1
+    out["y"] = 100.0 * (k <= np.repeat(done, reps))
+    out["episode_id"] = out["episode_id"] + "#" + k.astype(str)
+    return out.reset_index(drop=True)
 
 
 # -- planning -------------------------------------------------------------------------------------
