@@ -22,7 +22,8 @@ the variance of the episode means, which holds episode difficulty and residual).
 Student t with Satterthwaite degrees of freedom. One seed: the episode term alone, labelled
 "episodes only". A contrast of two arms is the same computation on the episode-wise differences
 (paired on (seed, episode) where both arms ran the same episodes) with a seed component of
-2 s2_seed; unpaired, the two cell variances add.
+2 s2_seed (s2_seed when one arm's outcomes are all the same, as the zero-action baseline's); unpaired,
+the two cell variances add.
 
 Written here by hand (nothing in scipy/statsmodels does it): the pooled moment estimator, the
 Satterthwaite degrees of freedom, the paired contrast, and Holm's adjustment (see ``adjusted_p``); tests
@@ -226,12 +227,16 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
     yb = fb[fb["arm"] == b].groupby(["seed", "episode_id"])["y"].mean()
     shared = ya.index.intersection(yb.index)
     est = A["mean"] - B["mean"]
-    se_u = math.sqrt(sum(float(interval(x["mean"], x["S"], x["n"], _floor_ms_ep(x["ms_ep"], x["mean"], x["episodes"],
-                                                                                   x["metric"]), x["df_ep"],
-                                        c["s2_seed"], c["df_seed"], level, seed_ms=c["seed_ms"])[0]) ** 2
-                         for x in (A, B)))
-    df_u = min(interval(x["mean"], x["S"], x["n"], x["ms_ep"] or 1e-12, x["df_ep"], c["s2_seed"], c["df_seed"],
-                        seed_ms=c["seed_ms"])[1] for x in (A, B))
+    # unpaired: the two cells' variances add; df by Satterthwaite over the two
+    parts = []
+    for x in (A, B):
+        ms = _floor_ms_ep(x["ms_ep"], x["mean"], x["episodes"], x["metric"])
+        s2 = c["s2_seed"] if x["ms_ep"] > 0 else 0.0
+        se_x, df_x = interval(x["mean"], x["S"], x["n"], ms, x["df_ep"], s2, c["df_seed"], level, seed_ms=c["seed_ms"])[:2]
+        parts.append((float(se_x) ** 2, float(df_x)))
+    var_u = sum(v for v, _ in parts)
+    se_u = math.sqrt(var_u)
+    df_u = var_u**2 / sum(v**2 / d for v, d in parts if v > 0) if var_u > 0 else np.inf
     paired = len(shared) == len(ya) == len(yb) and len(shared) > 1
     if paired:
         d = (ya - yb).rename("y").reset_index()
@@ -245,12 +250,12 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
         else:
             est = float(st["mean"])
             se, df, _, _ = interval(est, st["S"], st["n"], ms_ep, st["df_ep"], c["s2_seed"], c["df_seed"], level,
-                                    seed_scale=2.0, seed_ms=c["seed_ms"])
+                                    seed_scale=float((A["ms_ep"] > 0) + (B["ms_ep"] > 0)), seed_ms=c["seed_ms"])
             se, df = float(se), float(df)
     if not paired:
         se, df = se_u, float(df_u)
     tq = sps.t.ppf(0.5 + level / 2, df)
-    p = float(2 * sps.t.sf(abs(est) / se, df)) if se > 0 else float(est == 0 or 0.0)
+    p = float(2 * sps.t.sf(abs(est) / se, df)) if se > 0 else (1.0 if est == 0 else 0.0)
     return dict(benchmark=bench, a=a, b=b, metric=A["metric"], difference=est, se=se, df=df,
                 ci_low=est - tq * se, ci_high=est + tq * se, p_value=p,
                 prob_improvement=float(sps.t.cdf(est / se, df)) if se > 0 else float(est > 0),
