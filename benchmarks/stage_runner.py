@@ -28,7 +28,7 @@ def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    for key in ("embodied_sft", "vqa_sets"):
+    for key in ("embodied_sft", "vqa_sets", "claims"):  # the claims name the demo's arms
         cfg.pop(key, None)
     cfg.update(study=study, seeds=[0], ablations=["full"])
     cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}

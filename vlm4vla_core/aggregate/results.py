@@ -75,6 +75,7 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
             dict(
                 task=str(ep["task"]),
                 episode_seed=ep.get("episode_seed"),
+                episode_id=episode_id(ep, i),
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
                 value=value_of(ep),
@@ -87,6 +88,26 @@ def _best_mode(mean_by_mode: dict[str, float]) -> str:
     """The 'best' rule: the highest value; ties go to fewer re-plans (full > half > single)."""
     order = [m for m in MODES if m in mean_by_mode] + [m for m in mean_by_mode if m not in MODES]
     return max(order, key=lambda m: (mean_by_mode[m], -order.index(m)))
+
+
+def episode_id(ep: dict, position: int) -> str:
+    """A stable id of an evaluation episode across seeds and arms: the task with its episode seed
+    (Meta-World), initial state (LIBERO), episode id (SimplerEnv) or, failing those, the episode's index
+    (CALVIN: the chain index); the position in the run's list when the record has none of them."""
+    for key in ("episode_seed", "init_state", "episode_id"):
+        if ep.get(key) is not None:
+            return f"{ep['task']}/{ep[key]}"
+    return f"{ep['task']}/{ep.get('index', position)}"
+
+
+def platform_id(prov: dict | None) -> str:
+    """The machine a run was evaluated on, from its provenance's hardware record: platform, processor,
+    CPU count and GPUs (not the host name: two hosts of one build are one platform); 'unknown' without."""
+    hw = (prov or {}).get("hardware")
+    if not hw:
+        return "unknown"
+    parts = [hw.get("platform"), hw.get("processor"), f"{hw.get('cpu_count')} cpus", *(hw.get("gpus") or [])]
+    return " / ".join(str(p) for p in parts if p)
 
 
 def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[str, float]) -> None:
@@ -157,7 +178,8 @@ def load_runs(paths, config: dict | None = None) -> Results:
                      reported=mode == run["reported_mode"], mode_selection=run["mode_selection"])
             )
             if mode == run["reported_mode"]:
-                reported_rows = [dict(**ids, metric=run["metric"], mode=mode, **r) for r in ep_rows]
+                reported_rows = [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)
+                                 for r in ep_rows]
         # best of several modes: each episode also carries its held-out value (config.held_out_values)
         best_of = run["mode_selection"] == "best" and len(run["modes"]) > 1
         same = len({tuple(v) for v in index_by_mode.values()}) == 1
@@ -262,7 +284,7 @@ def vqa_scores(config: dict) -> dict[str, dict]:
             except KeyError as err:
                 raise ResultsError(f"key 'backbones.{name}.vqa.published': {err.args[0]}") from None
         elif vqa is not None and vqa.get("score") is not None:
-            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", "")}
+            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", ""), "n": vqa.get("n")}
     return out
 
 
@@ -275,5 +297,6 @@ def measured_vqa(paths) -> dict[str, dict[str, dict]]:
             raise ResultsError(f"{path}: no 'score' (a VQA set without questions?)")
         name = rep.get("set") or path.stem
         out.setdefault(name, {})[path.parent.name] = dict(
-            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})")
+            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})",
+            n=rep.get("n"))
     return out
