@@ -68,7 +68,7 @@ def test_best_of_modes_is_biased_and_the_held_out_number_is_not():
 
 
 def _counting(monkeypatch):
-    from tests.test_benchmarks import CountingBench
+    from test_benchmarks import CountingBench
 
     monkeypatch.setitem(benchmarks.registry(), "counting", CountingBench())
     return benchmarks.get("counting")
