@@ -1,12 +1,22 @@
-"""LIBERO-10 training data: the official HDF5 demos converted, or a LeRobot copy read in place.
+"""LIBERO-10 training data: the official HDF5 demos converted or replayed, OpenVLA's regenerated RLDS set,
+or a LeRobot copy read in place. ``docs/libero-data.md`` compares the sources.
 
 HDF5 (``<task>_demo.hdf5``, one file per task, 50 demos each): ``data/demo_N/obs/agentview_rgb``
 (T, H, W, 3) uint8 stored upside-down (OpenGL convention) and rotated 180 degrees here so that it
 matches the evaluator's frames and the OpenVLA/openpi copies; ``data/demo_N/actions`` (T, 7), already
-canonical (gripper -1 open / +1 close); the instruction is ``problem_info["language_instruction"]``.
-With ``skip_noops`` the no-op actions are dropped as OpenVLA's regeneration drops them (arm norm
-< 1e-4 and the gripper command unchanged). Files of other suites are skipped; all 10 tasks must
-be present. Demos are converted one at a time (memory holds one demo).
+canonical (gripper -1 open / +1 close); ``data/demo_N/states`` (the simulator states, the first one
+replayed from); the instruction is ``problem_info["language_instruction"]``. Files of other suites are
+skipped; all 10 tasks must be present.
+
+- ``regenerate: false``: the files' own frames (128 px) and every demo; with ``skip_noops`` the no-op
+  actions are dropped by OpenVLA's rule (``replay.is_noop``). Demos are converted one at a time.
+- ``regenerate: true``: the set the paper trained on, rebuilt: each demo replayed in the LIBERO simulator
+  (``replay.py``, run by ``simulator_python``) at ``camera_size`` px, no-ops removed, the demos whose
+  replay does not end with the task done dropped and counted (printed and kept in ``stats.json``).
+
+RLDS (a TFDS folder with ``dataset_info.json``, or a parent of one): OpenVLA's ``libero_10_no_noops``,
+converted by ``rlds.py`` in a Python with TensorFlow (``rlds_python``) into a LeRobot copy that ends up
+in the data stage's folder (``lerobot/``).
 
 LeRobot (a folder with ``meta/info.json``): the episodes whose task string is one of the 10
 LIBERO-10 instructions are selected (openpi's conversion merges four suites into one set); images
@@ -16,18 +26,26 @@ and actions are read in place.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS
+from vlm4vla_core.benchmarks.libero10.replay import SETTLE_STEPS, noop_mask
+from vlm4vla_core.benchmarks.rlds import find_tfds
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter
 from vlm4vla_core.episodes.source import write_training_set
 from vlm4vla_core.io import atomic_dir
 
 FPS = 20  # LIBERO's control frequency
+RLDS_COPY = "rlds-lerobot"
 
 
 def _norm(text: str) -> str:
@@ -37,13 +55,6 @@ def _norm(text: str) -> str:
 TASK_OF = {_norm(t): i for i, t in enumerate(INSTRUCTIONS)}
 
 
-def noop_mask(actions: np.ndarray) -> np.ndarray:
-    """True for the steps OpenVLA's regeneration drops: arm norm < 1e-4 and the gripper as the step before."""
-    arm_still = np.linalg.norm(actions[:, :6], axis=1) < 1e-4
-    same_grip = np.r_[False, actions[1:, 6] == actions[:-1, 6]]
-    return arm_still & same_grip
-
-
 def import_libero(entry: dict, out: Path) -> dict:
     src = Path(entry["data_path"])
     if not src.exists():
@@ -51,10 +62,19 @@ def import_libero(entry: dict, out: Path) -> dict:
     if (src / "meta" / "info.json").is_file():
         return _from_lerobot(entry, src, out)
     files = sorted(src.glob("*.hdf5"))
-    if not files:
-        raise ConfigError(f"benchmarks.libero10.data_path: {src} holds neither a LeRobot dataset (meta/info.json) "
-                          "nor LIBERO *.hdf5 demo files")
-    return _from_hdf5(entry, files, out)
+    if files:
+        return (_regenerate if entry["regenerate"] else _from_hdf5)(entry, files, out)
+    tfds_dir = find_tfds(src)
+    if tfds_dir is None:
+        raise ConfigError(f"benchmarks.libero10.data_path: {src} holds neither a LeRobot dataset (meta/info.json), "
+                          "LIBERO *.hdf5 demo files nor an RLDS/TFDS dataset (dataset_info.json)")
+    return _from_rlds(entry, tfds_dir, out)
+
+
+def _subprocess_env() -> dict:
+    """The environment of a helper Python: this project found first on its path."""
+    here = str(Path(__file__).resolve().parents[3])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
 
 
 def _instruction(f, path: Path) -> str:
@@ -116,3 +136,144 @@ def _from_lerobot(entry: dict, src: Path, out: Path) -> dict:
         return write_training_set(tmp, str(src.resolve()), data.image_key, data.action_key, chosen,
                                   source=str(src), source_format=f"lerobot {data.version}",
                                   tasks_found=sorted({data.tasks[e] for e in chosen}))
+
+
+def _task_files(files: list[Path]):
+    """(task, path, open h5py file) per LIBERO-10 demo file, and the names of the other suites' files."""
+    import h5py
+
+    found, skipped = {}, []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise ValueError(f"{path}: no 'data' group (not a LIBERO demo file)")
+            task = TASK_OF.get(_norm(_instruction(f, path)))
+        if task is None:
+            skipped.append(path.name)
+        elif task in found:
+            raise ValueError(f"{path} and {found[task]}: two demo files of LIBERO-10 task {task} ({INSTRUCTIONS[task]})")
+        else:
+            found[task] = path
+    return found, skipped
+
+
+def replay_requests(found: dict[int, Path]) -> list[dict]:
+    """One request per demo, tasks in order and each file's demos in order (demo_0, demo_1, ...): the task,
+    the reset index (the demo's position in its file), the demo's first simulator state and its actions."""
+    import h5py
+
+    requests = []
+    for task, path in sorted(found.items()):
+        with h5py.File(path, "r") as f:
+            for k, name in enumerate(sorted(f["data"], key=lambda n: int(n.split("_")[-1]))):
+                demo = f["data"][name]
+                try:
+                    actions, state = np.asarray(demo["actions"], np.float64), np.asarray(demo["states"][0], np.float64)
+                except KeyError as err:
+                    raise ValueError(f"{path}: data/{name} lacks {err.args[0]!r} (states and actions are needed "
+                                     "to replay a demo)") from None
+                if actions.ndim != 2 or actions.shape[1] != 7 or not len(actions):
+                    raise ValueError(f"{path}: data/{name}: actions of shape {actions.shape}, expected [T>0, 7]")
+                requests.append(dict(task=task, reset=k, state=state, actions=actions, file=path.name, demo=name))
+    return requests
+
+
+def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 256, env_seed: int = 0,
+               settle_steps: int = SETTLE_STEPS, **info) -> dict:
+    """Replay ``requests`` (``replay_requests``) in the simulator run by ``python`` and write the kept
+    demos as the training set ``out`` (frames rotated 180 degrees); ``info`` goes into stats.json."""
+    work = out.with_name(out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "replays").mkdir(parents=True)
+    arrays = dict(count=len(requests), camera_size=camera_size, env_seed=env_seed, settle_steps=settle_steps)
+    for k, r in enumerate(requests):
+        arrays.update({f"task_{k}": r["task"], f"reset_{k}": r["reset"], f"state_{k}": r["state"],
+                       f"actions_{k}": r["actions"]})
+    np.savez(work / "requests.npz", **arrays)
+    cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests",
+           str(work / "requests.npz"), "--out", str(work / "replays")]
+    started, dropped, noops, seen = time.time(), [], 0, 0
+    with atomic_dir(out) as tmp:
+        with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_subprocess_env())
+            try:
+                for line in proc.stdout:
+                    if not line.startswith('{"k"'):
+                        print(line, end="")  # the simulator's own messages
+                        continue
+                    done = json.loads(line)
+                    k, r = done["k"], requests[done["k"]]
+                    with np.load(work / "replays" / f"{k}.npz") as replay:
+                        frames, actions = replay["frames"], replay["actions"]
+                    os.remove(work / "replays" / f"{k}.npz")
+                    noops, seen = noops + done["noops"], seen + 1
+                    keep = bool(done["success"]) and len(actions) > 0
+                    if keep:
+                        writer.add_episode(list(frames[:, ::-1, ::-1]), actions, INSTRUCTIONS[r["task"]])
+                    else:
+                        dropped.append(f"{r['file']}:{r['demo']}")
+                    print(f"replayed {seen}/{len(requests)} ({r['file']} {r['demo']}): "
+                          f"{'kept' if keep else 'dropped, task not done at the end'}", flush=True)
+            finally:
+                if proc.poll() is None:
+                    proc.stdout.close()
+                    proc.wait()
+            if proc.returncode != 0 or seen != len(requests):
+                raise RuntimeError(f"the LIBERO replay stopped after {seen} of {len(requests)} demos (exit "
+                                   f"{proc.returncode}, {' '.join(cmd)}); it runs in the LIBERO simulator environment: "
+                                   "set benchmarks.libero10.simulator_python to its Python (envs/setup-libero-venv.sh)")
+            if len(dropped) == len(requests):
+                raise ValueError(f"every one of the {len(requests)} replays failed (no demo ends with its task done): "
+                                 "no training data")
+        seconds = time.time() - started
+        print(f"LIBERO-10 regenerated: {len(requests) - len(dropped)} of {len(requests)} demos kept, "
+              f"{len(dropped)} replays dropped (task not done at the end), {noops} no-op steps removed, "
+              f"{seconds:.1f} s", flush=True)
+        stats = write_training_set(tmp, "lerobot", replays=len(requests), replays_dropped=len(dropped),
+                                   dropped_demos=dropped, noops_dropped=noops, camera_size=camera_size,
+                                   env_seed=env_seed, settle_steps=settle_steps, replay_seconds=round(seconds, 1),
+                                   **info)
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
+
+
+def _regenerate(entry: dict, files: list[Path], out: Path) -> dict:
+    found, skipped = _task_files(files)
+    missing = sorted(set(range(len(INSTRUCTIONS))) - set(found))
+    if missing:
+        raise ValueError(f"{files[0].parent}: no demo file for LIBERO-10 task(s) {missing} "
+                         f"({', '.join(INSTRUCTIONS[i] for i in missing)})")
+    return regenerate(replay_requests(found), out, entry.get("simulator_python") or sys.executable,
+                      entry["camera_size"], entry["env_seed"], source=str(files[0].parent),
+                      source_format="libero_hdf5 regenerated", skipped_files=skipped,
+                      files={INSTRUCTIONS[t]: p.name for t, p in sorted(found.items())})
+
+
+def _from_rlds(entry: dict, tfds_dir: Path, out: Path) -> dict:
+    """OpenVLA's regenerated RLDS set: converted by ``rlds.py`` in the TensorFlow environment (resumable),
+    then its LIBERO-10 episodes selected by instruction; the copy moves into ``out`` as ``lerobot/``."""
+    work = out.with_name(out.name + ".work")
+    copy = work / RLDS_COPY
+    if not (copy / "meta" / "info.json").is_file():
+        python = entry.get("rlds_python") or sys.executable
+        cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.rlds", "--src", str(tfds_dir),
+               "--out", str(copy)]
+        if subprocess.run(cmd, env=_subprocess_env()).returncode != 0:
+            raise RuntimeError(f"the RLDS conversion failed ({' '.join(cmd)}); it needs TensorFlow and "
+                               "tensorflow-datasets: set benchmarks.libero10.rlds_python to the Python of "
+                               "envs/simpler-data.yaml. A rerun continues where it stopped")
+    data = LeRobotDataset(copy, entry.get("image_key"), entry.get("action_key"))
+    chosen = [e for e, task in enumerate(data.tasks) if _norm(task) in TASK_OF]
+    if not chosen:
+        raise ValueError(f"{tfds_dir}: no trajectory has a LIBERO-10 instruction")
+    with atomic_dir(out) as tmp:
+        os.replace(copy, tmp / "lerobot")
+        try:
+            stats = write_training_set(tmp, "lerobot", data.image_key, data.action_key, chosen, source=str(tfds_dir),
+                                       source_format=f"rlds {tfds_dir}", trajectories=data.num_episodes,
+                                       tasks_found=sorted({data.tasks[e] for e in chosen}))
+        except BaseException:
+            os.replace(tmp / "lerobot", copy)  # keep the finished conversion for a rerun
+            raise
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
