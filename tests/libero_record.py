@@ -1,12 +1,13 @@
 """Records two short LIBERO-10 demos of task 0 in the real simulator, in the HDF5 demos' terms.
 
-``python tests/libero_record.py OUT.npz`` in the LIBERO simulator environment (``.venv-libero``).
+``PYTHONPATH=. .venv-libero/bin/python tests/libero_record.py tests/data/libero_recorded_demos.npz``
+(the LIBERO simulator environment) wrote the fixture ``tests/data/libero_recorded_demos.npz``.
 Demo 0 starts from the suite's init state 0 and moves the arm a little: its task is not done at the
 end. Demo 1 starts from init state 1 with the alphabet soup and the tomato sauce set into the basket
 and left to settle (the task's goal holds from the start), then moves the arm away from the basket:
 its task is done at the end. Both hold leading no-ops, a repeated no-op and a gripper-only action.
-Per demo: ``states_d`` (the simulator state before each action), ``actions_d``, ``images_d``
-(agentview, 128 px, as rendered), ``done_d`` (the task done after the last action).
+Per demo: ``states_d`` (the simulator state before each action), ``actions_d`` and ``done_d`` (the
+task done after the last action); no images (a replay renders its own).
 """
 
 import sys
@@ -21,18 +22,11 @@ ACTIONS = np.array([STILL, STILL, UP, UP, STILL, CLOSE, CLOSE, RIGHT, RIGHT, UP]
 
 
 def record(sim, actions):
-    env = sim._env
-    states, images = [], []
-    obs = {"agentview": None}
+    states, done = [], False
     for a in actions:
-        states.append(env.sim.get_state().flatten())
-        images.append(obs_image(env))
-        obs, done = sim.step(a)
-    return np.array(states), np.array(images), done
-
-
-def obs_image(env):
-    return env.env._get_observations()["agentview_image"]
+        states.append(sim._env.sim.get_state().flatten())
+        _, done = sim.step(a)
+    return np.array(states), done
 
 
 def into_basket(sim):
@@ -54,14 +48,14 @@ def main(out):
     arrays = {}
     with LiberoSim(camera_size=128, wrist=False) as sim:
         sim.reset(0, 0)
-        states, images, done = record(sim, ACTIONS)
-        arrays.update(states_0=states, actions_0=ACTIONS, images_0=images, done_0=done)
+        states, done = record(sim, ACTIONS)
+        arrays.update(states_0=states, actions_0=ACTIONS, done_0=done)
         sim.reset(0, 1)
         if not into_basket(sim):
             raise SystemExit("the goal does not hold after setting the objects into the basket")
-        states, images, done = record(sim, ACTIONS)
-        arrays.update(states_1=states, actions_1=ACTIONS, images_1=images, done_1=done)
-    np.savez(out, **arrays)
+        states, done = record(sim, ACTIONS)
+        arrays.update(states_1=states, actions_1=ACTIONS, done_1=done)
+    np.savez_compressed(out, **arrays)
     print(f"recorded: done {bool(arrays['done_0'])}, {bool(arrays['done_1'])}")
 
 

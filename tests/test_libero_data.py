@@ -142,3 +142,139 @@ def test_regeneration_stops_when_the_simulator_fails(tmp_path):
     with pytest.raises(ValueError, match=r"task\(s\) \[9\]"):
         LIBERO.build_data(entry(data_path=str(write_libero_hdf5(tmp_path / "nine", tasks=range(9))), regenerate=True),
                           tmp_path / "d9")
+
+
+# -- OpenVLA's regenerated RLDS set ------------------------------------------------------------------
+_RLDS_BUILDER = """
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+
+data = np.load(sys.argv[1])
+count, size = int(data["count"]), int(data["size"])
+image = lambda: tfds.features.Image(shape=(size, size, 3), dtype=np.uint8, encoding_format="jpeg")
+
+
+class Libero10NoNoops(tfds.core.GeneratorBasedBuilder):  # the layout of libero_10_no_noops 1.0.0
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "steps": tfds.features.Dataset({
+                "observation": tfds.features.FeaturesDict({
+                    "image": image(), "wrist_image": image(),
+                    "state": tfds.features.Tensor(shape=(8,), dtype=np.float32),
+                    "joint_state": tfds.features.Tensor(shape=(7,), dtype=np.float32)}),
+                "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
+                "discount": tfds.features.Scalar(dtype=np.float32),
+                "reward": tfds.features.Scalar(dtype=np.float32),
+                "is_first": tfds.features.Scalar(dtype=np.bool_),
+                "is_last": tfds.features.Scalar(dtype=np.bool_),
+                "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+                "language_instruction": tfds.features.Text()}),
+            "episode_metadata": tfds.features.FeaturesDict({"file_path": tfds.features.Text()})}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(range(count))}
+
+    def _generate_examples(self, episodes):
+        for e in episodes:
+            n, task = len(data[f"action{e}"]), str(data[f"task{e}"])
+            steps = [dict(observation=dict(image=data[f"image{e}"][i], wrist_image=data[f"image{e}"][i],
+                                           state=data[f"state{e}"][i], joint_state=np.zeros(7, np.float32)),
+                          action=data[f"action{e}"][i], discount=1.0, reward=float(i == n - 1), is_first=i == 0,
+                          is_last=i == n - 1, is_terminal=i == n - 1, language_instruction=task)
+                     for i in range(n)]
+            yield f"{e:05d}", dict(steps=steps, episode_metadata=dict(file_path=f"demo{e}.hdf5"))
+
+
+Libero10NoNoops(data_dir=sys.argv[2]).download_and_prepare()
+"""
+
+
+def _tf_python() -> str | None:
+    python = os.environ.get("VLM4VLA_TF_PYTHON")
+    if python:
+        return python
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow_datasets"], capture_output=True)
+    return sys.executable if probe.returncode == 0 else None
+
+
+@pytest.mark.slow
+def test_importer_converts_the_regenerated_rlds_set(tmp_path):
+    python = _tf_python()
+    if python is None:
+        pytest.skip("no TensorFlow here: set VLM4VLA_TF_PYTHON to a Python with tensorflow and tensorflow-datasets")
+    rng = np.random.default_rng(0)
+    lengths, tasks = [5, 3, 4], [INSTRUCTIONS[2], "pick up the alphabet soup and place it in the basket", INSTRUCTIONS[9]]
+    arrays = dict(count=3, size=16)
+    for e, (n, task) in enumerate(zip(lengths, tasks)):
+        img = np.zeros((n, 16, 16, 3), np.uint8)
+        img[:, :8] = 200  # upright as stored: bright top half (JPEG keeps a flat block)
+        arrays.update({f"image{e}": img, f"state{e}": rng.normal(size=(n, 8)).astype(np.float32),
+                       f"action{e}": rng.uniform(-1, 1, (n, 7)).astype(np.float32), f"task{e}": np.array(task)})
+    np.savez(tmp_path / "trajs.npz", **arrays)
+    (tmp_path / "builder.py").write_text(textwrap.dedent(_RLDS_BUILDER))
+    res = subprocess.run([*python.split(), str(tmp_path / "builder.py"), str(tmp_path / "trajs.npz"),
+                          str(tmp_path / "rlds")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    LIBERO.build_data(entry(data_path=str(tmp_path / "rlds"), rlds_python=python), tmp_path / "data")
+    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+    journal = [json.loads(x) for x in (tmp_path / "data/lerobot/meta/journal.jsonl").read_text().splitlines()]
+    order = [int(r["file_path"].removeprefix("demo").removesuffix(".hdf5")) for r in journal]  # TFDS's own order
+    libero10 = [k for k, o in enumerate(order) if o != 1]  # the LIBERO-90 instruction is not selected
+    assert stats["source_format"].startswith("rlds") and stats["trajectories"] == 3 and stats["episodes"] == 2
+    assert stats["image_key"] == "observation.images.image" and stats["frames"] == lengths[0] + lengths[2]
+    data = TrainingSet(tmp_path / "data")
+    start = 0
+    for k in libero10:
+        o = order[k]
+        assert np.allclose(data.episode_actions(libero10.index(k)), arrays[f"action{o}"])  # actions as they are
+        image, text = data.frame(start)
+        assert text == tasks[o] and image[:8].mean() > 150 and image[8:].mean() < 50  # not rotated again
+        start += lengths[o]
+    assert json.loads((tmp_path / "data/dataset.json").read_text())["root"] == "lerobot"
+    assert not (tmp_path / "data.work").exists()
+
+
+# -- regeneration in the real simulator ------------------------------------------------------------
+RECORDED = ROOT / "tests" / "data" / "libero_recorded_demos.npz"  # written by tests/libero_record.py
+
+
+def _libero_python() -> str | None:
+    python = os.environ.get("VLM4VLA_LIBERO_PYTHON") or str(ROOT / ".venv-libero" / "bin" / "python")
+    return python if Path(python.split()[0]).exists() else None
+
+
+@pytest.mark.slow
+def test_regeneration_replays_demos_recorded_in_the_simulator(tmp_path, capsys):
+    python = _libero_python()
+    if python is None:
+        pytest.skip("no LIBERO environment: run envs/setup-libero-venv.sh .venv-libero or set VLM4VLA_LIBERO_PYTHON")
+    import h5py
+
+    rec = np.load(RECORDED)
+    assert not rec["done_0"] and rec["done_1"]  # as recorded: demo 0 fails, demo 1 ends with its task done
+    path = tmp_path / "libero_10" / f"KITCHEN_SCENE_{INSTRUCTIONS[0].replace(' ', '_')}_demo.hdf5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as f:
+        f.create_group("data").attrs["problem_info"] = json.dumps({"language_instruction": INSTRUCTIONS[0]})
+        for d in range(2):
+            f.create_dataset(f"data/demo_{d}/states", data=rec[f"states_{d}"])
+            f.create_dataset(f"data/demo_{d}/actions", data=rec[f"actions_{d}"])
+    found, skipped = libero_data._task_files([path])
+    requests = libero_data.replay_requests(found)
+    assert [(r["task"], r["reset"], r["demo"]) for r in requests] == [(0, 0, "demo_0"), (0, 1, "demo_1")]
+    stats = libero_data.regenerate(requests, tmp_path / "data", python, camera_size=256, source=str(path.parent))
+    printed = capsys.readouterr().out
+    assert "1 of 2 demos kept, 1 replays dropped" in printed
+    assert stats["replays"] == 2 and stats["replays_dropped"] == 1 and stats["dropped_demos"] == [f"{path.name}:demo_0"]
+    actions = rec["actions_1"]
+    kept = actions[~noop_mask(actions)]
+    assert stats["noops_dropped"] == 2 * int(noop_mask(actions).sum()) and len(kept) < len(actions)
+    data = TrainingSet(tmp_path / "data")
+    assert len(data.episodes) == 1 and data.num_frames == len(kept)
+    assert np.allclose(data.episode_actions(0), kept)
+    image, text = data.frame(0)
+    assert image.shape == (256, 256, 3) and text == INSTRUCTIONS[0] and image.std() > 10  # a rendered scene
+    print(f"regenerated 2 recorded demos: 1 dropped, {stats['replay_seconds']} s")
