@@ -96,7 +96,7 @@ class Libero10Benchmark(Benchmark):
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
         from vlm4vla_core.benchmarks.libero10.data import import_libero
 
-        import_libero(entry, Path(out))
+        import_libero(entry, Path(out), workers=workers)
 
     def episodes(self, entry: dict, seed: int) -> list[Episode]:
         pairs = [(t, i) for t in entry["tasks"] for i in range(entry["episodes_per_task"])]

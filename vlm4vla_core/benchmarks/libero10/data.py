@@ -55,7 +55,7 @@ def _norm(text: str) -> str:
 TASK_OF = {_norm(t): i for i, t in enumerate(INSTRUCTIONS)}
 
 
-def import_libero(entry: dict, out: Path) -> dict:
+def import_libero(entry: dict, out: Path, workers: int = 1) -> dict:
     src = Path(entry["data_path"])
     if not src.exists():
         raise ConfigError(f"benchmarks.libero10.data_path: {src} does not exist")
@@ -63,7 +63,7 @@ def import_libero(entry: dict, out: Path) -> dict:
         return _from_lerobot(entry, src, out)
     files = sorted(src.glob("*.hdf5"))
     if files:
-        return (_regenerate if entry["regenerate"] else _from_hdf5)(entry, files, out)
+        return _regenerate(entry, files, out, workers) if entry["regenerate"] else _from_hdf5(entry, files, out)
     tfds_dir = find_tfds(src)
     if tfds_dir is None:
         raise ConfigError(f"benchmarks.libero10.data_path: {src} holds neither a LeRobot dataset (meta/info.json), "
@@ -179,72 +179,78 @@ def replay_requests(found: dict[int, Path]) -> list[dict]:
 
 
 def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 256, env_seed: int = 0,
-               settle_steps: int = SETTLE_STEPS, **info) -> dict:
-    """Replay ``requests`` (``replay_requests``) in the simulator run by ``python`` and write the kept
-    demos as the training set ``out`` (frames rotated 180 degrees); ``info`` goes into stats.json."""
+               settle_steps: int = SETTLE_STEPS, workers: int = 1, **info) -> dict:
+    """Replay ``requests`` (``replay_requests``) in ``workers`` simulator processes run by ``python`` and write
+    the kept demos, in request order, as the training set ``out`` (frames rotated 180 degrees); ``info``
+    goes into stats.json. Prints one line per demo and the count of dropped replays."""
     work = out.with_name(out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
-    (work / "replays").mkdir(parents=True)
+    work.mkdir(parents=True)
     arrays = dict(count=len(requests), camera_size=camera_size, env_seed=env_seed, settle_steps=settle_steps)
     for k, r in enumerate(requests):
         arrays.update({f"task_{k}": r["task"], f"reset_{k}": r["reset"], f"state_{k}": r["state"],
                        f"actions_{k}": r["actions"]})
     np.savez(work / "requests.npz", **arrays)
-    cmd = [*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests",
-           str(work / "requests.npz"), "--out", str(work / "replays")]
-    started, dropped, noops, seen = time.time(), [], 0, 0
-    with atomic_dir(out) as tmp:
-        with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_subprocess_env())
-            try:
-                for line in proc.stdout:
-                    if not line.startswith('{"k"'):
-                        print(line, end="")  # the simulator's own messages
-                        continue
-                    done = json.loads(line)
-                    k, r = done["k"], requests[done["k"]]
-                    with np.load(work / "replays" / f"{k}.npz") as replay:
-                        frames, actions = replay["frames"], replay["actions"]
-                    os.remove(work / "replays" / f"{k}.npz")
-                    noops, seen = noops + done["noops"], seen + 1
-                    keep = bool(done["success"]) and len(actions) > 0
+    workers = max(1, min(int(workers), len(requests)))
+    cmds = [[*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests", str(work / "requests.npz"),
+             "--out", str(work / str(w)), "--worker", str(w), "--workers", str(workers)] for w in range(workers)]
+    started, dropped, noops = time.time(), [], 0
+    procs = [subprocess.Popen(cmd, env=_subprocess_env()) for cmd in cmds]
+    try:
+        with atomic_dir(out) as tmp:
+            with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
+                for k, r in enumerate(requests):
+                    path, proc = work / str(k % workers) / f"{k}.npz", procs[k % workers]
+                    while not path.is_file():
+                        if proc.poll() is not None and not path.is_file():
+                            raise RuntimeError(
+                                f"the LIBERO replay stopped before demo {k + 1} of {len(requests)} (exit "
+                                f"{proc.returncode}, {' '.join(cmds[k % workers])}); it runs in the LIBERO simulator "
+                                "environment: set benchmarks.libero10.simulator_python to its Python "
+                                "(envs/setup-libero-venv.sh)")
+                        time.sleep(0.05)
+                    with np.load(path) as replay:
+                        frames, actions, success = replay["frames"], replay["actions"], bool(replay["success"])
+                        noops += int(replay["noops"])
+                    os.remove(path)
+                    keep = success and len(actions) > 0
                     if keep:
                         writer.add_episode(list(frames[:, ::-1, ::-1]), actions, INSTRUCTIONS[r["task"]])
                     else:
                         dropped.append(f"{r['file']}:{r['demo']}")
-                    print(f"replayed {seen}/{len(requests)} ({r['file']} {r['demo']}): "
+                    print(f"replayed {k + 1}/{len(requests)} ({r['file']} {r['demo']}): "
                           f"{'kept' if keep else 'dropped, task not done at the end'}", flush=True)
-            finally:
-                if proc.poll() is None:
-                    proc.stdout.close()
-                    proc.wait()
-            if proc.returncode != 0 or seen != len(requests):
-                raise RuntimeError(f"the LIBERO replay stopped after {seen} of {len(requests)} demos (exit "
-                                   f"{proc.returncode}, {' '.join(cmd)}); it runs in the LIBERO simulator environment: "
-                                   "set benchmarks.libero10.simulator_python to its Python (envs/setup-libero-venv.sh)")
-            if len(dropped) == len(requests):
-                raise ValueError(f"every one of the {len(requests)} replays failed (no demo ends with its task done): "
-                                 "no training data")
-        seconds = time.time() - started
-        print(f"LIBERO-10 regenerated: {len(requests) - len(dropped)} of {len(requests)} demos kept, "
-              f"{len(dropped)} replays dropped (task not done at the end), {noops} no-op steps removed, "
-              f"{seconds:.1f} s", flush=True)
-        stats = write_training_set(tmp, "lerobot", replays=len(requests), replays_dropped=len(dropped),
-                                   dropped_demos=dropped, noops_dropped=noops, camera_size=camera_size,
-                                   env_seed=env_seed, settle_steps=settle_steps, replay_seconds=round(seconds, 1),
-                                   **info)
+                if len(dropped) == len(requests):
+                    raise ValueError(f"every one of the {len(requests)} replays failed (no demo ends with its task "
+                                     "done): no training data")
+            for proc, cmd in zip(procs, cmds):
+                if proc.wait() != 0:
+                    raise RuntimeError(f"the LIBERO replay exited with {proc.returncode} ({' '.join(cmd)})")
+            seconds = time.time() - started
+            print(f"LIBERO-10 regenerated: {len(requests) - len(dropped)} of {len(requests)} demos kept, "
+                  f"{len(dropped)} replays dropped (task not done at the end), {noops} no-op steps removed, "
+                  f"{seconds:.1f} s with {workers} simulator process(es)", flush=True)
+            stats = write_training_set(tmp, "lerobot", replays=len(requests), replays_dropped=len(dropped),
+                                       dropped_demos=dropped, noops_dropped=noops, camera_size=camera_size,
+                                       env_seed=env_seed, settle_steps=settle_steps,
+                                       replay_seconds=round(seconds, 1), replay_workers=workers, **info)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
 
-def _regenerate(entry: dict, files: list[Path], out: Path) -> dict:
+def _regenerate(entry: dict, files: list[Path], out: Path, workers: int = 1) -> dict:
     found, skipped = _task_files(files)
     missing = sorted(set(range(len(INSTRUCTIONS))) - set(found))
     if missing:
         raise ValueError(f"{files[0].parent}: no demo file for LIBERO-10 task(s) {missing} "
                          f"({', '.join(INSTRUCTIONS[i] for i in missing)})")
     return regenerate(replay_requests(found), out, entry.get("simulator_python") or sys.executable,
-                      entry["camera_size"], entry["env_seed"], source=str(files[0].parent),
+                      entry["camera_size"], entry["env_seed"], workers=workers, source=str(files[0].parent),
                       source_format="libero_hdf5 regenerated", skipped_files=skipped,
                       files={INSTRUCTIONS[t]: p.name for t, p in sorted(found.items())})
 

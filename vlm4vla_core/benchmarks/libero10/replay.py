@@ -14,21 +14,23 @@ official HDF5 demos by replaying each demo's actions in the simulator. This modu
 
 Runs in the LIBERO simulator environment (numpy and the LIBERO package, no torch, no h5py):
 
-``python -m vlm4vla_core.benchmarks.libero10.replay --requests REQUESTS.npz --out DIR``
+``python -m vlm4vla_core.benchmarks.libero10.replay --requests REQUESTS.npz --out DIR [--worker W --workers N]``
 
 ``REQUESTS.npz`` holds, per demo ``k``, ``task_k``, ``reset_k``, ``state_k`` (the demo's first
 simulator state) and ``actions_k`` ([T, 7]), plus ``count``, ``camera_size``, ``env_seed`` and
-``settle_steps``. Each replay is written to ``DIR/k.npz`` (``frames`` [N, H, W, 3] uint8 as the env
-renders them, upside-down; ``actions`` [N, 7]; ``success``; ``noops``) and then announced by one JSON
-line on stdout, so the caller converts a demo while the next one is replayed. ``data.py`` drives it.
+``settle_steps``. Worker ``W`` of ``N`` replays the demos ``k % N == W`` in order (each task's env
+replays the resets it skips, so every demo keeps its fixture placement) and writes each to
+``DIR/k.npz`` (``frames`` [n, H, W, 3] uint8 as the env renders them, upside-down; ``actions`` [n, 7];
+``success``; ``noops``), keeping at most two unread there. ``data.py`` starts the workers and reads
+the results in demo order while the next ones are replayed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,26 +88,38 @@ def _write_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
+def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Callable, ahead: int = 2) -> None:
+    """Replay the requests ``k`` with ``k % workers == worker`` in order, each into ``out/k.npz``.
+
+    ``start(task, reset_index, state) -> obs`` sets a demo's first state, ``step`` is as in ``replay``.
+    Waits while ``ahead`` results lie unread in ``out`` (the reader removes them), so the disk holds a
+    few demos per worker whatever the reader's pace.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    size, settle = int(req["camera_size"]), int(req["settle_steps"])
+    for k in range(worker, int(req["count"]), workers):
+        while len(list(out.glob("[0-9]*.npz"))) >= ahead:
+            time.sleep(0.05)
+        obs = start(int(req[f"task_{k}"]), int(req[f"reset_{k}"]), req[f"state_{k}"])
+        frames, kept, success, noops = replay(obs, req[f"actions_{k}"], step, settle)
+        images = np.stack([f["agentview"] for f in frames]) if frames else np.zeros((0, size, size, 3), np.uint8)
+        _write_npz(out / f"{k}.npz", frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
+                   success=success, noops=noops)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core.benchmarks.libero10.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", required=True, help="NPZ file: the demos to replay")
     p.add_argument("--out", required=True, help="folder for one NPZ file per replayed demo")
+    p.add_argument("--worker", type=int, default=0, help="this process replays the demos k with k %% workers == worker")
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     from vlm4vla_core.benchmarks.libero10.sim import LiberoSim
 
     req = np.load(args.requests)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    size, settle = int(req["camera_size"]), int(req["settle_steps"])
-    with LiberoSim(camera_size=size, env_seed=int(req["env_seed"]), wrist=False) as sim:
-        for k in range(int(req["count"])):
-            obs = sim.reset_to_state(int(req[f"task_{k}"]), int(req[f"reset_{k}"]), req[f"state_{k}"])
-            frames, kept, success, noops = replay(obs, req[f"actions_{k}"], sim.step, settle)
-            images = np.stack([f["agentview"] for f in frames]) if frames else np.zeros((0, size, size, 3), np.uint8)
-            _write_npz(out / f"{k}.npz", frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
-                       success=success, noops=noops)
-            print(json.dumps(dict(k=k, success=success, kept=len(kept), noops=noops)), flush=True)
+    with LiberoSim(camera_size=int(req["camera_size"]), env_seed=int(req["env_seed"]), wrist=False) as sim:
+        serve(req, Path(args.out), args.worker, args.workers, sim.reset_to_state, sim.step)
     return 0
 
 
