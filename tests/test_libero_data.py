@@ -206,7 +206,8 @@ def test_importer_converts_the_regenerated_rlds_set(tmp_path):
     if python is None:
         pytest.skip("no TensorFlow here: set VLM4VLA_TF_PYTHON to a Python with tensorflow and tensorflow-datasets")
     rng = np.random.default_rng(0)
-    lengths, tasks = [5, 3, 4], [INSTRUCTIONS[2], "pick up the alphabet soup and place it in the basket", INSTRUCTIONS[9]]
+    other = "pick up the alphabet soup and place it in the basket"  # a LIBERO-90 task
+    lengths, tasks = [5, 3, 4], [INSTRUCTIONS[2], other, INSTRUCTIONS[9]]
     arrays = dict(count=3, size=16)
     for e, (n, task) in enumerate(zip(lengths, tasks)):
         img = np.zeros((n, 16, 16, 3), np.uint8)

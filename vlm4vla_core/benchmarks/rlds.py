@@ -150,8 +150,8 @@ def convert(src: Path, out: Path, layout: Layout, split: str = "train") -> dict:
             tmp = path.with_name(path.name + ".tmp")
             pq.write_table(table, tmp, row_group_size=32)
             os.replace(tmp, path)
-            row = dict(episode_index=e, source_index=source, length=n, task=text, file_path=file_path, image_shape=shape,
-                       state_dim=state_dim)
+            row = dict(episode_index=e, source_index=source, length=n, task=text, file_path=file_path,
+                       image_shape=shape, state_dim=state_dim)
             journal.write(json.dumps(row) + "\n")
             journal.flush()
             rows.append(row)
@@ -164,7 +164,8 @@ def convert(src: Path, out: Path, layout: Layout, split: str = "train") -> dict:
     (meta / "episodes.jsonl").write_text("".join(
         json.dumps({"episode_index": r["episode_index"], "tasks": [r["task"]], "length": r["length"]}) + "\n"
         for r in rows))
-    (meta / "tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n" for t, i in tasks.items()))
+    (meta / "tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n"
+                                              for t, i in tasks.items()))
     scalar = {"dtype": "float32", "shape": [1], "names": None}
     names = list(layout.state_names) if layout.state_names and len(layout.state_names) == state_dim else None
     features = {

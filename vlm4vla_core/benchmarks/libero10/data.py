@@ -151,7 +151,8 @@ def _task_files(files: list[Path]):
         if task is None:
             skipped.append(path.name)
         elif task in found:
-            raise ValueError(f"{path} and {found[task]}: two demo files of LIBERO-10 task {task} ({INSTRUCTIONS[task]})")
+            raise ValueError(f"{path} and {found[task]}: two demo files of LIBERO-10 task {task} "
+                             f"({INSTRUCTIONS[task]})")
         else:
             found[task] = path
     return found, skipped
