@@ -263,7 +263,7 @@ def test_regeneration_replays_demos_recorded_in_the_simulator(tmp_path, capsys):
         for d in range(2):
             f.create_dataset(f"data/demo_{d}/states", data=rec[f"states_{d}"])
             f.create_dataset(f"data/demo_{d}/actions", data=rec[f"actions_{d}"])
-    found, skipped = libero_data._task_files([path])
+    found, skipped = libero_data.demo_files([path])
     requests = libero_data.replay_requests(found)
     assert [(r["task"], r["reset"], r["demo"]) for r in requests] == [(0, 0, "demo_0"), (0, 1, "demo_1")]
     stats = libero_data.regenerate(requests, tmp_path / "data", python, camera_size=256, source=str(path.parent))

@@ -138,8 +138,8 @@ def _from_lerobot(entry: dict, src: Path, out: Path) -> dict:
                                   tasks_found=sorted({data.tasks[e] for e in chosen}))
 
 
-def _task_files(files: list[Path]):
-    """(task, path, open h5py file) per LIBERO-10 demo file, and the names of the other suites' files."""
+def demo_files(files: list[Path]):
+    """``{task: path}`` of the LIBERO-10 demo files (one per task), and the names of the other suites' files."""
     import h5py
 
     found, skipped = {}, []
@@ -245,7 +245,7 @@ def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 
 
 
 def _regenerate(entry: dict, files: list[Path], out: Path, workers: int = 1) -> dict:
-    found, skipped = _task_files(files)
+    found, skipped = demo_files(files)
     missing = sorted(set(range(len(INSTRUCTIONS))) - set(found))
     if missing:
         raise ValueError(f"{files[0].parent}: no demo file for LIBERO-10 task(s) {missing} "
