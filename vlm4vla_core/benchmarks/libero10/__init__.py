@@ -75,7 +75,8 @@ class Libero10Benchmark(Benchmark):
         "center_crop": {"type": ["number", "boolean"], "description": "area fraction of the centre crop, or false"},
         "image_key": {"type": "string", "description": "image feature of a LeRobot copy"},
         "action_key": {"type": "string", "description": "action feature of a LeRobot copy"},
-        "skip_noops": {"type": "boolean", "description": "drop no-op actions when importing HDF5 demos"},
+        "skip_noops": {"type": "boolean", "description": "drop no-op actions (OpenVLA's rule) when converting HDF5 "
+                       "demos as they are (a regeneration always drops them)"},
         "regenerate": {"type": "boolean", "description": "replay the HDF5 demos in the simulator (simulator_python) "
                        "as OpenVLA's regenerated set: camera_size px, no-ops removed, failed replays dropped"},
         "rlds_python": {"type": "string", "description": "Python with TensorFlow and tensorflow-datasets, for an "
