@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS
-from vlm4vla_core.benchmarks.libero10.replay import SETTLE_STEPS, noop_mask
+from vlm4vla_core.benchmarks.libero10.replay import SETTLE_STEPS, noop_mask, write_npz
 from vlm4vla_core.benchmarks.rlds import find_tfds
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter
@@ -191,7 +191,7 @@ def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 
     for k, r in enumerate(requests):
         arrays.update({f"task_{k}": r["task"], f"reset_{k}": r["reset"], f"state_{k}": r["state"],
                        f"actions_{k}": r["actions"]})
-    np.savez(work / "requests.npz", **arrays)
+    write_npz(work / "requests.npz", **arrays)
     workers = max(1, min(int(workers), len(requests)))
     cmds = [[*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests", str(work / "requests.npz"),
              "--out", str(work / str(w)), "--worker", str(w), "--workers", str(workers)] for w in range(workers)]

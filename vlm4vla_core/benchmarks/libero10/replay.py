@@ -28,13 +28,14 @@ the results in demo order while the next ones are replayed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from vlm4vla_core.io import atomic_write
 
 #: OpenVLA's threshold on the norm of the six arm dimensions below which an action is a no-op
 NOOP_THRESHOLD = 1e-4
@@ -82,10 +83,13 @@ def replay(obs, actions: np.ndarray, step: Callable, settle_steps: int = SETTLE_
     return frames, kept, bool(done), noops
 
 
-def _write_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+def write_npz(path: Path, **arrays) -> None:
+    """``arrays`` as an NPZ file at ``path``, moved into place when complete."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Callable, ahead: int = 2) -> None:
@@ -103,7 +107,7 @@ def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Call
         obs = start(int(req[f"task_{k}"]), int(req[f"reset_{k}"]), req[f"state_{k}"])
         frames, kept, success, noops = replay(obs, req[f"actions_{k}"], step, settle)
         images = np.stack([f["agentview"] for f in frames]) if frames else np.zeros((0, size, size, 3), np.uint8)
-        _write_npz(out / f"{k}.npz", frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
+        write_npz(out / f"{k}.npz", frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
                    success=success, noops=noops)
 
 
