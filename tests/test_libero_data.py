@@ -132,6 +132,34 @@ def test_regeneration_keeps_successful_replays_and_counts_the_dropped(tmp_path, 
     assert not (tmp_path / "data.work").exists()
 
 
+def test_a_stopped_regeneration_continues_after_the_demos_it_took(tmp_path, monkeypatch, capsys):
+    src = write_libero_hdf5(tmp_path / "libero_10", demos=3, length=6)
+    fake = f"{sys.executable} {ROOT / 'tests' / 'helpers' / 'fake_libero_replay.py'}"
+    e = entry(data_path=str(src), regenerate=True, simulator_python=fake, camera_size=12)
+    LIBERO.build_data(e, tmp_path / "whole", workers=2)
+    log = tmp_path / "replayed.txt"
+    monkeypatch.setenv("FAKE_LIBERO_LOG", str(log))
+    monkeypatch.setenv("FAKE_LIBERO_STOP_AT", "13")
+    with pytest.raises(RuntimeError, match=r"stopped before demo 14 of 30 \(exit 5.*A rerun continues"):
+        LIBERO.build_data(e, tmp_path / "data", workers=2)
+    assert not (tmp_path / "data").exists()
+    assert len((tmp_path / "data.work" / "journal.jsonl").read_text().splitlines()) == 13
+    monkeypatch.delenv("FAKE_LIBERO_STOP_AT")
+    log.write_text("")
+    capsys.readouterr()
+    LIBERO.build_data(e, tmp_path / "data", workers=2)
+    assert "resuming: 13 of 30 demos already replayed" in capsys.readouterr().out
+    assert sorted(int(x) for x in log.read_text().split()) == list(range(13, 30))  # only the rest replayed
+    a, b = TrainingSet(tmp_path / "whole"), TrainingSet(tmp_path / "data")
+    assert a.num_frames == b.num_frames and len(a.episodes) == len(b.episodes)
+    assert all(np.array_equal(a.episode_actions(i), b.episode_actions(i)) for i in range(len(a.episodes)))
+    assert all(np.array_equal(a.frame(i)[0], b.frame(i)[0]) for i in range(a.num_frames))
+    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "stats.json").read_text())
+    assert stats["resumed_after"] == 13 and stats["dropped_demos"] == whole["dropped_demos"]
+    assert stats["noops_dropped"] == whole["noops_dropped"] and not (tmp_path / "data.work").exists()
+
+
 def test_regeneration_stops_when_the_simulator_fails(tmp_path):
     src = write_libero_hdf5(tmp_path / "libero_10", demos=1, length=4)
     (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")

@@ -4,8 +4,11 @@
 --workers N``: runs the real ``serve`` (and so the real ``replay`` loop) against a fake env whose frame is
 filled with the number of steps taken since the demo's start plus 7 x the demo's index, and whose
 ``done`` is true once the sum of the executed x commands is positive. Prints a line as a simulator does.
+``FAKE_LIBERO_STOP_AT=k`` makes it exit (code 5) when it reaches demo ``k``; ``FAKE_LIBERO_LOG`` names a
+file to which each replayed demo's index is appended.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +36,20 @@ def main(argv):
         return frame(), state["x"] > 0
 
     print("a message of the simulator", flush=True)
-    serve(req, Path(args["--out"]), int(args["--worker"]), int(args["--workers"]), start, step)
+    stop_at = int(os.environ.get("FAKE_LIBERO_STOP_AT", -1))  # exit with 5 instead of replaying this demo
+    log = os.environ.get("FAKE_LIBERO_LOG")  # append each replayed demo's index here
+
+    def start_or_stop(task, reset, first_state):
+        obs = start(task, reset, first_state)
+        if state["k"] == stop_at:
+            raise SystemExit(5)
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{state['k']}\n")
+        return obs
+
+    serve(req, Path(args["--out"]), int(args["--worker"]), int(args["--workers"]), start_or_stop, step,
+          first=int(args.get("--first", 0)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ and actions are read in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from vlm4vla_core.benchmarks.rlds import find_tfds
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter
 from vlm4vla_core.episodes.source import write_training_set
-from vlm4vla_core.io import atomic_dir
+from vlm4vla_core.io import atomic_dir, write_text
 
 FPS = 20  # LIBERO's control frequency
 RLDS_COPY = "rlds-lerobot"
@@ -179,67 +180,119 @@ def replay_requests(found: dict[int, Path]) -> list[dict]:
     return requests
 
 
+def _requests_key(requests: list[dict], camera_size: int, env_seed: int, settle_steps: int) -> str:
+    h = hashlib.sha256(json.dumps([camera_size, env_seed, settle_steps]).encode())
+    for r in requests:
+        h.update(json.dumps([r["task"], r["reset"], r["file"], r["demo"]]).encode())
+        h.update(np.ascontiguousarray(r["state"], np.float64).tobytes())
+        h.update(np.ascontiguousarray(r["actions"], np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _replayed(work: Path, key: str) -> list[dict]:
+    """The demos a stopped regeneration of the same requests already took, in order (their kept results
+    are in ``work/kept``); an empty list when ``work`` holds another run's or nothing."""
+    marker = work / "requests.key"
+    if not marker.is_file() or marker.read_text() != key:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        write_text(marker, key)
+        return []
+    rows = []
+    for line in (work / "journal.jsonl").read_text().splitlines() if (work / "journal.jsonl").is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the line a stopped process was writing
+        if row.get("k") != len(rows) or (row["kept"] and not (work / "kept" / f"{len(rows)}.npz").is_file()):
+            break
+        rows.append(row)
+    write_text(work / "journal.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 256, env_seed: int = 0,
                settle_steps: int = SETTLE_STEPS, workers: int = 1, **info) -> dict:
     """Replay ``requests`` (``replay_requests``) in ``workers`` simulator processes run by ``python`` and write
     the kept demos, in request order, as the training set ``out`` (frames rotated 180 degrees); ``info``
-    goes into stats.json. Prints one line per demo and the count of dropped replays."""
+    goes into stats.json. Prints one line per demo and the count of dropped replays.
+
+    Resumable: each replay taken is journalled in ``<out>.work/`` (a kept one's result moves to
+    ``kept/``), so a rerun with the same requests and settings replays only the demos after the last one
+    journalled. The LeRobot dataset is written from the kept results at the end.
+    """
     work = out.with_name(out.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    arrays = dict(count=len(requests), camera_size=camera_size, env_seed=env_seed, settle_steps=settle_steps)
-    for k, r in enumerate(requests):
-        arrays.update({f"task_{k}": r["task"], f"reset_{k}": r["reset"], f"state_{k}": r["state"],
-                       f"actions_{k}": r["actions"]})
-    write_npz(work / "requests.npz", **arrays)
-    workers = max(1, min(int(workers), len(requests)))
-    cmds = [[*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests", str(work / "requests.npz"),
-             "--out", str(work / str(w)), "--worker", str(w), "--workers", str(workers)] for w in range(workers)]
-    started, dropped, noops = time.time(), [], 0
-    procs = [subprocess.Popen(cmd, env=_subprocess_env()) for cmd in cmds]
+    rows = _replayed(work, _requests_key(requests, camera_size, env_seed, settle_steps))
+    first, R = len(rows), len(requests)
+    if first:
+        print(f"resuming: {first} of {R} demos already replayed", flush=True)
+    (work / "kept").mkdir(exist_ok=True)
+    started, procs, cmds = time.time(), [], []
+    if first < R:
+        arrays = dict(count=R, camera_size=camera_size, env_seed=env_seed, settle_steps=settle_steps)
+        for k, r in enumerate(requests):
+            arrays.update({f"task_{k}": r["task"], f"reset_{k}": r["reset"], f"state_{k}": r["state"],
+                           f"actions_{k}": r["actions"]})
+        write_npz(work / "requests.npz", **arrays)
+        workers = max(1, min(int(workers), R - first))
+        for w in range(workers):
+            shutil.rmtree(work / str(w), ignore_errors=True)  # a stopped run's results not taken
+        cmds = [[*python.split(), "-m", "vlm4vla_core.benchmarks.libero10.replay", "--requests",
+                 str(work / "requests.npz"), "--out", str(work / str(w)), "--worker", str(w), "--workers", str(workers),
+                 "--first", str(first)] for w in range(workers)]
     try:
-        with atomic_dir(out) as tmp:
-            with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
-                for k, r in enumerate(requests):
-                    path, proc = work / str(k % workers) / f"{k}.npz", procs[k % workers]
-                    while not path.is_file():
-                        if proc.poll() is not None and not path.is_file():
-                            raise RuntimeError(
-                                f"the LIBERO replay stopped before demo {k + 1} of {len(requests)} (exit "
-                                f"{proc.returncode}, {' '.join(cmds[k % workers])}); it runs in the LIBERO simulator "
-                                "environment: set benchmarks.libero10.simulator_python to its Python "
-                                "(envs/setup-libero-venv.sh)")
-                        time.sleep(0.05)
-                    with np.load(path) as replay:
-                        frames, actions, success = replay["frames"], replay["actions"], bool(replay["success"])
-                        noops += int(replay["noops"])
+        procs = [subprocess.Popen(cmd, env=_subprocess_env()) for cmd in cmds]
+        with (work / "journal.jsonl").open("a") as journal:
+            for k in range(first, R):
+                r, w = requests[k], k % len(procs)
+                path, proc = work / str(w) / f"{k}.npz", procs[w]
+                while not path.is_file():
+                    if proc.poll() is not None and not path.is_file():
+                        raise RuntimeError(
+                            f"the LIBERO replay stopped before demo {k + 1} of {R} (exit {proc.returncode}, "
+                            f"{' '.join(cmds[w])}); it runs in the LIBERO simulator environment: set "
+                            "benchmarks.libero10.simulator_python to its Python (envs/setup-libero-venv.sh). "
+                            "A rerun continues after the demos already replayed")
+                    time.sleep(0.05)
+                with np.load(path) as replay:
+                    row = dict(k=k, kept=bool(replay["success"]) and len(replay["actions"]) > 0,
+                               noops=int(replay["noops"]), file=r["file"], demo=r["demo"])
+                if row["kept"]:
+                    os.replace(path, work / "kept" / f"{k}.npz")
+                else:
                     os.remove(path)
-                    keep = success and len(actions) > 0
-                    if keep:
-                        writer.add_episode(list(frames[:, ::-1, ::-1]), actions, INSTRUCTIONS[r["task"]])
-                    else:
-                        dropped.append(f"{r['file']}:{r['demo']}")
-                    print(f"replayed {k + 1}/{len(requests)} ({r['file']} {r['demo']}): "
-                          f"{'kept' if keep else 'dropped, task not done at the end'}", flush=True)
-                if len(dropped) == len(requests):
-                    raise ValueError(f"every one of the {len(requests)} replays failed (no demo ends with its task "
-                                     "done): no training data")
-            for proc, cmd in zip(procs, cmds):
-                if proc.wait() != 0:
-                    raise RuntimeError(f"the LIBERO replay exited with {proc.returncode} ({' '.join(cmd)})")
-            seconds = time.time() - started
-            print(f"LIBERO-10 regenerated: {len(requests) - len(dropped)} of {len(requests)} demos kept, "
-                  f"{len(dropped)} replays dropped (task not done at the end), {noops} no-op steps removed, "
-                  f"{seconds:.1f} s with {workers} simulator process(es)", flush=True)
-            stats = write_training_set(tmp, "lerobot", replays=len(requests), replays_dropped=len(dropped),
-                                       dropped_demos=dropped, noops_dropped=noops, camera_size=camera_size,
-                                       env_seed=env_seed, settle_steps=settle_steps,
-                                       replay_seconds=round(seconds, 1), replay_workers=workers, **info)
+                journal.write(json.dumps(row) + "\n")
+                journal.flush()
+                rows.append(row)
+                print(f"replayed {k + 1}/{R} ({r['file']} {r['demo']}): "
+                      f"{'kept' if row['kept'] else 'dropped, task not done at the end'}", flush=True)
+        for proc, cmd in zip(procs, cmds):
+            if proc.wait() != 0:
+                raise RuntimeError(f"the LIBERO replay exited with {proc.returncode} ({' '.join(cmd)})")
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    seconds = time.time() - started
+    dropped = [f"{row['file']}:{row['demo']}" for row in rows if not row["kept"]]
+    noops = sum(row["noops"] for row in rows)
+    if len(dropped) == R:
+        raise ValueError(f"every one of the {R} replays failed (no demo ends with its task done): no training data")
+    print(f"LIBERO-10 regenerated: {R - len(dropped)} of {R} demos kept, {len(dropped)} replays dropped (task not "
+          f"done at the end), {noops} no-op steps removed, {seconds:.1f} s with {len(procs)} simulator process(es)",
+          flush=True)
+    with atomic_dir(out) as tmp:
+        with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
+            for row in rows:
+                if row["kept"]:
+                    with np.load(work / "kept" / f"{row['k']}.npz") as replay:
+                        frames, actions = replay["frames"], replay["actions"]
+                    writer.add_episode(list(frames[:, ::-1, ::-1]), actions, INSTRUCTIONS[requests[row["k"]]["task"]])
+        stats = write_training_set(tmp, "lerobot", replays=R, replays_dropped=len(dropped), dropped_demos=dropped,
+                                   noops_dropped=noops, camera_size=camera_size, env_seed=env_seed,
+                                   settle_steps=settle_steps, replay_seconds=round(seconds, 1),
+                                   replay_workers=len(procs), resumed_after=first, **info)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 

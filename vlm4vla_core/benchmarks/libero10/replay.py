@@ -14,15 +14,16 @@ official HDF5 demos by replaying each demo's actions in the simulator. This modu
 
 Runs in the LIBERO simulator environment (numpy and the LIBERO package, no torch, no h5py):
 
-``python -m vlm4vla_core.benchmarks.libero10.replay --requests REQUESTS.npz --out DIR [--worker W --workers N]``
+``python -m vlm4vla_core.benchmarks.libero10.replay --requests REQUESTS.npz --out DIR [--worker W --workers N
+--first FIRST]``
 
 ``REQUESTS.npz`` holds, per demo ``k``, ``task_k``, ``reset_k``, ``state_k`` (the demo's first
 simulator state) and ``actions_k`` ([T, 7]), plus ``count``, ``camera_size``, ``env_seed`` and
-``settle_steps``. Worker ``W`` of ``N`` replays the demos ``k % N == W`` in order (each task's env
-replays the resets it skips, so every demo keeps its fixture placement) and writes each to
-``DIR/k.npz`` (``frames`` [n, H, W, 3] uint8 as the env renders them, upside-down; ``actions`` [n, 7];
-``success``; ``noops``), keeping at most two unread there. ``data.py`` starts the workers and reads
-the results in demo order while the next ones are replayed.
+``settle_steps``. Worker ``W`` of ``N`` replays the demos ``k >= FIRST`` with ``k % N == W`` in order
+(each task's env replays the resets it skips, so every demo keeps its fixture placement) and writes
+each to ``DIR/k.npz`` (``frames`` [n, H, W, 3] uint8 as the env renders them, upside-down; ``actions``
+[n, 7]; ``success``; ``noops``), keeping at most two unread there. ``data.py`` starts the workers and
+takes the results in demo order while the next ones are replayed.
 """
 
 from __future__ import annotations
@@ -83,17 +84,18 @@ def replay(obs, actions: np.ndarray, step: Callable, settle_steps: int = SETTLE_
     return frames, kept, bool(done), noops
 
 
-def write_npz(path: Path, **arrays) -> None:
-    """``arrays`` as an NPZ file at ``path``, moved into place when complete."""
+def write_npz(path: Path, compress: bool = False, **arrays) -> None:
+    """``arrays`` as an NPZ file at ``path`` (zlib-compressed with ``compress``), moved into place when complete."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
 
     atomic_write(path, write)
 
 
-def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Callable, ahead: int = 2) -> None:
-    """Replay the requests ``k`` with ``k % workers == worker`` in order, each into ``out/k.npz``.
+def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Callable, ahead: int = 2,
+          first: int = 0) -> None:
+    """Replay the requests ``k >= first`` with ``k % workers == worker`` in order, each into ``out/k.npz``.
 
     ``start(task, reset_index, state) -> obs`` sets a demo's first state, ``step`` is as in ``replay``.
     Waits while ``ahead`` results lie unread in ``out`` (the reader removes them), so the disk holds a
@@ -101,14 +103,14 @@ def serve(req, out: Path, worker: int, workers: int, start: Callable, step: Call
     """
     out.mkdir(parents=True, exist_ok=True)
     size, settle = int(req["camera_size"]), int(req["settle_steps"])
-    for k in range(worker, int(req["count"]), workers):
+    for k in range(first + (worker - first) % workers, int(req["count"]), workers):
         while len(list(out.glob("[0-9]*.npz"))) >= ahead:
             time.sleep(0.05)
         obs = start(int(req[f"task_{k}"]), int(req[f"reset_{k}"]), req[f"state_{k}"])
         frames, kept, success, noops = replay(obs, req[f"actions_{k}"], step, settle)
         images = np.stack([f["agentview"] for f in frames]) if frames else np.zeros((0, size, size, 3), np.uint8)
-        write_npz(out / f"{k}.npz", frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
-                   success=success, noops=noops)
+        write_npz(out / f"{k}.npz", compress=True, frames=images, actions=np.asarray(kept, np.float32).reshape(-1, 7),
+                  success=success, noops=noops)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for one NPZ file per replayed demo")
     p.add_argument("--worker", type=int, default=0, help="this process replays the demos k with k %% workers == worker")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--first", type=int, default=0, help="the first demo to replay (the earlier ones are done)")
     args = p.parse_args(argv)
     from vlm4vla_core.benchmarks.libero10.sim import LiberoSim
 
     req = np.load(args.requests)
     with LiberoSim(camera_size=int(req["camera_size"]), env_seed=int(req["env_seed"]), wrist=False) as sim:
-        serve(req, Path(args.out), args.worker, args.workers, sim.reset_to_state, sim.step)
+        serve(req, Path(args.out), args.worker, args.workers, sim.reset_to_state, sim.step, first=args.first)
     return 0
 
 
