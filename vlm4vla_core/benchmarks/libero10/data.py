@@ -204,7 +204,9 @@ def _replayed(work: Path, key: str) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             break  # the line a stopped process was writing
-        if row.get("k") != len(rows) or (row["kept"] and not (work / "kept" / f"{len(rows)}.npz").is_file()):
+        if row.get("k") != len(rows) or not {"kept", "noops", "file", "demo"} <= row.keys():
+            break
+        if row["kept"] and not (work / "kept" / f"{len(rows)}.npz").is_file():
             break
         rows.append(row)
     write_text(work / "journal.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -241,7 +243,8 @@ def regenerate(requests: list[dict], out: Path, python: str, camera_size: int = 
                  str(work / "requests.npz"), "--out", str(work / str(w)), "--worker", str(w), "--workers", str(workers),
                  "--first", str(first)] for w in range(workers)]
     try:
-        procs = [subprocess.Popen(cmd, env=_subprocess_env()) for cmd in cmds]
+        for cmd in cmds:
+            procs.append(subprocess.Popen(cmd, env=_subprocess_env()))
         with (work / "journal.jsonl").open("a") as journal:
             for k in range(first, R):
                 r, w = requests[k], k % len(procs)
