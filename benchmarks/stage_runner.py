@@ -28,11 +28,11 @@ def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    for key in ("pretraining", "embodied_sft", "vqa_sets"):
+    for key in ("pretraining", "embodied_sft", "vqa_sets", "claims"):  # the claims name the demo's arms
         cfg.pop(key, None)
     cfg.update(study=study, seeds=[0], ablations=["full"])
     cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
-    cfg["benchmarks"] = {benchmark: entry}
+    cfg["benchmarks"] = {benchmark: {**entry, "modes": ["full"]}}
     cfg["training"].update(max_steps=train_steps, checkpoint_every=train_steps, log_every=5, micro_batch=8)
     cfg["evaluation"].update(modes=["full"], mode_selection="full", baseline=False)
     path = out / "study.yaml"

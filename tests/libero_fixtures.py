@@ -12,7 +12,8 @@ from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS
 
 def write_libero_hdf5(folder: Path, demos: int = 2, length: int = 6, size: int = 16, tasks=range(10)) -> Path:
     """LIBERO's *_demo.hdf5 layout: data/demo_N/{obs/agentview_rgb, actions}, problem_info in data.attrs;
-    images upside-down, the first two steps of every demo no-ops, one file of another suite."""
+    images upside-down, the first two steps of every demo no-ops, one file of another suite; ``states``
+    are random (only a replay reads them)."""
     import h5py
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -32,4 +33,5 @@ def write_libero_hdf5(folder: Path, demos: int = 2, length: int = 6, size: int =
                 actions[:2, :6] = 0  # two no-ops (gripper unchanged after the first)
                 g.create_dataset("obs/agentview_rgb", data=img)
                 g.create_dataset("actions", data=actions)
+                g.create_dataset("states", data=rng.normal(size=(length, 9)))  # the simulator states
     return folder

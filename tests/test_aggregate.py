@@ -63,8 +63,11 @@ def test_results_from_runs_hand_case(tmp_path):
     half = {"reach-v3": [1, 1, 1, 0], "push-v3": [1, 1, 0, 0]}  # pooled 5/8: 'best' picks half
     p = run_json(tmp_path, "qwen", 0, full, modes={"full": full, "half": half}, reported="half")
     df = results_from_runs([p])
-    assert list(df.columns) == ["backbone", "benchmark", "ablation", "seed", "task", "metric", "value", "n_episodes", "mode"]
+    assert list(df.columns) == ["backbone", "benchmark", "ablation", "seed", "task", "metric", "value", "n_episodes", "mode",
+                                "heldout"]
     got = df.set_index("task")
+    # half is best on both halves (even positions 75% vs 50%, odd 50% vs 25%): held-out = the reported value
+    assert got.loc["all", "heldout"] == pytest.approx(62.5)
     assert list(df["task"]) == ["push-v3", "reach-v3", "all"]
     assert got.loc["reach-v3", "value"] == pytest.approx(75.0)
     assert got.loc["push-v3", "value"] == pytest.approx(50.0)

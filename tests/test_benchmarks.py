@@ -247,11 +247,12 @@ def test_libero_importer_reads_the_official_hdf5_demos(tmp_path):
     LIBERO.build_data(entry, tmp_path / "data")
     data = TrainingSet(tmp_path / "data")
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())
-    assert data.num_frames == 10 * 2 * 5 and stats["noops_dropped"] == 10 * 2 * 1  # the first no-op is kept
+    # both leading no-ops go: before any action is kept, a still arm alone makes a no-op (OpenVLA's rule)
+    assert data.num_frames == 10 * 2 * 4 and stats["noops_dropped"] == 10 * 2 * 2
     assert len(stats["skipped_files"]) == 1 and stats["source_format"] == "libero_hdf5"
     image, text = data.frame(0)
     assert text == INSTRUCTIONS[0] and image[-1, :, 0].min() == 200 and image[0, :, 0].max() == 0  # rotated
-    assert image[0, 0, 1] == 0 and data.frame(1)[0][0, 0, 1] == 20  # the second no-op (step 1) was dropped
+    assert image[0, 0, 1] == 20 and data.frame(1)[0][0, 0, 1] == 30  # the first frame kept is step 2's
     assert data.action_chunk(0, 7).shape == (7, 7)
     entry_missing = libero_entry(data_path=str(write_libero_hdf5(tmp_path / "nine", tasks=range(9))))
     with pytest.raises(ValueError, match=r"task\(s\) \[9\]"):

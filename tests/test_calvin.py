@@ -172,7 +172,7 @@ def test_action_conversion():
     assert a.tolist() == [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, -1.0]  # canonical closed -> CALVIN close (-1)
     assert canonical_to_calvin(np.array([0, 0, 0, 0, 0, 0, -0.3]))[-1] == 1.0
     assert calvin_to_canonical(np.array([[0.5, 0, 0, 0, 0, 0, 1.0]]))[0, -1] == -1.0  # CALVIN open -> canonical open
-    assert CALVIN.action_bounds(calvin_entry(), {}) == ([-0.65] * 6, [0.65] * 6)  # the official fixed clip
+    assert CALVIN.action_bounds(calvin_entry(), {}) == ([-1.0] * 6, [1.0] * 6)  # no percentile step (official)
 
 
 # -- metrics -------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import yaml
 
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import run_episodes
-from vlm4vla_core.benchmarks.simpler_bridge import OFFICIAL_Q01, TASKS, summary, wilson
+from vlm4vla_core.benchmarks.simpler_bridge import OFFICIAL_STATS, TASKS, summary, wilson
 from vlm4vla_core.benchmarks.simpler_bridge import data as bridge_data
 from vlm4vla_core.benchmarks.simpler_bridge.convert import (GripperRule, binarize_gripper, euler_to_rotvec,
                                                             standardize_trajectory, to_controller)
@@ -309,8 +309,10 @@ def test_importer_reads_a_lerobot_copy_in_place_and_resumes(tmp_path, monkeypatc
                                                                                     "stats.json"]
     manifest = json.loads((out / "dataset.json").read_text())
     assert manifest["episodes"] == kept and manifest["frames"] == [[1, 5], [1, 6], [1, 3], [1, 2]]
-    assert BRIDGE.action_bounds(e, stats) == (stats["action"]["q01"][:6], stats["action"]["q99"][:6])
-    assert BRIDGE.action_bounds(entry(norm_stats="official"), stats)[0] == list(OFFICIAL_Q01)
+    assert BRIDGE.action_bounds(entry(norm_stats="data"), stats) == (stats["action"]["q01"][:6],
+                                                                      stats["action"]["q99"][:6])
+    official = json.loads(OFFICIAL_STATS.read_text())["action"]
+    assert BRIDGE.action_bounds(entry(norm_stats="official"), stats) == (official["q01"][:6], official["q99"][:6])
     with pytest.raises(ConfigError, match="data_path"):
         BRIDGE.build_data(entry(data_path=str(tmp_path / "nowhere")), tmp_path / "x")
 
@@ -356,3 +358,64 @@ def test_report_of_an_eval_file(tmp_path, capsys):
     rep = json.loads((tmp_path / "s.json").read_text())
     assert rep["success_final_step"]["tasks"]["put_spoon_on_towel"]["success_rate"] == 100.0
     assert rep["success_final_step"]["mean"]["success_rate"] == 50.0 and rep["success_any_step"]["mean"]["successes"] == 8
+
+
+# -- a new env per episode -----------------------------------------------------------------------
+class FakeManiSkillEnv:
+    """A ManiSkill2_real2sim env stand-in: keeps physics state across steps (``state`` grows with every
+    action), so a reused env would carry the last episode's state into the next one."""
+
+    def __init__(self, log, env_id, kwargs):
+        self.log, self.env_id, self.kwargs, self.state, self.closed, self.resets = log, env_id, kwargs, 0.0, False, 0
+
+    def reset(self, options):
+        assert not self.closed
+        self.resets += 1
+        self.episode, self.t = options["obj_init_options"]["episode_id"], 0
+        self.log.append(("reset", self.env_id, self.episode, self.state))
+        return self._obs(), {}
+
+    def _obs(self):
+        frame = np.full((4, 4, 3), int(self.state) % 256, np.uint8)
+        return {"image": {"3rd_view_camera": {"rgb": frame}}}
+
+    def step(self, action):
+        self.t += 1
+        self.state += 1.0  # leftover state a reset of this fake does not clear
+        return self._obs(), 0.0, False, self.t >= self.kwargs["max_episode_steps"], {"episode_stats": {}}
+
+    def get_language_instruction(self):
+        return next(t["instruction"] for t in TASKS.values() if t["env_id"] == self.env_id)
+
+    def close(self):
+        self.closed = True
+
+
+def test_simpler_sim_builds_a_new_env_for_every_episode(monkeypatch, tmp_path):
+    from vlm4vla_core.benchmarks.simpler_bridge import sim as simpler_sim
+
+    log, built = [], []
+    (tmp_path / "real_inpainting").mkdir()
+    for name in ("bridge_real_eval_1.png", "bridge_sink.png"):
+        (tmp_path / "real_inpainting" / name).write_bytes(b"png")
+
+    class FakeGym:
+        @staticmethod
+        def make(env_id, **kwargs):
+            built.append(FakeManiSkillEnv(log, env_id, kwargs))
+            return built[-1]
+
+    monkeypatch.setattr(simpler_sim, "_stack", lambda: (FakeGym, type("ms2", (), {"ASSET_DIR": tmp_path})))
+    monkeypatch.setattr(type(BRIDGE), "simulator", lambda self, e: simpler_sim.SimplerSim(check_vulkan=False))
+    e = entry(episodes_per_task=2, max_steps=3, tasks=["put_spoon_on_towel", "put_eggplant_in_basket"])
+    records = run_episodes(BRIDGE, e, BRIDGE.episodes(e, 0), policy([]), execute=4, slots=1, progress=False)
+    assert [r["steps"] for r in records] == [3] * 4
+    assert len(built) == 4 and all(env.resets == 1 and env.closed for env in built)  # one env per episode
+    assert [x[3] for x in log] == [0.0] * 4  # every episode starts from a fresh state
+    assert [(env.env_id, x[2]) for env, x in zip(built, log)] == [(ENV_IDS[0], 0), (ENV_IDS[0], 1),
+                                                                 (ENV_IDS[3], 0), (ENV_IDS[3], 1)]
+    first = built[0].kwargs  # built as SimplerEnv's build_maniskill2_env for scripts/bridge.bash
+    assert first["obs_mode"] == "rgbd" and first["sim_freq"] == 500 and first["control_freq"] == 5
+    assert first["robot"] == "widowx" and first["scene_name"] == "bridge_table_1_v1"
+    assert first["rgb_overlay_path"].endswith("real_inpainting/bridge_real_eval_1.png")
+    assert built[2].kwargs["robot"] == "widowx_sink_camera_setup"

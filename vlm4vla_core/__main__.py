@@ -26,6 +26,9 @@ STAGES = {
     "merge-eval": ("vlm4vla_core.evaluate", "merge_main", "Join evaluation shards into a run's eval.json"),
     "published-results": ("vlm4vla_core.data", "main", "The published VLM4VLA numbers as a results CSV"),
     "aggregate": ("vlm4vla_core.aggregate", "main", "Tables, figures and regressions of a study"),
+    "plan": ("vlm4vla_core.aggregate.inference_outputs", "plan_main", "Seeds or episodes needed to detect an effect"),
+    "platform-check": ("vlm4vla_core.aggregate.inference_outputs", "platform_main",
+                       "Does a rerun on another machine agree with a reference run?"),
 }
 
 

@@ -22,6 +22,8 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 VARIANT_SECTIONS = ("pretraining", "embodied_sft")
 #: Execution modes: steps of a predicted chunk executed before re-planning.
 MODES = ("full", "half", "single")
+#: default ``evaluation.max_failed_share``: episodes of a job that may raise before the job stops
+MAX_FAILED_SHARE = 0.1
 
 
 class ConfigError(ValueError):
@@ -219,6 +221,24 @@ def root_backbone(config: dict, name: str) -> str:
     while name in chain:
         name = chain[name]["base"]
     return name
+
+
+def held_out_values(values_by_mode: dict[str, "np.ndarray"]) -> tuple["np.ndarray", list[str]]:
+    """Per-episode values of the ``best`` rule without its selection bias (two-fold cross-fitting): the
+    episodes at even positions take the mode that is best on the odd ones and the odd ones the mode that is
+    best on the even ones, so no episode scores the mode it helped choose. ``values_by_mode``: each mode's
+    per-episode values over the same episodes in the same order. Returns the values and the two chosen modes
+    (for the even, for the odd positions)."""
+    import numpy as np
+
+    values_by_mode = {m: np.asarray(v, dtype=float) for m, v in values_by_mode.items()}
+    n = len(next(iter(values_by_mode.values())))
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    for_even = select_mode({m: float(v[odd].mean()) if len(odd) else 0.0 for m, v in values_by_mode.items()}, "best")
+    for_odd = select_mode({m: float(v[even].mean()) for m, v in values_by_mode.items()}, "best")
+    out = np.empty(n)
+    out[even], out[odd] = values_by_mode[for_even][even], values_by_mode[for_odd][odd]
+    return out, [for_even, for_odd]
 
 
 def with_sft_variants(config: dict) -> dict:

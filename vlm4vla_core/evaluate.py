@@ -1,9 +1,11 @@
 """Evaluation stage: closed-loop rollouts of one trained policy (or the zero-action baseline).
 
 ``python -m vlm4vla_core evaluate --config C --benchmark K --seed S --policy DIR --shard I --shards N --out F``
-runs shard I of N of the benchmark's episode list in every configured execution mode (the whole
-action chunk, half of it, or a single step before re-planning); ``merge-eval`` joins the shards
-into the run's ``eval.json`` and picks the reported mode by ``evaluation.mode_selection``.
+runs shard I of N of the benchmark's episode list in each of its execution modes (the whole
+action chunk, half of it, or a single step before re-planning: ``benchmarks.modes_of``, by default
+the modes VLM4VLA's scripts run); ``merge-eval`` joins the shards into the run's ``eval.json``, picks
+the reported mode by the benchmark's mode selection and records it in ``selection``, with the
+held-out number beside a best-of-modes one.
 
 The simulator runs in this process when the benchmark allows it (Meta-World) and no
 ``simulator_python`` is set; otherwise this process serves the policy over a websocket and
@@ -27,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.benchmarks.base import Benchmark, Episode, run_episodes, shard, zero_infer
-from vlm4vla_core.config import ConfigError, execute_steps, select_mode
+from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
+from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, select_mode
 from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
@@ -46,7 +48,9 @@ class Parts:
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest)
 
-    def done(self, mode: str) -> dict[int, dict]:
+    def done(self, mode: str, retry_failed: bool = False) -> dict[int, dict]:
+        """Finished episodes by index; an episode that raised counts unless ``retry_failed`` (a job run
+        again retries them), and a record without an error wins over one with."""
         found = {}
         for path in sorted(self.dir.glob(f"{mode}.*.jsonl")):
             for line in path.read_text().splitlines():
@@ -54,7 +58,10 @@ class Parts:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # the line a killed process was writing
-                found[record["index"]] = record
+                if record["index"] not in found or found[record["index"]].get("error"):
+                    found[record["index"]] = record
+        if retry_failed:
+            found = {i: r for i, r in found.items() if not r.get("error")}
         return found
 
     def file(self, mode: str, name: str) -> Path:
@@ -87,7 +94,7 @@ def serve_batches(infer):
 
 
 def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, chunk: int,
-                     parts: Parts, mode: str) -> None:
+                     parts: Parts, mode: str, max_failed_share: float = MAX_FAILED_SHARE) -> None:
     """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
     from vlm4vla_core.serving import PolicyServer
 
@@ -104,11 +111,14 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
             eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
             cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
                    str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
-                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}"))]
+                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
+                   "--max-failed-share", str(max_failed_share)]
             procs.append(subprocess.Popen(cmd))
         failed = [(w, p.wait()) for w, p in enumerate(procs)]
         failed = [(w, rc) for w, rc in failed if rc != 0]
         if failed:
+            ids = {e.index for e in episodes}
+            check_failures([r for i, r in parts.done(mode).items() if i in ids], len(episodes), max_failed_share)
             raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {' '.join(python)}); see the log above")
         print(f"policy server: {server.stats.requests} requests in {server.stats.batches} batches "
               f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
@@ -122,27 +132,30 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
     in_process = bench.runs_in_process(entry)
+    share = float(config.get("evaluation", {}).get("max_failed_share", MAX_FAILED_SHARE))
     results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
-        done = parts.done(mode)
+        done = parts.done(mode, retry_failed=True)
         todo = [e for e in episodes if e.index not in done]
         if done:
             print(f"{mode}: {len(done)} episodes already finished, {len(todo)} to run", flush=True)
         if todo and in_process:
             with parts.file(mode, "main").open("a") as f:
                 run_episodes(bench, entry, todo, infer, steps, slots=bench.slots(entry),
-                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()))
+                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share)
         elif todo:
-            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode)
+            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share)
         done = parts.done(mode)
         missing = [e.index for e in episodes if e.index not in done]
         if missing:
             raise RuntimeError(f"{mode}: episodes {missing[:10]} have no record")
         records = [done[e.index] for e in episodes]
-        results[mode] = dict(execute_steps=steps, episodes=records)
-        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful",
-              flush=True)
+        check_failures(records, len(records), share)  # over the whole shard (each worker checked its own block)
+        failed = sum(bool(r.get("error")) for r in records)
+        results[mode] = dict(execute_steps=steps, episodes=records, failed_episodes=failed)
+        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful"
+              + (f" ({failed} raised, counted as failures with their error)" if failed else ""), flush=True)
     return results, parts
 
 
@@ -184,6 +197,7 @@ def main(argv: list[str]) -> int:
     chunk, family = entry["chunk"], None
     if args.policy == ZERO:
         infer, modes, rule = zero_infer(chunk, bench.action_dim), ["full"], "full"
+        source = "the zero-action baseline: one mode"
         key = dict(policy=ZERO)
     else:
         from vlm4vla_core.policy import load_policy
@@ -194,7 +208,7 @@ def main(argv: list[str]) -> int:
                   f"benchmarks.{args.benchmark} (chunk {chunk}, action_dim {bench.action_dim})", file=sys.stderr)
             return 1
         infer, family = policy_infer(policy), policy.cfg.family
-        modes, rule = config["evaluation"]["modes"], config["evaluation"]["mode_selection"]
+        modes, rule, source = benchmarks.modes_of(config, args.benchmark)
         weights = Path(args.policy) / "policy.safetensors"
         key = dict(policy=str(Path(args.policy).resolve()), weights=hashlib.sha256(weights.read_bytes()).hexdigest())
     out = Path(args.out)
@@ -207,7 +221,7 @@ def main(argv: list[str]) -> int:
     record = dict(
         study=config["study"], backbone=args.backbone, family=family, benchmark=args.benchmark, kind=bench.kind,
         ablation=args.ablation, seed=args.seed, metric=bench.metric, checkpoint=args.policy, modes=results,
-        mode_selection=rule, shard=[args.shard, args.shards],
+        mode_selection=rule, modes_source=source, shard=[args.shard, args.shards],
         episodes_total=len(bench.episodes(entry, args.seed)),
         simulator="in-process" if bench.runs_in_process(entry)
         else f"{bench.workers(entry)} worker process(es): {' '.join(bench.simulator_command(entry))}",
@@ -215,9 +229,27 @@ def main(argv: list[str]) -> int:
     )
     if args.shards == 1:
         record["reported_mode"] = select_mode({m: bench.score(r["episodes"]) for m, r in results.items()}, rule)
+        record["selection"] = selection(bench, results, rule, record["reported_mode"])
     write_json(out, record, indent=1)
     parts.remove()
     return 0
+
+
+def selection(bench: Benchmark, modes: dict[str, dict], rule: str, reported: str) -> dict:
+    """The reported number beside the rule that produced it and, for ``best`` over several modes, the
+    held-out number without that choice's upward bias (``config.held_out_values``: each episode scored in
+    the mode that is best on the other half of the episodes)."""
+    key = "completed" if bench.metric == "avg_len" else "success"
+    out = dict(rule=rule, reported_mode=reported, value=bench.score(modes[reported]["episodes"]), metric=bench.metric)
+    if rule == "best" and len(modes) > 1:
+        values = {m: [float(e[key]) for e in r["episodes"]] for m, r in modes.items()}
+        held, chosen = held_out_values(values)
+        out.update(label="best of modes (the paper's rule; biased upward)", heldout=float(np.mean(held)),
+                   heldout_label="held-out: mode chosen on the other half of the episodes (even / odd positions)",
+                   heldout_modes=dict(even=chosen[0], odd=chosen[1]))
+    else:
+        out["label"] = "one mode" if len(modes) == 1 else f"fixed mode {rule!r}, declared before the run (unbiased)"
+    return out
 
 
 def merge(shards: list[dict], names: list[str]) -> dict:
@@ -239,11 +271,13 @@ def merge(shards: list[dict], names: list[str]) -> dict:
         episodes = sorted((e for s in shards for e in s["modes"][mode]["episodes"]), key=lambda e: e["index"])
         if [e["index"] for e in episodes] != list(range(first["episodes_total"])):
             raise ValueError(f"mode {mode}: the shards' episodes are not 0..{first['episodes_total'] - 1} once each")
-        modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes)
+        modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes,
+                           failed_episodes=sum(bool(e.get("error")) for e in episodes))
     merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode")}
     merged.update(modes=modes, shards=count,
                   reported_mode=select_mode({m: bench.score(r["episodes"]) for m, r in modes.items()},
                                             first["mode_selection"]))
+    merged["selection"] = selection(bench, modes, first["mode_selection"], merged["reported_mode"])
     return merged
 
 

@@ -10,8 +10,14 @@ a sequence that includes the query. The head reads the final hidden state at
 the query position.
 
 Actions: the last dimension is the gripper (closed when > 0), the others are
-arm deltas, scaled per dimension from the data's 1st/99th percentiles into
-[-arm_norm, arm_norm] (the official code uses 0.65).
+arm deltas. The arm is normalised per dimension as VLM4VLA's code composes it
+(``arm_range: official``, docs/fidelity.md): the data's 1st/99th percentiles map to
+[-1, 1] (clipped there), that value is clipped to [-arm_norm, arm_norm] (0.65) and
+rescaled to [-1, 1], the training label; at evaluation the head's output, clamped to
+[-1, 1], goes back through both steps, so executed actions stay inside the middle
+``arm_norm`` share of the percentile range. ``arm_range: full`` is the other choice:
+the percentile value times ``arm_norm`` is the label, and executed actions span the
+whole percentile range.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from vlm4vla_core.backbones import get_adapter
 from vlm4vla_core.io import atomic_dir
 
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
+#: how the arm's percentile value meets the norm range: ``official`` clips it to [-arm_norm, arm_norm] and
+#: rescales to [-1, 1] (VLM4VLA's composition); ``full`` scales [-1, 1] into [-arm_norm, arm_norm]
+ARM_RANGES = ("official", "full")
 SCRATCH_SEED_SALT = 7_919_000
 POLICY_FILE, WEIGHTS_FILE = "policy.json", "policy.safetensors"
 BACKBONE_DIR = "backbone"  # the backbone's config, tokenizer and processor (its weights are in WEIGHTS_FILE)
@@ -46,6 +55,7 @@ class PolicyConfig:
     loss: str = "huber"  # or "mse" (the paper's statement)
     gripper_weight: float = 0.01
     arm_norm: float = 0.65
+    arm_range: str = "official"
     ablation: str = "full"
     init_seed: int = 0
     # per-dimension 1st/99th percentiles of the arm actions in the training data
@@ -55,6 +65,10 @@ class PolicyConfig:
     def __post_init__(self):
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation: unknown {self.ablation!r} (choose from {', '.join(ABLATIONS)})")
+        if self.arm_range not in ARM_RANGES:
+            raise ValueError(f"arm_range: unknown {self.arm_range!r} (choose from {', '.join(ARM_RANGES)})")
+        if not 0 < self.arm_norm <= 1:
+            raise ValueError(f"arm_norm: {self.arm_norm} is not in (0, 1]")
         if self.loss not in ("huber", "mse"):
             raise ValueError(f"loss: unknown {self.loss!r} (choose huber or mse)")
         if len(self.arm_low) != self.action_dim - 1 or len(self.arm_high) != self.action_dim - 1:
@@ -171,11 +185,11 @@ class VLAPolicy(nn.Module):
 
     def normalize_arm(self, arm: torch.Tensor) -> torch.Tensor:
         low, high = self._bounds(arm)
-        return ((2 * (arm.float() - low) / (high - low) - 1).clamp(-1, 1)) * self.cfg.arm_norm
+        return arm_to_label(arm.float(), low, high, self.cfg.arm_norm, self.cfg.arm_range)
 
     def denormalize_arm(self, arm: torch.Tensor) -> torch.Tensor:
         low, high = self._bounds(arm)
-        return ((arm.float() / self.cfg.arm_norm).clamp(-1, 1) + 1) / 2 * (high - low) + low
+        return label_to_arm(arm.float(), low, high, self.cfg.arm_norm, self.cfg.arm_range)
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray], instructions: list[str]) -> np.ndarray:
@@ -185,6 +199,30 @@ class VLAPolicy(nn.Module):
         arm, grip = self(inputs)
         grip = torch.where(grip > 0, 1.0, -1.0)
         return torch.cat([self.denormalize_arm(arm), grip[..., None]], dim=-1).cpu().numpy()
+
+
+# -- arm normalisation -------------------------------------------------------
+def arm_to_label(arm, low, high, norm: float, arm_range: str):
+    """Env-scale arm actions -> training labels: the percentile normalisation (``low``/``high`` -> [-1, 1],
+    clipped there), then ``official``: clip to [-norm, norm] and rescale to [-1, 1]; ``full``: times ``norm``.
+    Works on torch tensors and numpy arrays alike."""
+    lib = torch if isinstance(arm, torch.Tensor) else np
+    unit = lib.clip(2 * (arm - low) / (high - low) - 1, -1, 1)
+    if arm_range == "official":
+        return lib.clip(unit, -norm, norm) / norm
+    return unit * norm
+
+
+def label_to_arm(out, low, high, norm: float, arm_range: str):
+    """The head's arm output -> env-scale actions, the inverse of ``arm_to_label`` on its range: the output is
+    clamped to the label range first (the official head ends in a tanh), so executed actions lie in
+    ``low + (1 -+ norm) / 2 * (high - low)`` (``official``) or in [low, high] (``full``)."""
+    lib = torch if isinstance(out, torch.Tensor) else np
+    if arm_range == "official":
+        unit = lib.clip(out, -1, 1) * norm  # [-1, 1] -> [norm_min, norm_max]
+    else:
+        unit = lib.clip(out / norm, -1, 1)
+    return (unit + 1) / 2 * (high - low) + low
 
 
 # -- checkpoints -------------------------------------------------------------
@@ -243,7 +281,9 @@ def load_policy(path: str | Path, device: str = "cpu") -> VLAPolicy:
     try:
         meta = json.loads((path / POLICY_FILE).read_text())
         raw = meta["config"]
-        cfg = PolicyConfig(**{**raw, "arm_low": tuple(raw["arm_low"]), "arm_high": tuple(raw["arm_high"])})
+        # a policy written before arm_range existed was trained with the full range
+        cfg = PolicyConfig(**{"arm_range": "full", **raw, "arm_low": tuple(raw["arm_low"]),
+                              "arm_high": tuple(raw["arm_high"])})
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path / POLICY_FILE}: corrupt policy file ({type(err).__name__}: {err})") from None
     try:

@@ -41,6 +41,7 @@ def check(config) -> dict:
         except ConfigError as err:
             raise ConfigError(f"key 'benchmarks.{name}.kind': {err}") from None
         bench.check(name, entry)
+        benchmarks.modes_of(config, name)  # a fixed mode_selection names one of the benchmark's modes
     return config
 
 

@@ -133,6 +133,7 @@ def policy_config_for(config: dict, backbone: str, benchmark: str, ablation: str
         loss=pol["loss"],
         gripper_weight=pol["gripper_weight"],
         arm_norm=pol["arm_norm"],
+        arm_range=bench.arm_range_of(entry),
         ablation=ablation,
         init_seed=seed,
         arm_low=tuple(low),

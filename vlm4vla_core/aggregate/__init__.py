@@ -51,15 +51,25 @@ DESCRIPTIONS = {
     "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
     "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
     "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
+    "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
+    "inference/main_table": "main table with every cell as estimate [95% interval], seeds x episodes",
+    "inference/regimes_table": "training regimes with intervals and each regime's paired contrast to full fine-tuning",
+    "inference/contrasts": "every comparison the tables show: difference, 95% interval, P(improvement), adjusted p",
+    "inference/variance_components": "seed and episode variance components pooled per benchmark (read by `plan`)",
+    "inference/mixed_model": "reference analysis: statsmodels MixedLM marginal means beside the simple means",
+    "inference/slopes": "VQA-vs-control: OLS, Theil-Sen, influence, exact Spearman p, errors-in-variables, "
+                        "equivalence, power, slope x benchmark interaction",
+    "inference/claims": "a verdict per claim of the claims file (supported, contradicted, equivalent, inconclusive)",
 }
 
 
 def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boot_seed: int = 0,
-              reports=None, vqa=None) -> list[Path]:
+              reports=None, vqa=None, claims=None) -> list[Path]:
     """Write every artefact of a study into ``out_dir``; returns the paths written.
 
     ``vqa``: optional measured VQA score JSONs (``vqa-eval`` stage, ``vqa/<backbone>/<set>.json``); each
     set gets its own regression of control on the measured score next to the config's sourced scores.
+    ``claims``: a claims file (default: the config's ``claims``); inference/ gets claims.md with a verdict each.
 
     ``inputs`` is a list of run JSON paths, or one results CSV path (str/Path
     ending in .csv), or an already loaded ``Results``. ``reports``: optional
@@ -69,6 +79,9 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     from vlm4vla_core.aggregate.tables import footer
     from vlm4vla_core.provenance import provenance
 
+    from vlm4vla_core.aggregate.inference_outputs import load_checked_claims, write_inference
+
+    claims = load_checked_claims(claims if claims is not None else config.get("claims"), config)  # before any work
     if isinstance(inputs, Results):
         res = inputs
     elif isinstance(inputs, (str, Path)) and str(inputs).endswith(".csv"):
@@ -190,6 +203,9 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.modes is not None:
         written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
 
+    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
+    written += inf_written
+    notes += inf_notes
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
     written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
     return written
@@ -216,7 +232,10 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         rules = ", ".join(f"'{k}' ({v} runs)" for k, v in res.modes[res.modes["reported"]].groupby("mode_selection").size().items())
         lines.append(f"Reported mode of each run chosen by the rule recorded in the run: {rules}. 'best' = the mode "
                      "with the highest success of that run, ties going to fewer re-plans (full > half > single); "
-                     "a mode name fixes the mode. See modes_table for every mode.")
+                     "a mode name fixes the mode. See modes_table for every mode. A cell whose runs took the best "
+                     "of several modes is labelled 'best-of-modes' and shows its 'held-out' value, free of that "
+                     "choice's upward bias: each episode scored in the mode that is best on the other half of its "
+                     "run's episodes (even and odd positions); a fixed mode is declared before the run and needs none.")
     commits = sorted({p.get("git_commit") for p in res.provenance if p.get("git_commit")})
     hashes = sorted({p.get("config_hash") for p in res.provenance if p.get("config_hash")})
     if commits or hashes:
@@ -226,7 +245,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
     stems = {}
     for p in rel:
-        stem = p.rsplit(".", 1)[0].removeprefix("html/")
+        stem = p.rsplit(".", 1)[0].removeprefix("html/").replace("/html/", "/")
         if stem.startswith("regression") and not stem.endswith("_table"):
             stem += "_table"
         stems.setdefault({"baseline": "baseline_table"}.get(stem, stem), []).append(p)
@@ -282,13 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", nargs="*", default=[], help="backbone report JSONs (backbone-report stage), optional")
     p.add_argument("--vqa", nargs="*", default=[], help="measured VQA scores (vqa-eval stage JSONs), optional")
     p.add_argument("--out", required=True, help="output folder, e.g. results/<study>")
+    p.add_argument("--claims", help="claims file (default: the config's 'claims'), verdicts in inference/claims.md")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the regression slope")
     p.add_argument("--boot-seed", type=int, default=0)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = _load_config(args.config)
         written = aggregate(args.runs or args.results_csv, config, args.out, n_boot=args.n_boot,
-                            boot_seed=args.boot_seed, reports=args.reports, vqa=args.vqa)
+                            boot_seed=args.boot_seed, reports=args.reports, vqa=args.vqa,
+                            claims=args.claims)
     except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files
         print(f"error: {err}", file=sys.stderr)
         return 1

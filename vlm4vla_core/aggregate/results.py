@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import ResultsError, read_json
-from vlm4vla_core.config import variants
+from vlm4vla_core.config import held_out_values, variants
 
 ZERO = "zero-action"
 ALL = "all"
@@ -75,6 +75,7 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
             dict(
                 task=str(ep["task"]),
                 episode_seed=ep.get("episode_seed"),
+                episode_id=episode_id(ep, i),
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
                 value=value_of(ep),
@@ -83,12 +84,36 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
     return rows
 
 
+def _best_mode(mean_by_mode: dict[str, float]) -> str:
+    """The 'best' rule: the highest value; ties go to fewer re-plans (full > half > single)."""
+    order = [m for m in MODES if m in mean_by_mode] + [m for m in mean_by_mode if m not in MODES]
+    return max(order, key=lambda m: (mean_by_mode[m], -order.index(m)))
+
+
+def episode_id(ep: dict, position: int) -> str:
+    """A stable id of an evaluation episode across seeds and arms: the task with its episode seed
+    (Meta-World), initial state (LIBERO), episode id (SimplerEnv) or, failing those, the episode's index
+    (CALVIN: the chain index); the position in the run's list when the record has none of them."""
+    for key in ("episode_seed", "init_state", "episode_id"):
+        if ep.get(key) is not None:
+            return f"{ep['task']}/{ep[key]}"
+    return f"{ep['task']}/{ep.get('index', position)}"
+
+
+def platform_id(prov: dict | None) -> str:
+    """The machine a run was evaluated on, from its provenance's hardware record: platform, processor,
+    CPU count and GPUs (not the host name: two hosts of one build are one platform); 'unknown' without."""
+    hw = (prov or {}).get("hardware")
+    if not hw:
+        return "unknown"
+    parts = [hw.get("platform"), hw.get("processor"), f"{hw.get('cpu_count')} cpus", *(hw.get("gpus") or [])]
+    return " / ".join(str(p) for p in parts if p)
+
+
 def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[str, float]) -> None:
     """The reported mode must follow the run's own selection rule."""
     if rule == "best":
-        order = [m for m in MODES if m in mean_by_mode] + [m for m in mean_by_mode if m not in MODES]
-        best = max(order, key=lambda m: (mean_by_mode[m], -order.index(m)))
-        if reported != best:
+        if reported != _best_mode(mean_by_mode):
             raise ResultsError(
                 f"{path}: reported_mode {reported!r} breaks mode_selection 'best' "
                 f"(per-mode values {mean_by_mode}; ties go to fewer re-plans: full > half > single)"
@@ -137,7 +162,7 @@ def load_runs(paths, config: dict | None = None) -> Results:
             raise ResultsError(f"{path}: duplicate run {dict(zip(KEYS, key))}, also in {seen[key]}")
         seen[key] = path
         ids = {k: run[k] for k in KEYS}
-        mean_by_mode = {}
+        mean_by_mode, values_by_mode, index_by_mode = {}, {}, {}
         for mode, entry in run["modes"].items():
             eps = entry.get("episodes") if isinstance(entry, dict) else None
             if not eps:
@@ -145,6 +170,7 @@ def load_runs(paths, config: dict | None = None) -> Results:
             ep_rows = _episode_rows(path, mode, eps, run["metric"])
             values = np.array([r["value"] for r in ep_rows])
             mean_by_mode[mode] = float(values.mean())
+            values_by_mode[mode], index_by_mode[mode] = values, [e.get("index", i) for i, e in enumerate(eps)]
             modes.append(
                 dict(**ids, metric=run["metric"], mode=mode, execute_steps=entry.get("execute_steps"),
                      value=float(values.mean()), n_episodes=len(ep_rows),
@@ -152,7 +178,13 @@ def load_runs(paths, config: dict | None = None) -> Results:
                      reported=mode == run["reported_mode"], mode_selection=run["mode_selection"])
             )
             if mode == run["reported_mode"]:
-                episodes += [dict(**ids, metric=run["metric"], mode=mode, **r) for r in ep_rows]
+                reported_rows = [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)
+                                 for r in ep_rows]
+        # best of several modes: each episode also carries its held-out value (config.held_out_values)
+        best_of = run["mode_selection"] == "best" and len(run["modes"]) > 1
+        same = len({tuple(v) for v in index_by_mode.values()}) == 1
+        held = held_out_values(values_by_mode)[0] if best_of and same else np.full(len(reported_rows), np.nan)
+        episodes += [dict(r, heldout=h) for r, h in zip(reported_rows, held)]
         _check_mode_rule(path, run["mode_selection"], run["reported_mode"], mean_by_mode)
         prov.append(dict(file=str(path), **(run.get("provenance") or {})))
 
@@ -165,11 +197,13 @@ def load_runs(paths, config: dict | None = None) -> Results:
 def _pool(episodes: pd.DataFrame) -> pd.DataFrame:
     """Episode rows -> per-task rows and one pooled 'all' row per run."""
     group = [*KEYS, "metric", "mode"]
-    per_task = episodes.groupby([*group, "task"], sort=False)["value"].agg(["mean", "size"]).reset_index()
-    pooled = episodes.groupby(group, sort=False)["value"].agg(["mean", "size"]).reset_index().assign(task=ALL)
-    out = pd.concat([per_task, pooled], ignore_index=True)
-    out = out.rename(columns={"mean": "value", "size": "n_episodes"}).assign(_all=lambda d: d["task"] == ALL)
-    return out.sort_values([*KEYS, "_all", "task"], ignore_index=True)[COLUMNS]
+    agg = dict(value=("value", "mean"), n_episodes=("value", "size"),
+               heldout=("heldout", lambda v: v.mean(skipna=False)))
+    per_task = episodes.groupby([*group, "task"], sort=False).agg(**agg).reset_index()
+    pooled = episodes.groupby(group, sort=False).agg(**agg).reset_index().assign(task=ALL)
+    out = pd.concat([per_task, pooled], ignore_index=True).assign(_all=lambda d: d["task"] == ALL)
+    # heldout: the value without the best-of-modes selection bias (NaN when the run had no such choice)
+    return out.sort_values([*KEYS, "_all", "task"], ignore_index=True)[[*COLUMNS, "heldout"]]
 
 
 def results_from_runs(paths) -> pd.DataFrame:
@@ -250,7 +284,7 @@ def vqa_scores(config: dict) -> dict[str, dict]:
             except KeyError as err:
                 raise ResultsError(f"key 'backbones.{name}.vqa.published': {err.args[0]}") from None
         elif vqa is not None and vqa.get("score") is not None:
-            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", "")}
+            out[name] = {"score": float(vqa["score"]), "source": vqa.get("source", ""), "n": vqa.get("n")}
     return out
 
 
@@ -263,5 +297,6 @@ def measured_vqa(paths) -> dict[str, dict[str, dict]]:
             raise ResultsError(f"{path}: no 'score' (a VQA set without questions?)")
         name = rep.get("set") or path.stem
         out.setdefault(name, {})[path.parent.name] = dict(
-            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})")
+            score=float(rep["score"]), source=f"{rep.get('source', 'measured')} (n={rep.get('n')})",
+            n=rep.get("n"))
     return out

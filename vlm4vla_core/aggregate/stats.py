@@ -22,7 +22,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     g = results.groupby(group, sort=False)
     out = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
     n = g["n_episodes"].agg(lambda v: v.sum() if v.notna().all() else np.nan)
-    return out.assign(n_episodes=n).reset_index()
+    out = out.assign(n_episodes=n)
+    if "heldout" in results:  # the best-of-modes cells' value without the selection bias (results.held_out_values)
+        out = out.assign(heldout=g["heldout"].agg(lambda v: v.mean() if v.notna().all() else np.nan))
+    return out.reset_index()
 
 
 # -- zero-action baseline ---------------------------------------------------

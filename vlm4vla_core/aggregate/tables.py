@@ -22,6 +22,8 @@ from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_d
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS, summarize
 
 MISSING = "-"
+#: the labels of a best-of-modes cell and of the unbiased number beside it
+BEST_OF, HELD_OUT = "best-of-modes", "held-out"
 NOT_RUN = "not run"
 #: the paper's names of the training regimes
 REGIME_LABELS = {"full": "all trained", "freeze_vision": "vision frozen", "freeze_embeddings": "word embeddings frozen",
@@ -29,11 +31,16 @@ REGIME_LABELS = {"full": "all trained", "freeze_vision": "vision frozen", "freez
 FREEZING = ("freeze_vision", "freeze_embeddings")
 
 
-def cell(mean: float, std: float, n: float, metric: str) -> str:
+def cell(mean: float, std: float, n: float, metric: str, heldout: float | None = None) -> str:
     """'23.3 ± 4.7 (n=60)'. With an unknown episode count (a transcribed published number) the
-    mean keeps up to two more decimals, so 23.95 is not shown as 23.9."""
+    mean keeps up to two more decimals, so 23.95 is not shown as 23.9. A value chosen as the best
+    of several execution modes is labelled so and shows its held-out value beside it:
+    'best-of-modes 23.3 ± 4.7 (n=60); held-out 20.0' (each episode scored in the mode chosen on the
+    other half of the run's episodes)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
+    if heldout is not None and not (isinstance(heldout, float) and math.isnan(heldout)):
+        return f"{BEST_OF} {cell(mean, std, n, metric)}; {HELD_OUT} {heldout:.{metric_decimals(metric)}f}"
     d = metric_decimals(metric)
     unknown_n = n is None or math.isnan(n)
     shown = number(mean, metric) if unknown_n else f"{mean:.{d}f}"
@@ -73,11 +80,20 @@ def backbone_order(present, config: dict) -> list[str]:
     return [b for b in ordered(present, list(config.get("backbones", {}))) if b != ZERO] + ([ZERO] if ZERO in set(present) else [])
 
 
+def rcell(r) -> str:
+    """``cell`` of a ``summarize`` row, with its held-out value when the row has one."""
+    return cell(r["mean"], r["std"], r["n_episodes"], r["metric"], r.get("heldout"))
+
+
+def cells(s: pd.DataFrame) -> list[str]:
+    return [rcell(r) for _, r in s.iterrows()]
+
+
 # -- builders: each returns (numbers for the CSV, formatted table) ------------
 def main_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     s = summarize(results)
     s = s[(s["task"] == ALL) & (s["ablation"].isin(["full", "none"]))]
-    s = s.assign(cell=[cell(m, sd, n, k) for m, sd, n, k in zip(s["mean"], s["std"], s["n_episodes"], s["metric"])])
+    s = s.assign(cell=cells(s))
     wide = s.pivot(index="backbone", columns="benchmark", values="cell")
     wide = wide.reindex(index=backbone_order(s["backbone"], config), columns=ordered(s["benchmark"], benchmarks))
     numbers = s.drop(columns="task")
@@ -98,7 +114,7 @@ def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
             row = {"benchmark": bench, "backbone": bb}
             for a in ablations:
                 r = g.loc[a] if a in g.index else None
-                row[a] = MISSING if r is None else cell(r["mean"], r["std"], r["n_episodes"], r["metric"])
+                row[a] = MISSING if r is None else rcell(r)
                 if a != "full":
                     row[f"Δ {a}"] = MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r))
             rows.append(row)
@@ -128,7 +144,7 @@ def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
         for a in regimes:
             got = [by.loc[(bb, a, k)] if (bb, a, k) in by.index else None for k in benches]
             row[REGIME_LABELS[a] + suffix] = " / ".join(
-                MISSING if r is None else cell(r["mean"], r["std"], r["n_episodes"], r["metric"]) for r in got)
+                MISSING if r is None else rcell(r) for r in got)
             if a != "full":
                 row[f"Δ {REGIME_LABELS[a]}" + suffix] = " / ".join(
                     MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r)) for r in got)
@@ -165,8 +181,8 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
         for k in benches:
             p = by.loc[(bb, "full", k)] if (bb, "full", k) in by.index else None
             r = by.loc[(bb, "from_scratch", k)] if (bb, "from_scratch", k) in by.index else None
-            pre[k] = MISSING if p is None else cell(p["mean"], p["std"], p["n_episodes"], p["metric"])
-            scr[k] = MISSING if r is None else cell(r["mean"], r["std"], r["n_episodes"], r["metric"])
+            pre[k] = MISSING if p is None else rcell(p)
+            scr[k] = MISSING if r is None else rcell(r)
             d = np.nan if p is None or r is None else r["mean"] - p["mean"]
             delta[k] = signed(d, (r if r is not None else p)["metric"], _exact(p, r))
             for ab, x in (("full", p), ("from_scratch", r)):
@@ -203,7 +219,7 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
                 r = s.loc[(name, k)] if (name, k) in s.index else None
                 b = s.loc[(base, k)] if (base, k) in s.index else None
                 d = np.nan if r is None or b is None else r["mean"] - b["mean"]
-                row[k] = missing if r is None else cell(r["mean"], r["std"], r["n_episodes"], r["metric"])
+                row[k] = missing if r is None else rcell(r)
                 if entry:
                     row[f"Δ {k} vs base"] = MISSING if r is None else signed(d, r["metric"], _exact(r, b))
                 if r is not None:
@@ -258,7 +274,7 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
                                     published_table=None if p is None else p.get("table"),
                                     published_source=None if p is None else p["source"], note=why))
                 rows.append({"benchmark": bench, "backbone": bb, "ablation": abl,
-                             "reproduced": cell(r["mean"], r["std"], r["n_episodes"], r["metric"]),
+                             "reproduced": rcell(r),
                              "published": f"none: {why}" if p is None else number(p["value"], r["metric"]),
                              "difference": signed(diff, r["metric"]),
                              "published in": MISSING if p is None else str(p.get("table", MISSING)).replace("_", " ")})
@@ -287,7 +303,7 @@ def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[st
 def benchmark_task_table(results: pd.DataFrame, config: dict, benchmark: str):
     """Per-task detail of one benchmark: (backbone, regime) rows, that benchmark's tasks as columns."""
     s = summarize(results[results["benchmark"] == benchmark])
-    s = s.assign(cell=[cell(m, sd, n, k) for m, sd, n, k in zip(s["mean"], s["std"], s["n_episodes"], s["metric"])])
+    s = s.assign(cell=cells(s))
     tasks = ordered(sorted(t for t in s["task"].unique() if t != ALL), _config_tasks(config, benchmark)) + [ALL]
     rows = []
     for bb in backbone_order(s["backbone"], config):
@@ -304,7 +320,7 @@ def _config_tasks(config: dict, benchmark: str) -> list[str]:
 
 def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     s = summarize(results)
-    s = s.assign(cell=[cell(m, sd, n, k) for m, sd, n, k in zip(s["mean"], s["std"], s["n_episodes"], s["metric"])])
+    s = s.assign(cell=cells(s))
     tasks = sorted(t for t in s["task"].unique() if t != ALL) + [ALL]
     rows = []
     for bench in ordered(s["benchmark"], benchmarks):

@@ -27,6 +27,9 @@ COMMON_KEYS = {
     "eval_workers": "simulator processes per evaluation job, served by one policy process",
     "eval_batch": "episodes each simulator process runs in lockstep",
     "simulator_python": "Python of the simulator's own environment (default: the policy's own)",
+    "modes": "execution modes of this benchmark (default: those VLM4VLA's scripts run on it, else evaluation.modes)",
+    "mode_selection": "best, or a fixed mode declared before the run (default: evaluation.mode_selection)",
+    "arm_range": "official (VLM4VLA's clip to the norm range) or full (the whole percentile range); default per kind",
 }
 
 
@@ -58,4 +61,24 @@ def of(config: dict, name: str) -> tuple[Benchmark, dict]:
     return bench, bench.settings(entry)
 
 
-__all__ = ["Benchmark", "COMMON_KEYS", "Episode", "get", "of", "registry"]
+def modes_of(config: dict, name: str) -> tuple[list[str], str, str]:
+    """(execution modes, selection rule, where the modes come from) of benchmark ``name``: the entry's
+    ``modes``, else the plug-in's ``official_modes``, else ``evaluation.modes``; the entry's
+    ``mode_selection``, else ``evaluation.mode_selection``. A fixed rule must name one of the modes."""
+    bench, entry = of(config, name)
+    evaluation = config["evaluation"]
+    if entry.get("modes"):
+        modes, source = list(entry["modes"]), f"benchmarks.{name}.modes"
+    elif bench.official_modes:
+        modes, source = list(bench.official_modes), f"the official scripts' modes for {bench.kind}"
+    else:
+        modes, source = list(evaluation["modes"]), "evaluation.modes"
+    rule = entry.get("mode_selection") or evaluation["mode_selection"]
+    if rule != "best" and rule not in modes:
+        key = f"benchmarks.{name}.mode_selection" if entry.get("mode_selection") else "evaluation.mode_selection"
+        raise ConfigError(f"key '{key}': {rule!r} is not one of the execution modes {modes} of benchmark {name!r} "
+                          f"({source}); set benchmarks.{name}.modes or .mode_selection")
+    return modes, rule, source
+
+
+__all__ = ["Benchmark", "COMMON_KEYS", "Episode", "get", "modes_of", "of", "registry"]

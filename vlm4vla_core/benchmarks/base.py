@@ -120,6 +120,14 @@ class Benchmark:
     #: the run's metric (the aggregate stage reads it from the episode records: ``success``, or for
     #: ``avg_len`` the ``completed`` subtasks of each chain)
     metric: str = "success_rate"
+    #: default ``arm_range`` of policies trained here (``vlm4vla_core.policy.ARM_RANGES``): ``official``
+    #: composes VLM4VLA's percentile normalisation and norm-range clip
+    arm_range: str = "official"
+    #: the execution modes VLM4VLA's scripts run on this benchmark (None: none published; the study's
+    #: ``evaluation.modes`` then); a benchmark entry's ``modes`` overrides them
+    official_modes: tuple[str, ...] | None = None
+    #: the published normalisation statistics of ``norm_stats: official`` (None: there are none)
+    official_stats: Path | None = None
 
     # -- config -------------------------------------------------------------
     def settings(self, entry: dict) -> dict:
@@ -146,10 +154,16 @@ class Benchmark:
                 err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(entry[key]))
                 if err is not None:
                     raise ConfigError(f"key 'benchmarks.{name}.{key}': {err.message}")
+        self.check_norm_stats(name, self.settings(entry))
         self.check_values(name, self.settings(entry))
 
     def check_values(self, name: str, entry: dict) -> None:
         """Checks across keys or against the benchmark's own facts (task names, limits)."""
+
+    def check_norm_stats(self, name: str, entry: dict) -> None:
+        """``norm_stats`` other than ``data``: the file exists and holds the arm's q01/q99."""
+        if entry.get("norm_stats", "data") != "data":
+            self.norm_stats_file(entry, name)
 
     # -- data -----------------------------------------------------------------
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
@@ -157,10 +171,40 @@ class Benchmark:
         raise NotImplementedError
 
     def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
-        """Per-dimension (low, high) of the arm actions that map to [-arm_norm, arm_norm]:
-        the 1st/99th percentiles of the training set, as the official code normalises."""
+        """Per-dimension (low, high) of the arm actions that the policy maps to [-1, 1] before its
+        norm range (``vlm4vla_core.policy``): the 1st/99th percentiles, as the official code
+        normalises, of the statistics ``norm_stats`` names (``data``: the training set's ``stats``;
+        ``official``: the plug-in's published file; else a stats file's path)."""
+        choice = entry.get("norm_stats") or "data"
+        if choice != "data":
+            stats = self.norm_stats_file(entry, "norm_stats")
         action = stats["action"]
         return list(action["q01"][:-1]), list(action["q99"][:-1])
+
+    def norm_stats_file(self, entry: dict, name: str) -> dict:
+        """The statistics of ``norm_stats: official`` or of a path, checked: an ``action`` block with
+        ``q01`` and ``q99`` of ``action_dim`` values each. Errors name the key and the file."""
+        import json
+
+        choice = entry["norm_stats"]
+        path = self.official_stats if choice == "official" else Path(choice)
+        if path is None:
+            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': kind {self.kind} publishes no official statistics")
+        try:
+            stats = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"key 'benchmarks.{name}.norm_stats': cannot read {path} ({err}); give official, "
+                              "data, or the path of a stats file") from None
+        action = stats.get("action") if isinstance(stats, dict) else None
+        for q in ("q01", "q99"):
+            if not isinstance(action, dict) or len(action.get(q) or []) != self.action_dim:
+                raise ConfigError(f"key 'benchmarks.{name}.norm_stats': {path} has no action.{q} of "
+                                  f"{self.action_dim} values")
+        return stats
+
+    def arm_range_of(self, entry: dict) -> str:
+        """The policy's ``arm_range`` on this benchmark: the entry's, else the plug-in's default."""
+        return entry.get("arm_range") or self.arm_range
 
     # -- protocol -------------------------------------------------------------
     def episodes(self, entry: dict, seed: int) -> list[Episode]:
@@ -205,6 +249,13 @@ class Benchmark:
         key = "completed" if self.metric == "avg_len" else "success"
         return float(np.mean([float(e[key]) for e in episodes])) if episodes else 0.0
 
+    def failure_record(self, error: str) -> dict:
+        """The record of an episode that raised: a failure, with its error (``steps`` unknown)."""
+        record = dict(success=False, steps=None, error=error)
+        if self.metric == "avg_len":
+            record["completed"] = 0
+        return record
+
     def workers(self, entry: dict) -> int:
         return int(entry.get("eval_workers", 1))
 
@@ -220,17 +271,45 @@ def shard(episodes: list[Episode], index: int, count: int) -> list[Episode]:
     return episodes[index::count]
 
 
+class EpisodeFailures(RuntimeError):
+    """More episodes of a shard raised than its allowed share: every error is listed."""
+
+    def __init__(self, failed: list[dict], total: int, share: float):
+        self.failed = failed
+        lines = "\n".join(f"  episode {r['index']} ({r['task']}): {r['error']}" for r in failed)
+        super().__init__(f"{len(failed)} of {total} episodes raised, more than max_failed_share {share:g} of them "
+                         f"(a broken simulator is not a 0% policy); the errors:\n{lines}")
+
+
+def check_failures(records: Iterable[dict], total: int, share: float) -> None:
+    """Raise ``EpisodeFailures`` when more than ``share`` of ``total`` episodes have an ``error``."""
+    failed = sorted((r for r in records if r.get("error")), key=lambda r: r["index"])
+    if len(failed) > share * total:
+        raise EpisodeFailures(failed, total, share)
+
+
 def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
-                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True,
+                 max_failed_share: float = 1.0) -> list[dict]:
     """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
-    on the same tick is one ``infer`` call. Returns one record per episode, in episode order."""
+    on the same tick is one ``infer`` call. Returns one record per episode, in episode order.
+
+    An episode that raises (in the simulator, its protocol, its image or action conversion) is
+    recorded as a failure with its ``error`` and the run goes on, on a fresh simulator, as OpenVLA's
+    and openpi's evaluators go on; once more than ``max_failed_share`` of the episodes have raised,
+    the run stops with ``EpisodeFailures`` listing every error. Errors of the policy itself
+    (``infer``) stop the run at once."""
+    import traceback
+
     from tqdm import tqdm
 
     todo = list(episodes)
+    total = len(todo)
     sims = [bench.simulator(entry) for _ in range(max(1, min(slots, len(todo))))]
     image_fn, action_fn = bench.image_transform(entry), bench.action_to_env(entry)
     active: dict[int, list] = {}
     records: list[dict] = []
+    failures: list[dict] = []
     bar = tqdm(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="ep", disable=not progress, mininterval=2)
 
     def finish(episode: Episode, agent: Agent, record: dict) -> None:
@@ -241,34 +320,63 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
             on_record(record)
         bar.update(1)
 
+    def fail(slot: int, episode: Episode, agent: Agent, err: Exception) -> None:
+        active.pop(slot, None)
+        error = f"{type(err).__name__}: {err}"
+        finish(episode, agent, dict(bench.failure_record(error), traceback=traceback.format_exc(limit=8)))
+        failures.append(records[-1])
+        close = getattr(sims[slot], "close", None)
+        try:
+            if close:
+                close()
+        except Exception:  # noqa: BLE001 - the simulator is replaced whatever state it is in
+            pass
+        if len(failures) > max_failed_share * total:
+            raise EpisodeFailures(failures, total, max_failed_share)
+        sims[slot] = bench.simulator(entry)
+
     def start(slot: int) -> None:
         while todo:
             episode = todo.pop(0)
-            gen, agent = bench.run_episode(sims[slot], episode, entry), Agent(execute, image_fn, action_fn)
+            agent = Agent(execute, image_fn, action_fn)
             try:
+                gen = bench.run_episode(sims[slot], episode, entry)
                 active[slot] = [episode, gen, agent, next(gen)]
                 return
             except StopIteration as stop:
                 finish(episode, agent, stop.value)
+            except Exception as err:  # noqa: BLE001 - an episode's failure, recorded
+                fail(slot, episode, agent, err)
 
     try:
         for slot in range(len(sims)):
             start(slot)
         while active:
-            need = [s for s, (_, _, agent, obs) in active.items() if agent.needs_plan(obs)]
+            need = []
+            for s in list(active):
+                episode, _, agent, obs = active[s]
+                try:
+                    if agent.needs_plan(obs):
+                        need.append((s, agent.request(obs)))
+                except Exception as err:  # noqa: BLE001 - rendering the episode's frame failed
+                    fail(s, episode, agent, err)
+                    start(s)
             if need:
-                chunks = infer([active[s][2].request(active[s][3]) for s in need])
+                chunks = infer([request for _, request in need])
                 if len(chunks) != len(need):
                     raise ValueError(f"policy answered {len(chunks)} chunks for {len(need)} requests")
-                for s, chunk in zip(need, chunks):
+                for (s, _), chunk in zip(need, chunks):
                     active[s][2].set_chunk(chunk)
-            for slot in list(active):
+            for slot in [s for s in list(active) if active[s][2].queue]:
                 episode, gen, agent, _ = active[slot]
                 try:
                     active[slot][3] = gen.send(agent.next_action())
                 except StopIteration as stop:
                     del active[slot]
                     finish(episode, agent, stop.value)
+                    start(slot)
+                except Exception as err:  # noqa: BLE001 - an episode's failure, recorded
+                    fail(slot, episode, agent, err)
                     start(slot)
     finally:
         bar.close()

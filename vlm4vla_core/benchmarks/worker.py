@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.benchmarks.base import Episode, run_episodes
+from vlm4vla_core.benchmarks.base import Episode, EpisodeFailures, run_episodes
 from vlm4vla_core.serving.client import PolicyClient
 
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="policy server")
     p.add_argument("--slots", type=int, default=1, help="episodes run in lockstep")
     p.add_argument("--out", required=True, help="JSON lines, one per finished episode")
+    p.add_argument("--max-failed-share", type=float, default=1.0,
+                   help="stop once more than this share of the episodes raised (each is recorded as a failure)")
     args = p.parse_args(argv)
     bench = benchmarks.get(args.kind)
     with open(args.entry) as f:
@@ -53,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(r) + "\n")
             out.flush()
 
-        run_episodes(bench, entry, episodes, remote_infer(client), args.execute, slots=args.slots,
-                     on_record=record, progress=False)
+        try:
+            run_episodes(bench, entry, episodes, remote_infer(client), args.execute, slots=args.slots,
+                         on_record=record, progress=False, max_failed_share=args.max_failed_share)
+        except EpisodeFailures as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3
     return 0
 
 

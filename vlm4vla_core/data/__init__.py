@@ -79,7 +79,8 @@ def published_vqa(benchmark: str | None = None) -> dict[str, dict]:
 
 
 def sourced_vqa(key: str) -> dict:
-    """The main published VQA score of model ``key`` as a config's ``vqa`` entry: ``{"score", "source"}``,
+    """The main published VQA score of model ``key`` as a config's ``vqa`` entry: ``{"score", "n", "source"}``
+    (n: the benchmark's question count, for the score's standard error),
     the source naming the benchmark, the evaluator and where the value was read. KeyError, with the
     recorded reason, when published.yaml has no score for it."""
     vqa = published()["vqa"]
@@ -91,7 +92,7 @@ def sourced_vqa(key: str) -> dict:
         raise KeyError(f"published.yaml has no VQA score for {key!r}: {reason}")
     benchmark = vqa["name"]
     protocol = f"; {entry['protocol']}" if entry.get("protocol") else ""
-    return {"score": float(entry["score"]),
+    return {"score": float(entry["score"]), "n": vqa.get("n_questions"),
             "source": f"{benchmark}{protocol}: {' '.join(entry['source'].split())} (vlm4vla_core/data/published.yaml)"}
 
 

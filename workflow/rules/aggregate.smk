@@ -21,10 +21,13 @@ rule aggregate:
         runs=eval_files(),
         reports=expand(OUT + "/backbones/{backbone}/report.json", backbone=config["backbones"]),
         vqa=vqa_files(),
+        claims=config.get("claims", []),
     output:
         OUT + "/main_table.md",
         OUT + "/ablation_table.md",
         OUT + "/index.md",
+        OUT + "/inference/cells.md",
+        OUT + "/inference/variance_components.json",
         tables=report_tables(OUT, "Study tables"),
         figures=report_figures(OUT, "Study figures"),
     params:
@@ -58,11 +61,13 @@ rule published_results:
 
 rule published:
     input:
-        rules.published_results.output,
+        csv=rules.published_results.output,
+        claims=config.get("claims", []),
     output:
         "results/published/main_table.md",
         "results/published/regression_table.md",
         "results/published/index.md",
+        "results/published/inference/slopes.json",
         tables=report_tables("results/published", "Published tables"),
         figures=report_figures("results/published", "Published figures"),
     params:
@@ -73,4 +78,4 @@ rule published:
     log:
         "results/published/logs/aggregate.log",
     shell:
-        "python -m vlm4vla_core aggregate --config {params.cfg} --results-csv {input} --out results/published > {log} 2>&1"
+        "python -m vlm4vla_core aggregate --config {params.cfg} --results-csv {input.csv} --out results/published > {log} 2>&1"

@@ -15,8 +15,10 @@ Protocol (shared/benchmarks/PROTOCOLS.md section 1, with its sources; ``protocol
 - Image: ``rgb_static`` (200x200) as rendered, resized by the policy to ``image_size``.
 - Actions: canonical actions are CALVIN's ``rel_actions`` (xyz x50, Euler xyz x20, world frame,
   clipped to [-1, 1]) with the gripper flipped to the layer's sign (+1 closed); ``action_to_env``
-  flips it back and sends exactly -1 (close) or +1 (open). The arm is normalised by the official
-  fixed clip at +-0.65 (``action_bounds``), not by dataset percentiles.
+  flips it back and sends exactly -1 (close) or +1 (open). The arm is normalised as the official
+  CALVIN pipeline does, with no dataset percentiles: ``rel_actions`` (already in [-1, 1]) are
+  clipped to norm_min/norm_max (+-0.65) and rescaled to [-1, 1] (``action_bounds`` is the identity
+  range [-1, 1], so the policy's official arm range is exactly that clip; docs/fidelity.md).
 - Records: ``completed`` (0..5 subtasks done in a row), ``success`` (all 5), ``steps`` (environment
   steps of the chain), ``subtask_results`` (task, success, env steps of every attempted subtask) and
   the scene source. Metric ``avg_len``; ``python -m vlm4vla_core.benchmarks.calvin.metrics`` prints
@@ -37,7 +39,9 @@ from vlm4vla_core.benchmarks.base import Benchmark, Episode, Obs
 from vlm4vla_core.benchmarks.calvin import protocol
 from vlm4vla_core.config import ConfigError
 
-ARM_CLIP = 0.65  # the official norm_min/norm_max: rel_actions are clipped to +-0.65 and scaled to [-1, 1]
+#: the range of ``rel_actions``: the official CALVIN dataset normalises them with no percentile step, so the
+#: policy's percentile stage is the identity on it, and its clip to +-arm_norm is the official one
+REL_ACTION_RANGE = 1.0
 
 
 class CalvinBenchmark(Benchmark):
@@ -63,6 +67,8 @@ class CalvinBenchmark(Benchmark):
     defaults = {"max_steps": 360, "chains": 1000, "sequences": None, "scene": "auto", "egl_device": "auto",
                 "use_egl": True, "split": "training", "lang_folder": "lang_annotations", "windows_per_block": 256,
                 "gripper": "calvin", "image_size": 224}
+    #: VLM4VLA runs one mode: the whole 10-step chunk (eval/calvin/evaluate_ddp.py: ``execute_step=10``)
+    official_modes = ("full",)
     data_env = "vlm4vla.yaml"
     sim_env = "calvin.yaml"
     metric = "avg_len"
@@ -81,7 +87,7 @@ class CalvinBenchmark(Benchmark):
         import_calvin(entry, Path(out), workers=workers)
 
     def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
-        return [-ARM_CLIP] * 6, [ARM_CLIP] * 6
+        return [-REL_ACTION_RANGE] * 6, [REL_ACTION_RANGE] * 6
 
     # -- protocol -----------------------------------------------------------------------------------------
     def episodes(self, entry: dict, seed: int) -> list[Episode]:

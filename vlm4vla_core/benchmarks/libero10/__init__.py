@@ -20,15 +20,20 @@ Protocol (shared/benchmarks/PROTOCOLS.md section 3, with its sources):
   trains with random-resized-crop augmentation; this project trains without augmentation, so the
   crop is off by default. ``center_crop: 0.9`` turns it on for policies trained with it.
 - Actions: the canonical action is LIBERO's own (OSC_POSE deltas in [-1, 1], gripper +1 close /
-  -1 open), so it goes to ``env.step`` unchanged after the policy's 1st/99th-percentile
-  un-normalisation with the +-0.65 scaling of the official code.
+  -1 open), so it goes to ``env.step`` unchanged after the policy's un-normalisation: the
+  official arm range (the head's [-1, 1] -> norm range +-0.65 -> the 1st/99th percentiles of
+  ``norm_stats``, by default the published ``libero_10_no_noops`` statistics; docs/fidelity.md).
 - Metric: success rate over all episodes.
 
 Data (``data_path``): the official LIBERO HDF5 demos (``*_demo.hdf5``: data/demo_N/obs/agentview_rgb,
-actions, the instruction from problem_info; images stored upside-down, rotated 180 degrees on import;
-no-op actions dropped as OpenVLA's regeneration does), or a LeRobot copy of LIBERO (openpi's
-conversion: image, wrist_image, state, actions, task; images already rotated), read in place with
-its LIBERO-10 episodes selected by instruction.
+actions, states, the instruction from problem_info; images stored upside-down, rotated 180 degrees on
+import), either converted as they are (128 px, every demo; no-op actions dropped by OpenVLA's rule)
+or, with ``regenerate: true``, replayed in the simulator as OpenVLA regenerated the set the paper
+trained on (``camera_size`` px, no-ops removed, failed replays dropped and counted); OpenVLA's
+regenerated RLDS set itself (``libero_10_no_noops``, converted with ``rlds_python``); or a LeRobot copy
+of LIBERO (openpi's conversion: image, wrist_image, state, actions, task; images already rotated),
+read in place with its LIBERO-10 episodes selected by instruction. See ``data.py`` and
+docs/libero-data.md.
 """
 
 from __future__ import annotations
@@ -71,14 +76,27 @@ class Libero10Benchmark(Benchmark):
         "center_crop": {"type": ["number", "boolean"], "description": "area fraction of the centre crop, or false"},
         "image_key": {"type": "string", "description": "image feature of a LeRobot copy"},
         "action_key": {"type": "string", "description": "action feature of a LeRobot copy"},
-        "skip_noops": {"type": "boolean", "description": "drop no-op actions when importing HDF5 demos"},
+        "skip_noops": {"type": "boolean", "description": "drop no-op actions (OpenVLA's rule) when converting HDF5 "
+                       "demos as they are (a regeneration always drops them)"},
+        "regenerate": {"type": "boolean", "description": "replay the HDF5 demos in the simulator (simulator_python) "
+                       "as OpenVLA's regenerated set: camera_size px, no-ops removed, failed replays dropped"},
+        "rlds_python": {"type": "string", "description": "Python with TensorFlow and tensorflow-datasets, for an "
+                        "RLDS data_path (OpenVLA's libero_10_no_noops)"},
+        "norm_stats": {"type": "string",
+                       "description": "arm q01/q99 from: official (the published file, the paper's), data (the imported "
+                                      "copy's), or the path of a stats file with action.q01/q99"},
     }
     required = ("data_path",)
     defaults = {"tasks": list(range(len(INSTRUCTIONS))), "episodes_per_task": INIT_STATES, "max_steps": 520,
                 "wait_steps": 10, "camera_size": 256, "env_seed": 0, "center_crop": False, "skip_noops": True,
-                "image_size": 224}
+                "norm_stats": "official", "regenerate": False, "image_size": 224}
+    #: VLM4VLA runs two modes: 4 and 2 of the 4-step chunk (eval/libero/eval_ckpts_libero.py: ``execute_step = [4, 2]``)
+    official_modes = ("full", "half")
     data_env = "vlm4vla.yaml"
     sim_env = "libero.yaml"
+    #: the official LIBERO-10 statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_libero_10.json:
+    #: OpenVLA's regenerated libero_10_no_noops, 379 trajectories), shipped with their source
+    official_stats = Path(__file__).parent / "data" / "official_stats.json"
 
     def check_values(self, name: str, entry: dict) -> None:
         crop = entry["center_crop"]
@@ -88,7 +106,7 @@ class Libero10Benchmark(Benchmark):
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
         from vlm4vla_core.benchmarks.libero10.data import import_libero
 
-        import_libero(entry, Path(out))
+        import_libero(entry, Path(out), workers=workers)
 
     def episodes(self, entry: dict, seed: int) -> list[Episode]:
         pairs = [(t, i) for t in entry["tasks"] for i in range(entry["episodes_per_task"])]

@@ -252,20 +252,35 @@ class LiberoSim:
         states = _init_states(task_id)
         init_index = _index("init_index", init_index, len(states),
                             f"task {task_id} of {SUITE} has {len(states)} init states")
+        return self._reset(task_id, init_index, states[init_index])
+
+    def reset_to_state(self, task_id: int, reset_index: int, state) -> dict:
+        """Start from a given simulator state (a recorded demo's first state) after the env's
+        ``reset_index``-th reset since ``env.seed`` (its fixture placement); the observation."""
+        if not self._close.alive:
+            raise RuntimeError("LiberoSim is closed")
+        task_id = _index("task_id", task_id, self.num_tasks, f"{SUITE} has {self.num_tasks} tasks")
+        reset_index = _index("reset_index", reset_index, sys.maxsize, "resets are counted from 0")
+        state = np.asarray(state, dtype=np.float64)
+        if state.ndim != 1 or not np.isfinite(state).all():
+            raise ValueError(f"state must be a flat vector of finite numbers, got shape {state.shape}")
+        return self._reset(task_id, reset_index, state)
+
+    def _reset(self, task_id: int, k: int, state: np.ndarray) -> dict:
         self._env = None
         outside = np.random.get_state()
         try:
             env = self._task_env(task_id)
             stream = self._streams[task_id]
-            while len(stream) <= init_index:  # the official evaluator's earlier resets of this env
+            while len(stream) <= k:  # the official evaluator's earlier resets of this env
                 np.random.set_state(stream[-1])
                 env.reset()
                 stream.append(np.random.get_state())
-            np.random.set_state(stream[init_index])
+            np.random.set_state(stream[k])
             env.reset()
-            if len(stream) == init_index + 1:
+            if len(stream) == k + 1:
                 stream.append(np.random.get_state())
-            obs = env.set_init_state(states[init_index])
+            obs = env.set_init_state(state)
         finally:
             np.random.set_state(outside)
         self._env = env

@@ -7,6 +7,10 @@ then, or after ``max_steps`` steps. Actions are 4-D: xyz end-effector deltas (1 
 1 cm per step) and the gripper effort (+1 close, -1 open), which is already the
 canonical convention. Images are rendered upright at ``image_size`` by the env.
 
+Arm range: ``full`` (the policy's executed actions span the demonstrations' whole 1st/99th
+percentile range). Meta-World is the project's own miniature study, with no official code to
+match; its published numbers in the README were measured with this range (docs/fidelity.md).
+
 MuJoCo reads ``MUJOCO_GL`` when it is imported, so it is chosen here, before any submodule
 imports mujoco: ``egl`` when libEGL is present, else ``osmesa`` (an explicit setting wins).
 """
@@ -41,6 +45,7 @@ class MetaWorldBenchmark(Benchmark):
     required = ("tasks", "image_size", "camera", "demos_per_task", "episodes_per_task", "max_steps")
     defaults = {"eval_seed_offset": 0, "eval_batch": 64}
     in_process = True
+    arm_range = "full"
     data_env = sim_env = "metaworld.yaml"
 
     def check_values(self, name: str, entry: dict) -> None:

@@ -12,7 +12,8 @@ Protocol (shared/benchmarks/PROTOCOLS.md section 2, with its sources; VLM4VLA's 
 - Control 5 Hz, simulation 500 Hz, ``obs_mode rgbd`` with segmentation, no ray tracing, control mode
   ``arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos``. The policy sees the 640x480
   ``3rd_view_camera`` image (overlaid with the real scene), resized by the policy.
-- Per episode: the env's own instruction; the policy is reset at the start (and if the instruction
+- Per episode: a new env (built and reset as the official evaluator does for every episode; the
+  previous one is closed), the env's own instruction; the policy is reset at the start (and if the instruction
   changes); every episode runs until the env truncates it at ``max_episode_steps``: 60 steps, 120 for
   the eggplant (no early stop: the official evaluator never predicts termination).
 - Success: the env's ``success`` **at the final step** (the official evaluator overwrites it every
@@ -60,12 +61,9 @@ TASKS = {
     "put_eggplant_in_basket": dict(env_id="PutEggplantInBasketScene-v0", instruction="put eggplant into yellow basket",
                                    max_steps=120, **_SINK),
 }
-#: BOUNDS_Q99 statistics of the official Bridge stats file (VLM4VLA configs/data/oxe_dataset_stats/
-#: dataset_statistics_bridge.json, 60,064 trajectories): the arm's q01 / q99
-OFFICIAL_Q01 = (-0.02872725307941437, -0.04170349963009357, -0.026093858778476715, -0.08092105075716972,
-                -0.09288699507713317, -0.20718276381492615)
-OFFICIAL_Q99 = (0.028309678435325586, 0.040855254605412394, 0.040161586627364146, 0.08192047759890528,
-                0.07792850524187081, 0.20382574498653397)
+#: the official Bridge statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_bridge.json,
+#: 60,064 trajectories), shipped with their source in data/official_stats.json
+OFFICIAL_STATS = Path(__file__).parent / "data" / "official_stats.json"
 
 
 class SimplerBridgeBenchmark(Benchmark):
@@ -79,8 +77,9 @@ class SimplerBridgeBenchmark(Benchmark):
                       "description": "one step limit for every task, for checks only (null: the official 60/120)"},
         "gripper_filter": {"enum": ["consecutive_open_2", "none"]},
         "success": {"enum": ["final_step", "any_step"], "description": "which success the records report"},
-        "norm_stats": {"enum": ["data", "official"],
-                       "description": "arm q01/q99 of the imported data, or those of the official stats file"},
+        "norm_stats": {"type": "string",
+                       "description": "arm q01/q99 from: official (the published file, the paper's), data (the imported "
+                                      "copy's), or the path of a stats file with action.q01/q99"},
         "image_key": {"type": "string", "description": "camera feature of a LeRobot copy (the primary: image_0)"},
         "state_key": {"type": "string", "description": "state feature of a LeRobot copy (xyz, rpy first)"},
         "action_key": {"type": "string", "description": "action feature of a LeRobot copy (gripper last, 1 = open)"},
@@ -90,22 +89,20 @@ class SimplerBridgeBenchmark(Benchmark):
     }
     required = ("data_path",)
     defaults = {"tasks": list(TASKS), "episodes_per_task": EPISODES_PER_TASK, "max_steps": None,
-                "gripper_filter": "consecutive_open_2", "success": "final_step", "norm_stats": "data",
+                "gripper_filter": "consecutive_open_2", "success": "final_step", "norm_stats": "official",
                 "image_key": "image_0", "state_key": "observation.state", "action_key": "action", "split": "train",
                 "vulkan_check": True, "image_size": 224}
+    #: VLM4VLA runs three modes: 4, 2 and 1 of the 4-step chunk (eval/simpler/eval_ckpts_bridge.py: ``[4, 2, 1]``)
+    official_modes = ("full", "half", "single")
     data_env = "vlm4vla.yaml"
     sim_env = "simpler.yaml"
+    official_stats = OFFICIAL_STATS
 
     # -- data -----------------------------------------------------------------------------------
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
         from vlm4vla_core.benchmarks.simpler_bridge.data import import_bridge
 
         import_bridge(entry, Path(out))
-
-    def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
-        if entry["norm_stats"] == "official":
-            return list(OFFICIAL_Q01), list(OFFICIAL_Q99)
-        return super().action_bounds(entry, stats)
 
     # -- protocol -------------------------------------------------------------------------------
     def episodes(self, entry: dict, seed: int) -> list[Episode]:

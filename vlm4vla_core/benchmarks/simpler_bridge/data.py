@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlm4vla_core.benchmarks.rlds import find_tfds
 from vlm4vla_core.benchmarks.simpler_bridge.convert import standardize_trajectory
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset
@@ -48,15 +49,6 @@ FPS = 5
 FLUSH_EVERY = 500
 ACTIONS = "actions.npy"
 RLDS_COPY = "rlds-lerobot"
-
-
-def find_tfds(src: Path) -> Path | None:
-    """The TFDS version folder (holding dataset_info.json) at ``src`` or up to two levels below it."""
-    for depth in range(3):
-        hits = sorted(src.glob("/".join(["*"] * depth + ["dataset_info.json"])))
-        if hits:
-            return hits[-1].parent  # the highest version when several are there
-    return None
 
 
 def import_bridge(entry: dict, out: Path) -> dict:

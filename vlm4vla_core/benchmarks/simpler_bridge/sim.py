@@ -159,7 +159,8 @@ def _plain(value):
 
 
 class SimplerSim:
-    """One env at a time, rebuilt when the task (env id, setup or step limit) changes.
+    """A new env for every episode, as SimplerEnv's evaluator builds one per episode
+    (``run_maniskill2_eval_single_episode`` calls ``build_maniskill2_env``); the previous one is closed.
 
     ``reset(env_id, episode_id, setup, max_steps)`` -> (3rd-view RGB frame, instruction);
     ``step(action)`` -> (frame, {success, truncated, instruction, episode_stats}).
@@ -169,18 +170,15 @@ class SimplerSim:
         if check_vulkan:
             _checked()
         self._gym, _ = _stack()
-        self._env, self._key = None, None
+        self._env = None
 
     def _build(self, env_id: str, setup: dict, max_steps: int):
-        key = (env_id, tuple(sorted((k, str(v)) for k, v in setup.items())), max_steps)
-        if key != self._key:
-            self.close()
-            self._env = self._gym.make(
-                env_id, obs_mode="rgbd", robot=setup["robot"], sim_freq=SIM_FREQ, control_mode=CONTROL_MODE,
-                control_freq=CONTROL_FREQ, max_episode_steps=max_steps, scene_name=setup["scene_name"],
-                camera_cfgs={"add_segmentation": True}, rgb_overlay_path=overlay_path(setup["overlay"]),
-                rgb_overlay_cameras=[CAMERA])
-            self._key = key
+        self.close()
+        self._env = self._gym.make(
+            env_id, obs_mode="rgbd", robot=setup["robot"], sim_freq=SIM_FREQ, control_mode=CONTROL_MODE,
+            control_freq=CONTROL_FREQ, max_episode_steps=max_steps, scene_name=setup["scene_name"],
+            camera_cfgs={"add_segmentation": True}, rgb_overlay_path=overlay_path(setup["overlay"]),
+            rgb_overlay_cameras=[CAMERA])
         return self._env
 
     def reset(self, env_id: str, episode_id: int, setup: dict, max_steps: int):
@@ -206,7 +204,7 @@ class SimplerSim:
     def close(self) -> None:
         if self._env is not None:
             self._env.close()
-        self._env, self._key = None, None
+        self._env = None
 
 
 def main(argv: list[str] | None = None) -> int:
