@@ -5,7 +5,9 @@ with the RAIL builder's features (needs TensorFlow, so it runs in the Python giv
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -154,3 +156,12 @@ def write_rlds(python: str, root: Path, trajs) -> Path:
     if res.returncode != 0:
         raise RuntimeError(f"writing the RLDS fixture failed:\n{res.stderr[-3000:]}")
     return root / "tfds" / "bridge_dataset" / "1.0.0"
+
+
+def tf_python() -> str | None:
+    """A Python with tensorflow-datasets for the RLDS importer tests: VLM4VLA_TF_PYTHON, or this one if it has it."""
+    python = os.environ.get("VLM4VLA_TF_PYTHON")
+    if python:
+        return python
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow_datasets"], capture_output=True)
+    return sys.executable if probe.returncode == 0 else None

@@ -21,6 +21,7 @@ from vlm4vla_core.benchmarks.libero10 import data as libero_data
 from vlm4vla_core.benchmarks.libero10.replay import SETTLE_ACTION, is_noop, noop_mask, replay
 from vlm4vla_core.episodes.source import TrainingSet
 
+from bridge_fixtures import tf_python
 from libero_fixtures import write_libero_hdf5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,17 +221,9 @@ Libero10NoNoops(data_dir=sys.argv[2]).download_and_prepare()
 """
 
 
-def _tf_python() -> str | None:
-    python = os.environ.get("VLM4VLA_TF_PYTHON")
-    if python:
-        return python
-    probe = subprocess.run([sys.executable, "-c", "import tensorflow_datasets"], capture_output=True)
-    return sys.executable if probe.returncode == 0 else None
-
-
 @pytest.mark.slow
 def test_importer_converts_the_regenerated_rlds_set(tmp_path):
-    python = _tf_python()
+    python = tf_python()
     if python is None:
         pytest.skip("no TensorFlow here: set VLM4VLA_TF_PYTHON to a Python with tensorflow and tensorflow-datasets")
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ from vlm4vla_core.benchmarks.simpler_bridge.convert import (GripperRule, binariz
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes.source import TrainingSet
 
-from bridge_fixtures import trajectories, write_lerobot_v20, write_rlds
+from bridge_fixtures import tf_python, trajectories, write_lerobot_v20, write_rlds
 
 ROOT = Path(__file__).resolve().parents[1]
 BRIDGE = benchmarks.get("simpler_bridge")
@@ -231,7 +231,7 @@ def test_vulkan_check_stops_with_what_to_install(tmp_path):
     BRIDGE.preflight(entry(vulkan_check=False))
     # the evaluate stage stops before the policy loads and before any episode
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    for key in ("embodied_sft", "vqa_sets"):  # the demo's SFT axis names its backbones and benchmark
+    for key in ("pretraining", "embodied_sft", "vqa_sets", "claims"):  # the demo's variants and claims name its backbones
         cfg.pop(key, None)
     cfg["benchmarks"] = {"simpler_bridge": dict(kind="simpler_bridge", chunk=4, data_path="unused")}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
@@ -317,16 +317,8 @@ def test_importer_reads_a_lerobot_copy_in_place_and_resumes(tmp_path, monkeypatc
         BRIDGE.build_data(entry(data_path=str(tmp_path / "nowhere")), tmp_path / "x")
 
 
-def _tf_python() -> str | None:
-    python = os.environ.get("VLM4VLA_TF_PYTHON")
-    if python:
-        return python
-    probe = subprocess.run([sys.executable, "-c", "import tensorflow_datasets"], capture_output=True)
-    return sys.executable if probe.returncode == 0 else None
-
-
 def test_importer_converts_the_rlds_original(tmp_path):
-    python = _tf_python()
+    python = tf_python()
     if python is None:
         pytest.skip("no TensorFlow here: set VLM4VLA_TF_PYTHON to a Python with tensorflow and tensorflow-datasets")
     trajs = trajectories([6, 5, 2, 7], unlabeled={1})
