@@ -18,6 +18,11 @@ try:
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
+_dry = getattr(workflow, "dryrun", False) or getattr(getattr(workflow, "output_settings", None), "dryrun", False)
+if _dry:  # the study's GPU-hours and core-hours (python -m vlm4vla_core plan-cost)
+    from vlm4vla_core.plan_cost import dry_run_line
+
+    logger.info(dry_run_line(config, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"]))))
 # every embodied-SFT variant is a backbone of the study (its source: the SFT stage's checkpoint)
 config.update(with_sft_variants(config))
 
@@ -27,7 +32,6 @@ try:
     from snakemake.settings.types import DeploymentMethod
 
     _methods = workflow.deployment_settings.deployment_method
-    _dry = workflow.dryrun or getattr(workflow.output_settings, "dryrun", False)
     if _dry and DeploymentMethod.CONDA in _methods and shutil.which("conda") is None:
         logger.warning("conda is not installed here: the dry run plans without the rules' conda environments")
         workflow.deployment_settings.deployment_method = frozenset(m for m in _methods if m != DeploymentMethod.CONDA)
