@@ -125,3 +125,18 @@ def test_moe_experts_count_at_top_k():
     assert f["text_active"] == int(text - experts * (1 - 8 / 128))
     # the published "A3B": about 3B parameters active per token (embeddings and vision included)
     assert 2.5e9 < f["text_active"] + a["embedding_params"] + a["vision_params"] < 3.6e9
+
+
+def test_the_dry_run_line_shows_a_plan_of_the_same_config_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = small_study()
+    assert "is not made yet" in plan_cost.dry_run_line(config, "c.yaml")
+    plan = plan_cost.plan_study(config, {"a": FACTS, "b": FACTS})
+    from vlm4vla_core.io import write_json
+
+    write_json(plan_cost.plan_path(config), dict(plan, config_digest=plan_cost.config_digest(config)))
+    assert plan_cost.dry_run_line(config, "c.yaml") == plan_cost.summary_line(plan)
+    config["seeds"] = [0, 1]
+    assert "is for another config" in plan_cost.dry_run_line(config, "c.yaml")
+    del config["cost"]
+    assert plan_cost.dry_run_line(config, "c.yaml") == ""

@@ -284,8 +284,12 @@ def plan_path(config: dict) -> Path:
 
 def dry_run_line(config: dict, config_file: str = "CONFIG") -> str:
     """The dry run's line: the saved plan's totals when it was made for this config, else how to make it
-    (the plan builds every backbone on the meta device, too slow for every dry run)."""
+    (the plan builds every backbone on the meta device, too slow for every dry run); empty for a study
+    without ``cost`` assumptions."""
     import json
+
+    if not config.get("cost"):
+        return ""
 
     path = plan_path(config)
     try:

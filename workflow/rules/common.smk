@@ -1,5 +1,6 @@
 # Config validation, paths and helpers shared by every rule.
 import hashlib
+import inspect
 import re
 import json
 import shutil
@@ -22,7 +23,9 @@ _dry = getattr(workflow, "dryrun", False) or getattr(getattr(workflow, "output_s
 if _dry:  # the study's GPU-hours and core-hours (python -m vlm4vla_core plan-cost)
     from vlm4vla_core.plan_cost import dry_run_line
 
-    logger.info(dry_run_line(config, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"]))))
+    _line = dry_run_line(config, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])))
+    if _line:
+        logger.info(_line)
 # every embodied-SFT variant is a backbone of the study (its source: the SFT stage's checkpoint)
 config.update(with_sft_variants(config))
 
@@ -229,3 +232,18 @@ def eval_files():
             f"{OUT}/runs/{BASELINE}/{b}/none/seed{s}/eval.json" for b in config["benchmarks"] for s in config["seeds"]
         ]
     return files
+
+
+def keep_signatures():
+    """Give every callable of the rules (inputs, params, resources, threads, environments) its signature
+    once: Snakemake otherwise inspects it again for every job it is applied to (a third of the planning
+    time of a study of thousands of jobs)."""
+    from snakemake.common import overwrite_function_params
+
+    for rule in workflow.rules:
+        for item in [*rule.input, *rule.params, *rule.resources.values(), rule.conda_env]:
+            # an input function sits in its file object, a resource's in its evaluator
+            func = getattr(getattr(item, "_file", None), "callable", None) or getattr(item, "_evaluator", None) \
+                or getattr(item, "callable", None) or item
+            if inspect.isfunction(func) and not hasattr(func, "_overwrite_params"):
+                overwrite_function_params(func, inspect.signature(func).parameters)
