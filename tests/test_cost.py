@@ -80,6 +80,17 @@ def test_the_plan_of_a_small_study_is_the_hand_computed_one():
     assert "GPU-hours" in plan_cost.describe(plan) and "GPU-hours" in plan_cost.summary_line(plan)
 
 
+def test_one_more_backbone_leaves_the_sft_variants_aside():
+    config = small_study()
+    config["vqa_sets"]["mwvqa"]["train_episodes_per_task"] = 1
+    config["embodied_sft"] = {"a-sft": {"base": "a", "dataset": "mwvqa"}}
+    plan = plan_cost.plan_study(check(config), {"a": FACTS, "b": dict(FACTS, text_active=2000)})
+    per = {b: sum(r["gpu_hours"] for r in plan["rows"] if r["backbone"] == b) for b in ("a", "b", "a-sft")}
+    assert per["a-sft"] < per["a"]  # full fine-tuning only: half the jobs
+    assert plan["one_more_backbone"]["min"] == pytest.approx(per["a"])
+    assert plan["one_more_backbone"]["max"] == pytest.approx(per["b"])
+
+
 def test_missing_assumptions_name_their_key():
     config = small_study()
     del config["cost"]["simulators"]["mw_fast"]

@@ -216,7 +216,9 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
         for agg, key in ((by_rule, r["rule"]), (by_backbone, r["backbone"])):
             for x in ("jobs", "gpu_hours", "core_hours"):
                 agg[key][x] += r[x]
-    per_backbone = [v["gpu_hours"] for k, v in by_backbone.items() if k != "zero-action"]
+    # one more backbone: as one of the study's own (embodied-SFT variants, with their fewer ablations, aside)
+    per_backbone = [v["gpu_hours"] for k, v in by_backbone.items()
+                    if k in config["backbones"] and not config["backbones"][k].get("sft")]
     added = dict(min=min(per_backbone), max=max(per_backbone), mean=sum(per_backbone) / len(per_backbone)) \
         if per_backbone else {}
     return dict(rows=table, by_rule=dict(by_rule), by_backbone=dict(by_backbone), total=totals,
@@ -249,6 +251,9 @@ def describe(p: dict) -> str:
         lines.append(f"{r['rule']:<18} {r['backbone']:<28} {r['jobs']:>6} {r['gpu_hours']:>11,.1f} "
                      f"{r['core_hours']:>11,.0f}")
     lines.append("")
+    for backbone, v in sorted(p["by_backbone"].items()):
+        lines.append(f"{'all rules':<18} {backbone:<28} {v['jobs']:>6} {v['gpu_hours']:>11,.1f} {v['core_hours']:>11,.0f}")
+    lines.append("")
     for rule, v in sorted(p["by_rule"].items()):
         lines.append(f"{'all ' + rule:<47} {v['jobs']:>6} {v['gpu_hours']:>11,.1f} {v['core_hours']:>11,.0f}")
     t = p["total"]
@@ -256,7 +261,7 @@ def describe(p: dict) -> str:
     if p["one_more_backbone"]:
         o = p["one_more_backbone"]
         lines.append(f"one more backbone: {o['min']:,.0f} to {o['max']:,.0f} GPU-hours (mean {o['mean']:,.0f}), as "
-                     "one of this study's")
+                     "one of this study's base backbones (all its jobs)")
     lines.append(f"assumptions: training MFU {a['mfu']}, inference MFU {a['inference_mfu']}; GPUs: train "
                  f"{a['train_gpu']}, evaluate {a['eval_gpu']}, VQA {a['vqa_gpu']}; every episode to its step "
                  f"limit; not counted: {a['not_counted']}")
