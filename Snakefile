@@ -25,6 +25,9 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+keep_signatures()
+
+
 rule all:
     input:
         rules.aggregate.output,

@@ -14,6 +14,7 @@ STAGES = {
     "make-tiny-backbone": ("vlm4vla_core.backbones.tiny", "main", "Write a tiny random-weight checkpoint of a family"),
     "architectures": ("vlm4vla_core.backbones.sweep", "main", "Every image-text-to-text architecture through family generic"),
     "plan-memory": ("vlm4vla_core.plan_memory", "main", "GPU memory per rank of a training job under ZeRO-2 and ZeRO-3"),
+    "plan-cost": ("vlm4vla_core.plan_cost", "main", "GPU-hours and simulator core-hours of a study, per rule and backbone"),
     "backbone-report": ("vlm4vla_core.backbones.report", "main", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.dataset", "main", "Build a benchmark's training set from the study config"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "main", "Roll out Meta-World experts into a training set"),

@@ -19,14 +19,14 @@ def check(config) -> dict:
     """All checks; returns the config unchanged or raises ConfigError naming the key."""
     validate(config)
     from vlm4vla_core import benchmarks
-    from vlm4vla_core.backbones import FAMILIES
+    from vlm4vla_core.backbones import FAMILY_NAMES  # the names only: torch is not imported
 
     for name, entry in config["backbones"].items():
-        if entry["family"] not in FAMILIES:
-            close = difflib.get_close_matches(entry["family"], list(FAMILIES), n=1)
+        if entry["family"] not in FAMILY_NAMES:
+            close = difflib.get_close_matches(entry["family"], list(FAMILY_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"key 'backbones.{name}.family': unknown family {entry['family']!r} "
-                              f"(supported: {', '.join(sorted(FAMILIES))}){hint}")
+                              f"(supported: {', '.join(sorted(FAMILY_NAMES))}){hint}")
     from vlm4vla_core.data import sourced_vqa
 
     for name, entry in config["backbones"].items():

@@ -224,6 +224,12 @@ class Benchmark:
         returns the episode record (at least ``success`` and ``steps``)."""
         raise NotImplementedError
 
+    def step_budget(self, entry: dict, episode: Episode) -> dict:
+        """The most an episode can take, as the cost plan counts it: ``env_steps`` (wait steps included),
+        ``policy_steps`` (the steps whose action the policy gives) and ``segments`` (the times the policy's
+        chunk queue starts afresh: the episode, or each subtask of a chain). Default: ``max_steps`` steps."""
+        return dict(env_steps=entry["max_steps"], policy_steps=entry["max_steps"], segments=1)
+
     def image_transform(self, entry: dict) -> Callable[[Any], np.ndarray]:
         """Raw simulator observation -> the policy's HxWx3 uint8 frame (camera, rotation, crop)."""
         return lambda frame: frame

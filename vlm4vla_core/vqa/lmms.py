@@ -48,12 +48,12 @@ class LmmsError(Exception):
 
 def backend_of(family: str) -> str:
     """lmms-eval's model backend of a project family; LmmsError names a family that has none."""
-    from vlm4vla_core.backbones import FAMILIES
+    from vlm4vla_core.backbones import FAMILY_NAMES
 
     if family in BACKENDS:
         return BACKENDS[family]
-    if family not in FAMILIES:
-        raise LmmsError(f"unknown backbone family {family!r} (known: {', '.join(sorted(FAMILIES))})")
+    if family not in FAMILY_NAMES:
+        raise LmmsError(f"unknown backbone family {family!r} (known: {', '.join(sorted(FAMILY_NAMES))})")
     raise LmmsError(f"family {family!r} has no lmms-eval {LMMS_EVAL_VERSION} model backend here (covered: "
                     f"{', '.join(sorted(BACKENDS))}); the project's own scorer covers it: give the set a local copy "
                     f"of the benchmark as heldout_path (vqa-eval stage)")

@@ -1,5 +1,6 @@
 # Config validation, paths and helpers shared by every rule.
 import hashlib
+import inspect
 import re
 import json
 import shutil
@@ -18,6 +19,13 @@ try:
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
+_dry = getattr(workflow, "dryrun", False) or getattr(getattr(workflow, "output_settings", None), "dryrun", False)
+if _dry:  # the study's GPU-hours and core-hours (python -m vlm4vla_core plan-cost)
+    from vlm4vla_core.plan_cost import dry_run_line
+
+    _line = dry_run_line(config, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])))
+    if _line:
+        logger.info(_line)
 # every embodied-SFT variant is a backbone of the study (its source: the SFT stage's checkpoint)
 config.update(with_sft_variants(config))
 
@@ -27,7 +35,6 @@ try:
     from snakemake.settings.types import DeploymentMethod
 
     _methods = workflow.deployment_settings.deployment_method
-    _dry = workflow.dryrun or getattr(workflow.output_settings, "dryrun", False)
     if _dry and DeploymentMethod.CONDA in _methods and shutil.which("conda") is None:
         logger.warning("conda is not installed here: the dry run plans without the rules' conda environments")
         workflow.deployment_settings.deployment_method = frozenset(m for m in _methods if m != DeploymentMethod.CONDA)
@@ -225,3 +232,18 @@ def eval_files():
             f"{OUT}/runs/{BASELINE}/{b}/none/seed{s}/eval.json" for b in config["benchmarks"] for s in config["seeds"]
         ]
     return files
+
+
+def keep_signatures():
+    """Give every callable of the rules (inputs, params, resources, threads, environments) its signature
+    once: Snakemake otherwise inspects it again for every job it is applied to (a third of the planning
+    time of a study of thousands of jobs)."""
+    from snakemake.common import overwrite_function_params
+
+    for rule in workflow.rules:
+        for item in [*rule.input, *rule.params, *rule.resources.values(), rule.conda_env]:
+            # an input function sits in its file object, a resource's in its evaluator
+            func = getattr(getattr(item, "_file", None), "callable", None) or getattr(item, "_evaluator", None) \
+                or getattr(item, "callable", None) or item
+            if inspect.isfunction(func) and not hasattr(func, "_overwrite_params"):
+                overwrite_function_params(func, inspect.signature(func).parameters)

@@ -7,7 +7,7 @@ rule data:
     params:
         cfg=STUDY_CONFIG,
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark]),
-    threads: lambda wc: res("collect_data", "cpus", 1)
+    threads: res("collect_data", "cpus", 1)
     conda:
         data_env
     resources:

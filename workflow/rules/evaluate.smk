@@ -14,7 +14,7 @@ rule evaluate:
         cfg=STUDY_CONFIG,
         shards=lambda wc: n_shards(wc.benchmark),
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark], config["evaluation"]),
-    threads: lambda wc: res("evaluate", "cpus", 1)
+    threads: res("evaluate", "cpus", 1)
     conda:
         eval_env
     resources:

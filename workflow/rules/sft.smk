@@ -92,7 +92,7 @@ rule sft:
         size=BACKBONE_IMAGE_SIZE,
         launch=_sft_launcher,
         digest=lambda wc: digest(SFT[wc.backbone], config["backbones"][SFT[wc.backbone]["base"]], config["training"]),
-    threads: lambda wc: res("sft", "cpus", 1)
+    threads: res("sft", "cpus", 1)
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
@@ -112,7 +112,7 @@ rule vqa_eval:
         OUT + "/vqa/{backbone}/{vqaset}.json",
     params:
         command=vqa_command,
-    threads: lambda wc: res("vqa_eval", "cpus", 1)
+    threads: res("vqa_eval", "cpus", 1)
     conda:
         vqa_env
     resources:

@@ -27,7 +27,7 @@ rule train:
             config["policy"],
             config["training"],
         ),
-    threads: lambda wc: res("train", "cpus", 1)
+    threads: res("train", "cpus", 1)
     conda:
         "../../envs/vlm4vla.yaml"
     resources:

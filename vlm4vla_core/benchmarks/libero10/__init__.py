@@ -129,6 +129,9 @@ class Libero10Benchmark(Benchmark):
                 return dict(success=True, steps=step + 1, wait_steps=entry["wait_steps"])
         return dict(success=False, steps=entry["max_steps"], wait_steps=entry["wait_steps"])
 
+    def step_budget(self, entry: dict, episode: Episode) -> dict:
+        return dict(env_steps=entry["wait_steps"] + entry["max_steps"], policy_steps=entry["max_steps"], segments=1)
+
     def image_transform(self, entry: dict):
         return lambda obs: libero_image(obs["agentview"], entry["center_crop"])
 

@@ -115,6 +115,10 @@ class SimplerBridgeBenchmark(Benchmark):
                                    {"env_id": task["env_id"], "episode_id": episode_id, "max_steps": limit}))
         return out
 
+    def step_budget(self, entry: dict, episode: Episode) -> dict:
+        limit = episode.params["max_steps"]
+        return dict(env_steps=limit, policy_steps=limit, segments=1)
+
     def preflight(self, entry: dict) -> None:
         """Before the policy loads: a usable Vulkan device in the simulator's environment (SAPIEN renders
         through Vulkan only, and hangs or fails deep inside otherwise)."""
