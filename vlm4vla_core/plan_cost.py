@@ -118,7 +118,7 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
     core_hours) and their totals."""
     from vlm4vla_core.backbones.memory import PROMPT_TEXT_TOKENS, head_params
     from vlm4vla_core import benchmarks
-    from vlm4vla_core.config import ConfigError, jobs, resolve_batch, train_settings, with_sft_variants
+    from vlm4vla_core.config import ConfigError, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
 
     config = with_sft_variants(config)
     cost = _cost(config)
@@ -126,8 +126,7 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
     pol = config["policy"]
 
     def facts_of(backbone):
-        entry = config["backbones"][backbone]
-        for name in (backbone, entry.get("sft")):
+        for name in (backbone, root_backbone(config, backbone)):  # a variant has its root backbone's architecture
             if name in facts:
                 return facts[name]
         raise ConfigError(f"backbone {backbone!r}: no architecture facts (a tiny backbone has no published size)")
