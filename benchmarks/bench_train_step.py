@@ -12,7 +12,8 @@ settings) for ``--steps`` steps. Steps/s is taken from the run's own ``elapsed_s
 loop alone: no imports, no model loading, no export). Runs of the two trees alternate; the script prints
 the median steps/s of each tree, the ratio, and whether both trees ended with bit-identical weights.
 A tree cannot share a process with another version of itself, so the ratio is taken within one
-invocation, over alternating runs.
+invocation, over alternating runs. ``--breakdown`` instead times the parts of a step in this tree
+(batch, of which pixel tensors; the image processor on the same frames; forward; backward; AdamW).
 """
 
 from __future__ import annotations
@@ -80,6 +81,57 @@ def worker(args) -> None:
                           threads=torch.get_num_threads(), numpy=np.__version__)), flush=True)
 
 
+def breakdown(tmp: Path, families: list[str], data: Path, steps: int) -> None:
+    """This tree, in this process: milliseconds per step of each part of a training step (plain AdamW,
+    no DeepSpeed engine), on the batches of a first pass over the data (a cold frame cache)."""
+    import time
+
+    import torch
+
+    from vlm4vla_core.backbones.base import resize_square
+    from vlm4vla_core.episodes import TrainStream
+    from vlm4vla_core.episodes.source import TrainingSet
+    from vlm4vla_core.policy import PolicyConfig, VLAPolicy
+
+    torch.set_num_threads(1)
+    stats = json.loads((data / "stats.json").read_text())["action"]
+    print(f"{'ms per step':12} {'batch':>7} {'of which pixels':>16} {'processor pixels':>17} {'forward':>8} "
+          f"{'backward':>9} {'AdamW':>6}")
+    for family in families:
+        cfg = PolicyConfig(family=family, source=str(tmp / family), chunk=4, action_dim=len(stats["q01"]),
+                           image_size=SIZE, head_hidden=256, arm_low=tuple(stats["q01"][:-1]),
+                           arm_high=tuple(stats["q99"][:-1]))
+        torch.manual_seed(0)
+        policy = VLAPolicy(cfg)
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+        source = TrainingSet(data)
+        stream = iter(TrainStream(source, 4, 32, 0, 0, 0, steps, policy.encode))
+        t = dict(batch=0.0, pixels=0.0, processor=0.0, forward=0.0, backward=0.0, adamw=0.0)
+        for step in range(steps):
+            a = time.perf_counter()
+            inputs, actions = next(stream)
+            b = time.perf_counter()
+            loss, _ = policy.loss(inputs, actions)
+            c = time.perf_counter()
+            optimizer.zero_grad()
+            loss.backward()
+            d = time.perf_counter()
+            optimizer.step()
+            e = time.perf_counter()
+            frames = [source.frame(i)[0] for i in range(step * 32, step * 32 + 32)]  # decoded: cached now
+            f = time.perf_counter()
+            policy.adapter.table_pixel_inputs(policy.processor, frames)
+            g = time.perf_counter()
+            policy.adapter.pixel_inputs(policy.processor, resize_square(frames, SIZE))
+            h = time.perf_counter()
+            if step:  # the first step is a warm-up
+                for key, dt in zip(t, (b - a, g - f, h - g, c - b, d - c, e - d)):
+                    t[key] += dt
+        ms = {k: 1e3 * v / (steps - 1) for k, v in t.items()}
+        print(f"{family:12} {ms['batch']:>7.1f} {ms['pixels']:>16.1f} {ms['processor']:>17.1f} "
+              f"{ms['forward']:>8.1f} {ms['backward']:>9.1f} {ms['adamw']:>6.1f}", flush=True)
+
+
 def run(tree: Path, family: str, source: Path, data: Path, steps: int, run_dir: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), DS_ACCELERATOR="cpu", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--family", family, "--source", str(source),
@@ -99,6 +151,8 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--length", type=int, default=80)
     p.add_argument("--data", help="a training-set folder (dataset.json, stats.json) instead of synthetic frames")
+    p.add_argument("--breakdown", action="store_true",
+                   help="only this tree, in this process: milliseconds per step of each part of a step")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--family", help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
@@ -106,6 +160,14 @@ def main() -> int:
     args = p.parse_args()
     if args.worker:
         worker(args)
+        return 0
+    if args.breakdown:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            data = prepare(tmp, args.families, args.episodes, args.length, args.data)
+            print(f"{args.steps} steps of micro-batch 32, one thread; data {data}; "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            breakdown(tmp, args.families, data, args.steps)
         return 0
     rev = args.baseline or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], capture_output=True,
                                           text=True, check=True).stdout.strip()
