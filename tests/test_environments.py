@@ -131,3 +131,18 @@ def test_provenance_names_the_accelerator_and_driver_where_one_is_used(monkeypat
     assert hw["cudnn_version"] == 91000 and "cuda_version" in hw
     cpu_only = dict(hw, gpus=None, driver_version=None, cuda_version=None)
     assert prov.platform_id(hw) != prov.platform_id(cpu_only)
+
+
+@pytest.mark.parametrize("name,conda", [("calvin", "calvin"), ("libero", "libero"), ("simpler", "simpler"),
+                                        ("lmms-eval", "lmms-eval")])
+def test_other_environments_pin_exactly_one_list(name, conda):
+    """Each simulator and the lmms-eval environment: exact pins (name==version) in envs/<name>-requirements.txt,
+    and its conda file repeats the same list."""
+    import yaml
+
+    reqs = [line.split("#", 1)[0].strip() for line in (ROOT / "envs" / f"{name}-requirements.txt").read_text().splitlines()]
+    reqs = [line for line in reqs if line]
+    assert reqs and all("==" in line and not any(op in line.split("==", 1)[0] for op in "<>~") for line in reqs), reqs
+    deps = yaml.safe_load((ROOT / "envs" / f"{conda}.yaml").read_text())["dependencies"]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert pip == reqs
