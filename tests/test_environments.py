@@ -50,6 +50,16 @@ def test_lock_check_reports_differences(tmp_path):
     assert lock.torch_pin() == "2.13.0"
 
 
+def test_lock_check_exit_codes(tmp_path, capsys):
+    (tmp_path / "lock.txt").write_text("no-such-package-here==1.0 \\\n    --hash=sha256:00\n")
+    assert lock.main(["--lock", str(tmp_path / "lock.txt")]) == 1
+    assert "no-such-package-here: locked 1.0, installed -" in capsys.readouterr().err
+    assert lock.main(["--lock", str(tmp_path / "lock.txt"), "--drift"]) == 0
+    assert "no-such-package-here" in capsys.readouterr().out
+    assert lock.main(["--lock", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: no lock file" in capsys.readouterr().err
+
+
 # -- the setup scripts' final checks ------------------------------------------------------------------------------
 def _fake_env(path: Path) -> Path:
     """A stand-in environment whose python records where and how it ran, then succeeds."""

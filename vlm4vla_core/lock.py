@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", type=Path, default=LOCK, help="the lock file (default: envs/vlm4vla-lock.txt)")
     parser.add_argument("--drift", action="store_true", help="print what differs from the lock and exit 0")
     args = parser.parse_args(argv)
-    lock, have, torch = read_lock(args.lock), installed(), torch_pin()
+    try:
+        lock, have, torch = read_lock(args.lock), installed(), torch_pin()
+    except (OSError, ValueError, KeyError) as err:
+        print(f"lock-check: {err}", file=sys.stderr)
+        return 2
     diff = differences(lock, have, torch)
     digest = lock_sha256(args.lock)
     if args.drift:
