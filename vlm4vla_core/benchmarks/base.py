@@ -72,6 +72,7 @@ class Agent:
         self.execute_steps, self.image_fn, self.action_fn = execute_steps, image_fn, action_fn
         self.queue: list[np.ndarray] = []
         self.plans = 0
+        self.frames: list[np.ndarray] | None = None  # a list: the policy's frames are kept (rollout video)
 
     def reset(self) -> None:
         self.queue = []
@@ -82,8 +83,10 @@ class Agent:
         return not self.queue
 
     def request(self, obs: Obs) -> dict:
-        return {"image": np.ascontiguousarray(self.image_fn(obs.render()), dtype=np.uint8),
-                "instruction": obs.instruction}
+        image = np.ascontiguousarray(self.image_fn(obs.render()), dtype=np.uint8)
+        if self.frames is not None:
+            self.frames.append(image)
+        return {"image": image, "instruction": obs.instruction}
 
     def set_chunk(self, chunk: np.ndarray) -> None:
         chunk = np.asarray(chunk, dtype=np.float32)
@@ -221,21 +224,26 @@ def shard(episodes: list[Episode], index: int, count: int) -> list[Episode]:
 
 
 def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
-                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+                 slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True,
+                 videos=None) -> list[dict]:
     """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
-    on the same tick is one ``infer`` call. Returns one record per episode, in episode order."""
-    from tqdm import tqdm
+    on the same tick is one ``infer`` call. Returns one record per episode, in episode order.
+    ``videos``: a ``video.RolloutVideos`` that films some episodes (their records get ``video``)."""
+    from vlm4vla_core.progress import progress as counter
 
     todo = list(episodes)
     sims = [bench.simulator(entry) for _ in range(max(1, min(slots, len(todo))))]
     image_fn, action_fn = bench.image_transform(entry), bench.action_to_env(entry)
     active: dict[int, list] = {}
     records: list[dict] = []
-    bar = tqdm(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="ep", disable=not progress, mininterval=2)
+    bar = counter(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="episodes", disable=not progress,
+                  mininterval=2)
 
     def finish(episode: Episode, agent: Agent, record: dict) -> None:
         record = dict(index=episode.index, task=episode.task, instruction=episode.instruction, **episode.params,
                       **record, execute_steps=execute, plans=agent.plans)
+        if videos is not None:
+            videos.offer(record, agent.frames)
         records.append(record)
         if on_record:
             on_record(record)
@@ -245,6 +253,8 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
         while todo:
             episode = todo.pop(0)
             gen, agent = bench.run_episode(sims[slot], episode, entry), Agent(execute, image_fn, action_fn)
+            if videos is not None and videos.wants(episode.task):
+                agent.frames = []
             try:
                 active[slot] = [episode, gen, agent, next(gen)]
                 return

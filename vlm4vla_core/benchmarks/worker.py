@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="policy server")
     p.add_argument("--slots", type=int, default=1, help="episodes run in lockstep")
     p.add_argument("--out", required=True, help="JSON lines, one per finished episode")
+    p.add_argument("--videos", help="folder of the rollout videos (needs PyAV in this environment)")
+    p.add_argument("--videos-per-task", type=int, default=0, help="successful and failed episodes filmed per task")
     args = p.parse_args(argv)
     bench = benchmarks.get(args.kind)
     with open(args.entry) as f:
@@ -53,8 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(r) + "\n")
             out.flush()
 
+        videos = None
+        if args.videos and args.videos_per_task > 0:
+            from vlm4vla_core.benchmarks.video import RolloutVideos
+
+            videos = RolloutVideos(args.videos, args.videos_per_task)
         run_episodes(bench, entry, episodes, remote_infer(client), args.execute, slots=args.slots,
-                     on_record=record, progress=False)
+                     on_record=record, progress=False, videos=videos)
     return 0
 
 
