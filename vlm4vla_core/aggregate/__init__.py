@@ -123,7 +123,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
             written += tables.write_table(out, name, *table, title, prov)
     videos = pd.DataFrame()
     if res.episodes is not None:
-        videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes), out)
+        videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
         written += copied
     written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order,
                                                                                 diagnostics.video_links(videos)),

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.figures import COLORS, _save, plt
-from vlm4vla_core.aggregate.results import ZERO, ResultsError
+from vlm4vla_core.aggregate.results import ABLATIONS, ZERO, ResultsError
 from vlm4vla_core.aggregate.tables import backbone_order, ordered
 
 METRICS_FILE = "metrics.jsonl"
@@ -147,15 +147,22 @@ def task_heatmap(episodes: pd.DataFrame, config: dict, benchmark: str, out: Path
     return _save(fig, out, name, note)
 
 
-def pick_videos(episodes: pd.DataFrame, per_outcome: int = 1) -> pd.DataFrame:
+def pick_videos(episodes: pd.DataFrame, config: dict, per_outcome: int = 1) -> pd.DataFrame:
     """Up to ``per_outcome`` successful and failed episodes with a video per (backbone, benchmark, ablation,
-    task), from the reported mode, lowest seed and episode first."""
+    task), from the reported mode, lowest seed and episode first; backbones in the config's order, then
+    regimes, tasks (the benchmark's order) and outcomes."""
     if "video" not in episodes:
         return episodes.iloc[0:0]
     v = episodes[episodes["video"].notna()].copy()
     v["outcome"] = np.where(v["success"], "success", "failure")
-    v = v.sort_values(["backbone", "benchmark", "ablation", "task", "outcome", "seed", "video"])
-    return v.groupby(["backbone", "benchmark", "ablation", "task", "outcome"]).head(per_outcome)
+    rank = {b: i for i, b in enumerate(backbone_order(v["backbone"], config))}
+    tasks = {t: i for i, t in enumerate(ordered(sorted(v["task"].unique()), [
+        t for e in (config.get("benchmarks") or {}).values() for t in (e or {}).get("tasks", [])]))}
+    v = v.assign(_b=v["backbone"].map(rank), _a=v["ablation"].map(lambda a: (["none", *ABLATIONS] + [a]).index(a)),
+                 _t=v["task"].map(tasks))
+    v = v.sort_values(["_b", "benchmark", "_a", "_t", "outcome", "seed", "video"])
+    picked = v.groupby(["backbone", "benchmark", "ablation", "task", "outcome"], sort=False).head(per_outcome)
+    return picked.drop(columns=["_b", "_a", "_t"])
 
 
 def copy_videos(picked: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, list[Path]]:
