@@ -4,8 +4,8 @@ Every cell reads "mean ± spread (n=episodes)": the mean over seeds of the
 run-level metric, the standard deviation over seeds ("n/a" for one seed) and
 the number of evaluation episodes summed over seeds ("n=?" when unknown, e.g.
 published numbers). Each table carries a footer with the git commit and the
-config hash it was produced from. The HTML copies (html/<name>.html) are the
-ones the Snakemake report shows.
+config hash it was produced from, and its caption (``pages.caption``) under the
+title. The HTML copies (html/<name>.html) are the pages the Snakemake report shows.
 """
 
 from __future__ import annotations

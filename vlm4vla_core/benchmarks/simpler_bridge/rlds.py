@@ -3,9 +3,9 @@
 ``python -m vlm4vla_core.benchmarks.simpler_bridge.rlds --src TFDS_VERSION_DIR --out COPY [--split train]``
 
 Runs in a Python with TensorFlow and tensorflow-datasets (``envs/simpler-data.yaml``), imports numpy,
-pyarrow and TensorFlow only (no torch). Reads the RAIL builder's layout (``bridge_dataset`` 1.0.0, placed
-as ``bridge_orig`` by OpenVLA): ``steps/observation/image_0`` (the fixed camera), ``steps/observation/state``
-(xyz, rpy, gripper), ``steps/action`` (xyz and rpy deltas, gripper 1 = open), ``steps/language_instruction``.
+pyarrow, TensorFlow and tqdm (a tensorflow-datasets dependency) only (no torch). Reads the RAIL
+builder's layout (``bridge_dataset`` 1.0.0, placed as ``bridge_orig`` by OpenVLA):
+``steps/observation/image_0`` (the fixed camera), ``steps/observation/state`` (xyz, rpy, gripper), ``steps/action`` (xyz and rpy deltas, gripper 1 = open), ``steps/language_instruction``.
 Nothing is standardised here: the copy holds every step of every trajectory of the split, in the split's
 order, as a LeRobot copy converted from RLDS would; ``data.py`` standardises it as it does any copy.
 
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vlm4vla_core.progress import progress
 
 IMAGE = "observation.images.image_0"
 STATE = "observation.state"
@@ -53,14 +55,20 @@ def _journal(path: Path) -> list[dict]:
     return rows
 
 
-def _episodes(src: Path, split: str, start: int):
-    """(image bytes [T], state [T, S], action [T, 7], instruction, file_path) per trajectory from ``start`` on."""
+def _builder(src: Path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     tf.config.set_visible_devices([], "GPU")
-    builder = tfds.builder_from_directory(str(src))
+    return tfds.builder_from_directory(str(src))
+
+
+def _episodes(src: Path, split: str, start: int):
+    """(image bytes [T], state [T, S], action [T, 7], instruction, file_path) per trajectory from ``start`` on."""
+    import tensorflow_datasets as tfds
+
+    builder = _builder(src)
     decoders = {"steps": {"observation": {"image_0": tfds.decode.SkipDecoding()}}}
     ds = builder.as_dataset(split=f"{split}[{start}:]", decoders=decoders, shuffle_files=False)
     for episode in ds:
@@ -95,8 +103,11 @@ def convert(src: Path, out: Path, split: str = "train") -> dict:
         shape, state_dim = rows[0]["image_shape"], rows[0]["state_dim"]
         print(f"resuming after {len(rows)} trajectories ({first} steps)", flush=True)
     start = rows[-1]["source_index"] + 1 if rows else 0
+    total = _builder(src).info.splits[split].num_examples  # trajectories of the split, from its metadata
+    episodes = progress(enumerate(_episodes(src, split, start), start), total=total, initial=start,
+                        desc="bridge rlds", unit="trajectories")
     with journal_path.open("a") as journal:
-        for source, (images, state, action, text, file_path) in enumerate(_episodes(src, split, start), start):
+        for source, (images, state, action, text, file_path) in episodes:
             n, e = len(action), len(rows)
             if n == 0:
                 continue  # nothing to keep (LeRobot has no empty episodes)
@@ -124,8 +135,6 @@ def convert(src: Path, out: Path, split: str = "train") -> dict:
             journal.flush()
             rows.append(row)
             first += n
-            if e % 1000 == 0:
-                print(f"{e + 1} trajectories, {first} steps", flush=True)
     if not rows:
         raise ValueError(f"{src}: split {split!r} has no trajectory")
     E = len(rows)
