@@ -533,6 +533,9 @@ def check_pages(out: Path):
         if name.endswith("_table"):
             body = html_lib.unescape(page.split('<p class="caption">', 1)[1].split("</p>", 1)[1])
             assert ("±" in body.split("<em>git commit")[0]) == (pages.SPREAD in text), name
+            header = body.split("</thead>")[0]
+            for column, note in pages.COLUMN_NOTES.get(name, {}).items():
+                assert (f"<th>{column}</th>" in header) == (note in text), (name, column)
             md = (out / f"{name}.md").read_text()
             assert text in md, name  # the Markdown copy carries the same caption
     return names

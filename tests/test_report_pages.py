@@ -14,6 +14,8 @@ from vlm4vla_core.aggregate import aggregate
 from vlm4vla_core.aggregate.diagnostics import read_metrics, task_counts
 from vlm4vla_core.benchmarks.video import write_mp4
 
+from test_aggregate import check_pages
+
 TASKS = ("reach-v3", "push-v3")
 #: (backbone, ablation, seed) -> successes per task of 4 episodes each
 RUNS = {("qwen", "full", 0): {"reach-v3": [1, 1, 0, 1], "push-v3": [0, 0, 0, 1]},
@@ -63,6 +65,8 @@ def test_diagnostics_and_rollouts_in_the_report_pages(tmp_path):
     sft.write_text("".join(json.dumps(dict(step=s, loss=2.0 / s)) + "\n" for s in (1, 2, 3)))
     out = tmp_path / "results"
     aggregate(paths, study_config(), out, n_boot=20, sft_logs=[sft])
+    names = check_pages(out)  # every caption its own and true for its table (the rollouts column's note too)
+    assert {"rollouts_metaworld", "learning_curves", "sft_loss", "heatmap_metaworld"} <= names
 
     for name in ("learning_curves", "sft_loss", "heatmap_metaworld", "ablation", "modes"):
         assert (out / "figures" / f"{name}.png").is_file(), name

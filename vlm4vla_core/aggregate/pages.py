@@ -33,9 +33,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
                    "Backbone x benchmark under full fine-tuning (CALVIN: average completed length 0-5; other "
                    "benchmarks: success rate in %), with the zero-action baseline where it was evaluated."),
     "per_task_table": (MAIN, "Per-task results",
-                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode. "
-                       "The rollouts column links the run's videos (files under videos/ of the results folder); "
-                       "the rollouts pages of the report play them."),
+                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode."),
     "heatmap_": (MAIN, "Success per task",
                  "Backbone x task under full fine-tuning (and the zero-action baseline): colour = success rate, "
                  "annotation = successes k of n episodes, pooled over seeds."),
@@ -109,6 +107,13 @@ PAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: sentences about a column, added to a table's caption exactly when the table has that column
+COLUMN_NOTES: dict[str, dict[str, str]] = {
+    "per_task_table": {"rollouts": "The rollouts column links the row's rollout videos (files under videos/ of the "
+                                   "results folder); the report's rollout pages play them."},
+}
+
+
 def _entry(name: str) -> tuple[str, str, str]:
     if name in PAGES:
         return PAGES[name]
@@ -126,6 +131,9 @@ def category(name: str) -> str:
 def caption(name: str, shown: pd.DataFrame | None = None) -> str:
     """The caption of ``name``; for a table, the spread convention only where its cells carry a ±."""
     text = _entry(name)[2]
+    for column, note in COLUMN_NOTES.get(name, {}).items():
+        if shown is not None and column in shown:
+            text += " " + note
     if shown is not None and shown.astype(str).apply(lambda c: c.str.contains("±", regex=False)).to_numpy().any():
         text += " " + SPREAD
     return text
