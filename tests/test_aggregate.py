@@ -539,7 +539,9 @@ def check_pages(out: Path):
             header = body.split("</thead>")[0]
             for column, note in pages.COLUMN_NOTES.get(name, {}).items():
                 assert (f"<th>{column}</th>" in header) == (note in text), (name, column)
-            md = (out / f"{name}.md").read_text()
+            # an inference table's page (html/inference_<name>.html) has its files under inference/
+            md = (out / "inference" / f"{name.removeprefix('inference_')}.md" if name.startswith("inference_")
+                  else out / f"{name}.md").read_text()
             assert text in md, name  # the Markdown copy carries the same caption
     return names
 

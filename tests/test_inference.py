@@ -264,7 +264,12 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     assert rows["qwen > kosmos on calv"]["p_claim_adjusted"] is not None and "**" in md
     cells = pd.read_csv(out / "inference" / "cells.csv")
     assert cells["cell"].str.contains(r"\[.*\], \d seeds? x \d+ ep").all()
-    assert "inference/claims" in (out / "index.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "inference/claims" in index
+    findings = index.split("## Findings", 1)[1].split("\n## ", 1)[0]  # first, one line per claim with its verdict
+    assert index.index("## Findings") < index.index("## Artefacts")
+    for r in rows.values():
+        assert f"- **{r['verdict']}**: {r['text']} (estimate" in findings
     claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
     with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
         aggregate(paths, cfg, tmp_path / "out2", n_boot=10, claims=claims)

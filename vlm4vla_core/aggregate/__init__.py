@@ -251,6 +251,23 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     return written
 
 
+def _findings(out: Path, written: list[Path]) -> list[str]:
+    """The study's findings first: one line per declared claim with its verdict, estimate and interval
+    (inference/claims.json of this aggregation), linking to the claims table; nothing without a claims file."""
+    path = out / "inference" / "claims.json"
+    if path not in written:
+        return []
+    lines = ["## Findings", "", "Each question the claims file declares, with the verdict of the inference layer "
+             "([inference/claims.md](inference/claims.md): adjusted p, smallest effect of interest, minimum detectable "
+             "effect; docs/statistics.md):", ""]
+    for r in read_json(path, "claims verdicts")["claims"]:
+        est = (f"{r['estimate']:.3g} [{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]" if "estimate" in r else "no estimate: "
+               + r["status"])
+        p = r.get("p_claim_adjusted")
+        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {p:.2g})" if p is not None else ")"))
+    return lines + [""]
+
+
 def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str]) -> str:
     from vlm4vla_core.aggregate.tables import footer
 
@@ -282,6 +299,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     if commits or hashes:
         lines.append(f"Runs were produced at commit(s) {', '.join(commits) or 'unknown'} "
                      f"under config hash(es) {', '.join(hashes) or 'unknown'}.")
+    lines[2:2] = _findings(out, written)
     lines += ["", "## Artefacts", ""]
     rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
     stems = {}

@@ -98,6 +98,24 @@ PAGES: dict[str, tuple[str, str, str]] = {
                   "A successful and a failed episode (where there was one) per backbone, training regime and task, "
                   "from the reported execution mode of the lowest seed that has one; the instruction and the "
                   "outcome are written above the policy's input frames, one frame per policy call."),
+    "inference_main_table": (MAIN, "Main results with 95% intervals",
+                             "Backbone x benchmark under full fine-tuning, each cell the estimate with its 95% "
+                             "interval from the inference layer (seed variance pooled over the benchmark's cells, "
+                             "episode variance within runs), with the seeds and episodes it rests on."),
+    "inference_cells": (MAIN, "Every cell with its 95% interval",
+                        "Every (benchmark, arm) cell: estimate [95% interval], seeds x episodes per seed, and the "
+                        "design (crossed: every arm ran the same episodes; nested: each seed its own)."),
+    "inference_regimes_table": (REGIMES, "Training regimes with 95% intervals",
+                                "Each training regime's cell with its 95% interval and its contrast (Δ) to full "
+                                "fine-tuning of the same backbone, paired on (seed, episode) where both ran the "
+                                "same episodes."),
+    "inference_contrasts": (REGIMES, "Contrasts",
+                            "Every comparison the tables show (regime vs full, SFT variant vs base, backbone pairs, "
+                            "policy vs zero-action): difference with its 95% interval, probability of improvement, "
+                            "and the p-value adjusted within each family of comparisons."),
+    "inference_mixed_model": (DIAGNOSTICS, "Mixed model",
+                              "Per benchmark, success against arm with random effects for seed within arm and for "
+                              "episode (statsmodels), its marginal rates beside the simple means."),
     "backbones_table": (PROVENANCE, "Backbones",
                         "Published size, measured parameter count (B = 10⁹, M = 10⁶, k = 10³), image tokens per "
                         "frame, prompt length and the VQA score the config gives, with its source."),
