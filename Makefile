@@ -11,7 +11,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability
+.PHONY: setup system-deps demo test dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability mutants
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -55,6 +55,14 @@ slurm-profile:
 # the long reliability tests (20 random kills of a training run, and the like)
 reliability: setup
 	$(BIN)/pytest -q -m reliability
+
+# mutation testing (docs/mutation.md): mutmut 3 over the benchmark protocols, the statistics and then the
+# policy's action maths, each mutant against a fast test selection (setup.cfg); the score per group and
+# the surviving mutants go to mutants/report.md
+mutants: setup
+	$(BIN)/pip install -q -r envs/mutants.txt
+	env -u PYTHONPATH $(BIN)/python tests/helpers/mutants.py run
+	$(BIN)/python tests/helpers/mutants.py report --out mutants/report.md
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --quiet rules

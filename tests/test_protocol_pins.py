@@ -275,6 +275,11 @@ def test_execution_modes_cover_the_official_ones(study, name):
 
 
 # -- the gripper from the policy's head to each simulator ----------------------------------------
+#: asymmetric bounds of different scales per dimension (what a dataset's 1st/99th percentiles look like)
+ARM_LOW = (-0.02, -0.5, 0.0, -3.0, 0.1, -0.002)
+ARM_HIGH = (0.06, 0.25, 2.0, 1.0, 0.3, 0.004)
+
+
 @pytest.fixture(scope="module")
 def forced_policy(tmp_path_factory):
     """A tiny policy whose head ignores its input: the arm output and the gripper logit are its bias."""
@@ -286,7 +291,7 @@ def forced_policy(tmp_path_factory):
     root = tmp_path_factory.mktemp("forced")
     get_adapter("qwen2_5_vl").make_tiny(root / "tiny", 56, seed=0)
     cfg = PolicyConfig(family="qwen2_5_vl", source=str(root / "tiny"), chunk=2, action_dim=7, image_size=56,
-                       head_hidden=8, head_layers=1, arm_low=(-1.0,) * 6, arm_high=(1.0,) * 6)
+                       head_hidden=8, head_layers=1, arm_low=ARM_LOW, arm_high=ARM_HIGH)
     policy = VLAPolicy(cfg).eval()
 
     def force(logit: float):
@@ -348,3 +353,32 @@ def test_calvin_modes_are_ranked_by_average_length_not_by_full_chains():
     assert merge(shards, ["s0", "s1"])["reported_mode"] == "half"
     # the success rate picks the other mode: the two rules differ on these records
     assert SIMPLER.score(full) == 0.25 > SIMPLER.score(half) == 0.0
+
+
+def test_arm_scaling_is_centred_per_dimension_and_round_trips_inside_the_bounds(forced_policy):
+    """What holds for the policy's arm scaling whatever its range: each dimension's midpoint of
+    (low, high) maps to 0, the scaling is odd around it and proportional to each dimension's own width,
+    and actions well inside the bounds come back unchanged."""
+    import torch
+
+    policy = forced_policy(0.0)
+    low, high = np.array(ARM_LOW), np.array(ARM_HIGH)
+    mid, half = (low + high) / 2, (high - low) / 2
+    sign = np.array([1, -1, 1, -1, 1, -1])
+    for frac in (0.0, 0.1, 0.3):
+        a = torch.tensor(mid + frac * sign * half, dtype=torch.float32)
+        n = policy.normalize_arm(a)
+        assert torch.allclose(n.abs(), n.abs()[0].expand(6), atol=1e-5)  # same share of each width
+        assert torch.allclose(n, -policy.normalize_arm(torch.tensor(mid - frac * sign * half, dtype=torch.float32)),
+                              atol=1e-5)
+        assert torch.allclose(policy.denormalize_arm(n), a, rtol=1e-5, atol=1e-7)
+        if frac:
+            assert (torch.sign(n) == torch.tensor(sign, dtype=n.dtype)).all()
+        else:
+            assert torch.allclose(n, torch.zeros(6), atol=1e-5)
+    out = policy.normalize_arm(torch.tensor(mid + 0.2 * half, dtype=torch.float32))
+    inner = policy.normalize_arm(torch.tensor(mid + 0.1 * half, dtype=torch.float32))
+    assert torch.allclose(out, 2 * inner, atol=1e-6)  # linear inside the bounds
+    # actions predicted by the head come back in each dimension's own units: the head's zero is the midpoint
+    [chunk] = policy.predict([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
+    assert np.allclose(chunk[:, :6], mid, rtol=1e-5, atol=1e-7)
