@@ -76,3 +76,79 @@ def test_leave_one_out_intervals_are_the_t_intervals_of_the_remaining_points():
     assert _leave_one_out(list("abc"), x[:3], y[:3]) == []
     # without d the other three share one x: that fit is skipped, the others are made
     assert [f["left_out"] for f in _leave_one_out(list("abcd"), np.array([1.0, 1.0, 1.0, 2.0]), y[:4])] == list("abc")
+
+
+def test_fisher_returns_the_sample_odds_ratio_and_the_one_sided_p():
+    from vlm4vla_core.aggregate.stats import fisher_greater
+
+    odds, p = fisher_greater(6, 8, 1, 8)
+    assert odds == pytest.approx((6 * 7) / (2 * 1))  # (k1 (n0 - k0)) / ((n1 - k1) k0)
+    # P(X >= 6) for X hypergeometric: 16 episodes, 7 successes, 8 drawn into group 1
+    assert p == pytest.approx(sps.hypergeom.sf(5, 16, 7, 8), rel=1e-12)
+
+
+# -- the other statistics at their edges -----------------------------------------------------------
+def _frame(rows):
+    cols = ["backbone", "benchmark", "ablation", "seed", "task", "metric", "value", "n_episodes"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+
+
+def test_seed_summary_keeps_the_input_order_and_sums_episodes():
+    from vlm4vla_core.aggregate.stats import summarize
+
+    rows = [("b", "m", "full", 0, "all", "success_rate", 40.0, 20), ("b", "m", "full", 1, "all", "success_rate", 50.0, 20),
+            ("a", "m", "full", 0, "all", "success_rate", 70.0, 10)]
+    s = summarize(_frame(rows))
+    assert s["backbone"].tolist() == ["b", "a"]  # the order of first appearance, not sorted
+    assert s["mean"].tolist() == [45.0, 70.0] and s["n_seeds"].tolist() == [2, 1]
+    assert s["std"].iloc[0] == pytest.approx(np.std([40.0, 50.0], ddof=1)) and np.isnan(s["std"].iloc[1])
+    assert s["n_episodes"].tolist() == [40, 10]
+    missing = summarize(_frame([("a", "m", "full", 0, "all", "success_rate", 1.0, np.nan),
+                                ("a", "m", "full", 1, "all", "success_rate", 2.0, 5)]))
+    assert np.isnan(missing["n_episodes"].iloc[0])  # a run without a count: no total
+
+
+def test_ols_slope_on_one_and_on_many_replicates():
+    from vlm4vla_core.aggregate.stats import ols_slope
+
+    x = np.array([1.0, 2.0, 4.0])
+    y = np.array([2.0, 3.0, 7.0])
+    assert ols_slope(x, y) == pytest.approx(sps.linregress(x, y).slope)
+    many = np.stack([y, 2 * y, -y])
+    assert ols_slope(x, many) == pytest.approx([sps.linregress(x, r).slope for r in many])
+
+
+def test_confidence_band_matches_the_t_band_even_at_one_grid_point():
+    from vlm4vla_core.aggregate.stats import confidence_band
+
+    x, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([1.0, 2.5, 2.9, 5.2])
+    fit = sps.linregress(x, y)
+    resid = y - fit.intercept - fit.slope * x
+    s2 = (resid**2).sum() / 2
+    for grid in (np.array([2.5]), np.array([0.0, 4.0])):
+        mean, lo, hi = confidence_band(x, y, grid)
+        se = np.sqrt(s2 * (1 / 4 + (grid - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum()))
+        t = sps.t.ppf(0.975, 2)
+        assert mean == pytest.approx(fit.intercept + fit.slope * grid)
+        assert lo == pytest.approx(mean - t * se) and hi == pytest.approx(mean + t * se)
+
+
+def test_calvin_lengths_without_calvin_runs():
+    from vlm4vla_core.aggregate.stats import calvin_length_success
+
+    episodes = _frame([("a", "m", "full", 0, "t", "success_rate", 1.0, 1)])
+    out = calvin_length_success(episodes)
+    assert out.empty and list(out.columns) == ["backbone", "benchmark", "ablation", "length", "mean", "std",
+                                               "n_seeds", "n_episodes"]
+
+
+def test_baseline_rows_follow_the_input_order_and_name_what_they_leave_out():
+    from vlm4vla_core.aggregate.stats import baseline_comparison
+
+    rows = [("zeta", "m", "full", 0, "all", "success_rate", 50.0, 10), ("alpha", "m", "full", 0, "all", "success_rate", 20.0, 10),
+            ("zero-action", "m", "none", 0, "all", "success_rate", 10.0, 10),
+            ("beta", "m", "full", 0, "all", "success_rate", 30.0, np.nan)]
+    out, notes = baseline_comparison(Results(results=_frame(rows)))
+    assert [r["backbone"] for r in out] == ["zeta", "alpha"]
+    assert (out[0]["successes"], out[0]["episodes"], out[0]["baseline_successes"]) == (5, 10, 1)
+    assert notes == ["runs without n_episodes are left out of the baseline comparison"]

@@ -1,6 +1,7 @@
 """Mutation testing of the benchmark protocols, the policy's action maths and the statistics.
 
     python tests/helpers/mutants.py run [GROUP ...]     # mutmut 3 over the groups' functions (default: all)
+    python tests/helpers/mutants.py run --sample 4 ...   # every 4th mutant of each group (by name), to save time
     python tests/helpers/mutants.py report [--out F]    # score per group, survivors, equivalents
 
 mutmut's settings (the files it may mutate, the fast test selection each mutant runs against) are in
@@ -79,9 +80,10 @@ def report() -> str:
         live = [n for n in survived if n not in equiv]
         counted = len(run) - len(eq)
         score = 100.0 * len(killed) / counted if counted else float("nan")
+        timeouts = sum(codes[n] not in (1, 3) for n in killed)
         lines.append(f"## {group}: {score:.1f}% of non-equivalent mutants killed "
-                     f"({len(killed)} of {counted}; {len(names)} mutants, {len(names) - len(run)} not run, "
-                     f"{len(eq)} equivalent)")
+                     f"({len(killed)} of {counted}, {timeouts} of them by timeout; {len(names)} mutants, "
+                     f"{len(names) - len(run)} not run, {len(eq)} equivalent)")
         kinds = Counter("survived" if codes[n] in SURVIVED else f"exit {codes[n]}" for n in live)
         if live:
             lines.append(f"surviving ({', '.join(f'{v} {k}' for k, v in kinds.items())}):")
@@ -101,12 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("groups", nargs="*", choices=list(SCOPE))
     r.add_argument("--max-children", type=int, default=None)
+    r.add_argument("--sample", type=int, default=1,
+                   help="run every N-th mutant of a group, in name order (needs the mutants/ folder of a first run)")
     o = sub.add_parser("report")
     o.add_argument("--out", default=None, help="also write the report here")
     args = p.parse_args(argv)
     if args.cmd == "run":
         for group in args.groups or list(SCOPE):
-            cmd = [str(Path(sys.executable).with_name("mutmut")), "run", *SCOPE[group]]
+            names = SCOPE[group]
+            if args.sample > 1:
+                names = sorted(n for n in results() if group_of(n) == group)[:: args.sample]
+                if not names:
+                    print(f"no mutants of {group} under mutants/: run once without --sample first", file=sys.stderr)
+                    return 2
+            cmd = [str(Path(sys.executable).with_name("mutmut")), "run", *names]
             if args.max_children:
                 cmd[2:2] = ["--max-children", str(args.max_children)]
             print(f"mutmut: {group}", flush=True)
