@@ -382,3 +382,29 @@ def test_arm_scaling_is_centred_per_dimension_and_round_trips_inside_the_bounds(
     # actions predicted by the head come back in each dimension's own units: the head's zero is the midpoint
     [chunk] = policy.predict([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
     assert np.allclose(chunk[:, :6], mid, rtol=1e-5, atol=1e-7)
+
+
+def test_a_zero_logit_is_open_and_the_loss_reports_its_parts(forced_policy):
+    import torch
+    from dataclasses import replace
+
+    policy = forced_policy(0.0)
+    [chunk] = policy.predict([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
+    assert chunk[:, 6].tolist() == [-1.0, -1.0]  # closed needs a positive logit: 0 is open
+    inputs = policy.encode([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
+    closed = torch.zeros(1, 2, 7)
+    closed[..., :6] = torch.tensor((np.array(ARM_LOW) + np.array(ARM_HIGH)) / 2, dtype=torch.float32)
+    closed[..., 6] = 1.0
+    with torch.no_grad():
+        total, m = policy.loss(inputs, closed)
+    assert set(m) == {"loss", "arm", "gripper", "gripper_acc"}
+    assert m["gripper"] == pytest.approx(np.log(2.0)) and m["gripper_acc"] == 0.0
+    assert m["arm"] == pytest.approx(0.0, abs=1e-8)  # the head's zero is the midpoint of every dimension
+    assert m["loss"] == pytest.approx(m["arm"] + policy.cfg.gripper_weight * m["gripper"]) == total.item()
+    # a dimension without spread in the data (low == high) still scales to finite values
+    saved = policy.cfg
+    policy.cfg = replace(saved, arm_low=(0.0,) * 6, arm_high=(0.0,) * 6)
+    try:
+        assert torch.isfinite(policy.normalize_arm(torch.tensor([0.0, 1e-3, -1e-3, 0.0, 0.0, 0.0]))).all()
+    finally:
+        policy.cfg = saved
