@@ -261,7 +261,13 @@ def test_vqa_eval_stage(tiny, mwvqa, tmp_path):
     assert main(["--family", "paligemma", "--source", str(tiny / "paligemma"), "--data", str(mwvqa / "heldout"),
                  "--limit", "4", "--max-new-tokens", "3", "--set-name", "mw", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["n"] == 4 and 0 <= r["score"] <= 100 and r["source"].startswith("measured: mw")
+    assert r["n"] == 4 and r["source"].startswith("measured: mw") and len(r["predictions"]) == 4
+    # the score and each type's score are the share of questions its rule marked correct, from the predictions
+    correct = [float(p["correct"]) for p in r["predictions"]]
+    assert r["score"] == round(100 * sum(correct) / 4, 2)
+    for kind, v in r["by_type"].items():
+        hits = [float(p["correct"]) for p in r["predictions"] if p["type"] == kind]
+        assert v["n"] == len(hits) and v["score"] == round(100 * sum(hits) / len(hits), 2)
     assert sum(v["n"] for v in r["by_type"].values()) == 4
 
 
