@@ -408,3 +408,28 @@ def test_a_zero_logit_is_open_and_the_loss_reports_its_parts(forced_policy):
         assert torch.isfinite(policy.normalize_arm(torch.tensor([0.0, 1e-3, -1e-3, 0.0, 0.0, 0.0]))).all()
     finally:
         policy.cfg = saved
+
+
+@pytest.mark.parametrize("kind", ["huber", "mse"])
+def test_arm_loss_is_the_configured_kind_and_a_zero_gripper_action_is_open(forced_policy, kind):
+    """The arm loss is VLM4VLA's Huber (base_policy.py ``loss``) or MSE as configured, checked against the closed
+    form on a label far from the head's output (where the two differ); a gripper action of exactly 0 is labelled
+    open (closed needs a positive action)."""
+    import torch
+    from dataclasses import replace
+
+    policy = forced_policy(4.0)
+    policy.cfg = replace(policy.cfg, loss=kind)
+    inputs = policy.encode([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
+    actions = torch.zeros(1, 2, 7)
+    actions[..., :6] = torch.tensor(ARM_HIGH, dtype=torch.float32)  # label 1 in every dimension; the head says 0
+    actions[0, 0, 6], actions[0, 1, 6] = 0.0, 1.0
+    with torch.no_grad():
+        _, m = policy.loss(inputs, actions)
+    label = policy.normalize_arm(actions[..., :6])
+    d = label.abs()
+    expected = (torch.where(d < 1, 0.5 * d**2, d - 0.5) if kind == "huber" else d**2).mean().item()
+    assert m["arm"] == pytest.approx(expected, rel=1e-5) and abs(float(label.max()) - 1) < 1e-5
+    # the gripper: logit 4 against labels [0 (open), 1 (closed)]
+    assert m["gripper"] == pytest.approx((np.log1p(np.exp(4.0)) + np.log1p(np.exp(-4.0))) / 2, rel=1e-5)
+    assert m["gripper_acc"] == 0.5

@@ -38,8 +38,9 @@ SCOPE = {
         f"{B}.simpler_bridge.x_*", f"{B}.simpler_bridge.convert.*",
     ],
     "statistics": ["vlm4vla_core.aggregate.stats.*"],
-    "policy": [f"vlm4vla_core.policy.xǁVLAPolicyǁ{m}*" for m in
-               ("loss", "_bounds", "normalize_arm", "denormalize_arm", "predict")],
+    "policy": [*(f"vlm4vla_core.policy.xǁVLAPolicyǁ{m}*" for m in
+                 ("loss", "_bounds", "normalize_arm", "denormalize_arm", "predict")),
+               "vlm4vla_core.policy.x_arm_to_label*", "vlm4vla_core.policy.x_label_to_arm*"],
 }
 KILLED, SURVIVED = {1, 3, 36, 24, -24, 152, 255}, {0}
 
