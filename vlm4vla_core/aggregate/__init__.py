@@ -332,10 +332,11 @@ def load_reports(paths, config: dict) -> dict[str, dict]:
     """Backbone report JSONs keyed by backbone: the folder name (backbones/<name>/report.json) or the config
     backbone whose source matches the report's."""
     out = {}
+    known = {*config.get("backbones", {}), *variants(config)}  # a variant's report sits under its own name
     by_source = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
     for path in map(Path, paths):
         rep = read_json(path, "backbone report")
-        name = path.parent.name if path.parent.name in config.get("backbones", {}) else by_source.get(rep.get("source"))
+        name = path.parent.name if path.parent.name in known else by_source.get(rep.get("source"))
         if name is None:
             raise ResultsError(f"{path}: matches no backbone of the config (by folder name or by 'source')")
         out[name] = rep
