@@ -11,10 +11,10 @@ set -euo pipefail
 
 die() { echo "check-calvin-venv: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 VENV_DIR"
-[ -x "$1/bin/python" ] || die "$1 has no bin/python (envs/setup-calvin-venv.sh creates it)"
-# an absolute interpreter path: the check may run from another folder
-py=$(cd "$1" && pwd)/bin/python
+setup=envs/setup-calvin-venv.sh
+# shellcheck source=envs/venv-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv-lib.sh"
+py=$(venv_check_python "$@") || exit 1  # absolute: the check may run from another folder
 # run outside any folder named calvin_env (its conf would shadow the installed one)
 (cd / && "$py" - <<'PY') || die "the check above failed"
 import numpy as np

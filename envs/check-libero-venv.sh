@@ -11,10 +11,10 @@ set -euo pipefail
 
 die() { echo "check-libero-venv: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 VENV_DIR"
-[ -x "$1/bin/python" ] || die "$1 has no bin/python (envs/setup-libero-venv.sh creates it)"
-# an absolute interpreter path: the check may run from another folder
-py=$(cd "$1" && pwd)/bin/python
+setup=envs/setup-libero-venv.sh
+# shellcheck source=envs/venv-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv-lib.sh"
+py=$(venv_check_python "$@") || exit 1  # absolute: the check may run from another folder
 "$py" - <<'EOF' || die "the check above failed"
 import vlm4vla_core.benchmarks.libero10.sim as sim
 import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
