@@ -433,3 +433,23 @@ def test_arm_loss_is_the_configured_kind_and_a_zero_gripper_action_is_open(force
     # the gripper: logit 4 against labels [0 (open), 1 (closed)]
     assert m["gripper"] == pytest.approx((np.log1p(np.exp(4.0)) + np.log1p(np.exp(-4.0))) / 2, rel=1e-5)
     assert m["gripper_acc"] == 0.5
+
+
+def test_full_range_labels_clip_below_the_low_percentile_and_accuracy_reads_the_logit_sign(forced_policy):
+    """``arm_range: full`` clips an action below q01 to -norm (and above q99 to +norm), as above; the gripper
+    accuracy counts a logit of 0.5 as closed (the sign of the logit, not a margin)."""
+    import torch
+
+    from vlm4vla_core.policy import arm_to_label
+
+    low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
+    far = np.array([-9.0, 5.0])  # below q01 in the first dimension, above q99 in the second
+    assert arm_to_label(far, low, high, 0.65, "full").tolist() == pytest.approx([-0.65, 0.65])
+    assert arm_to_label(far, low, high, 0.65, "official").tolist() == pytest.approx([-1.0, 1.0])
+    policy = forced_policy(0.5)
+    inputs = policy.encode([np.zeros((56, 56, 3), np.uint8)], ["pick up the block"])
+    closed = torch.zeros(1, 2, 7)
+    closed[..., 6] = 1.0
+    with torch.no_grad():
+        _, m = policy.loss(inputs, closed)
+    assert m["gripper_acc"] == 1.0
