@@ -389,3 +389,17 @@ def test_within_family_slope_removes_a_family_offset():
     assert w["slope"] == pytest.approx(2.0, abs=1e-9) and w["slope_ci95"][0] < 2 < w["slope_ci95"][1]
     assert within_family(x, y, ["q"] * 6)["status"].startswith("one family")
     assert within_family(x[:3], y[:3], ["q", "p", "p"])["status"].startswith("needs more points")
+
+
+def test_a_contrast_of_single_episode_cells_has_no_interval():
+    """One seed and one episode per arm: the cells' variances have no degrees of freedom, so the contrast
+    reports an unbounded interval and p = 1 instead of failing (as a shrunk study does)."""
+    from vlm4vla_core.aggregate.results import Results
+
+    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="full", task="t",
+                 episode_id=f"t/{b}", platform="p", value=v) for b, v in (("a", 100.0), ("b", 0.0))]
+    frame = inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows)))
+    comp = inf.components(frame)
+    c = inf.contrast(frame, comp, "m", "a", "b")
+    assert c["difference"] == 100.0 and c["p_value"] == 1.0 and c["prob_improvement"] == 0.5
+    assert c["ci_low"] == -np.inf and c["ci_high"] == np.inf and c["df"] == 0
