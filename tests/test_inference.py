@@ -403,3 +403,16 @@ def test_a_contrast_of_single_episode_cells_has_no_interval():
     c = inf.contrast(frame, comp, "m", "a", "b")
     assert c["difference"] == 100.0 and c["p_value"] == 1.0 and c["prob_improvement"] == 0.5
     assert c["ci_low"] == -np.inf and c["ci_high"] == np.inf and c["df"] == 0
+
+
+def test_findings_show_an_unbounded_interval(tmp_path):
+    """A claim whose interval has no bound (stored as null in claims.json) still gets its findings line."""
+    from vlm4vla_core.aggregate import _findings
+
+    path = tmp_path / "inference" / "claims.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"claims": [dict(verdict="inconclusive", text="a beats b", estimate=100.0,
+                                                ci95=[None, None], status="ok", p_claim_adjusted=1.0)]}))
+    lines = _findings(tmp_path, [path])
+    assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
+    assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read

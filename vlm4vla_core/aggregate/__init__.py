@@ -9,6 +9,7 @@ atomically, with index.md listing what was written and why anything is absent.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -260,11 +261,14 @@ def _findings(out: Path, written: list[Path]) -> list[str]:
     lines = ["## Findings", "", "Each question the claims file declares, with the verdict of the inference layer "
              "([inference/claims.md](inference/claims.md): adjusted p, smallest effect of interest, minimum detectable "
              "effect; docs/statistics.md):", ""]
+    def g(x, f="{:.3g}"):  # an unbounded interval end (no degrees of freedom) is stored as null
+        return "unbounded" if x is None or not math.isfinite(x) else f.format(x)
+
     for r in read_json(path, "claims verdicts")["claims"]:
-        est = (f"{r['estimate']:.3g} [{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]" if "estimate" in r else "no estimate: "
+        est = (f"{g(r['estimate'])} [{g(r['ci95'][0])}, {g(r['ci95'][1])}]" if "estimate" in r else "no estimate: "
                + r["status"])
         p = r.get("p_claim_adjusted")
-        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {p:.2g})" if p is not None else ")"))
+        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {g(p, '{:.2g}')})" if p is not None else ")"))
     return lines + [""]
 
 
