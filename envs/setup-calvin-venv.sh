@@ -31,20 +31,6 @@ py=$venv/bin/python
 "$py" -m pip install --quiet --no-deps -e "$src" || die "pip could not install calvin_env from $src"
 (cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo"
 
-# Check: scene D composes from calvin_env's conf, resets to a chain's initial condition, renders
-# rgb_static through EGL, steps and runs the oracle (run outside any folder named calvin_env).
-(cd / && "$py" - <<'PY') || die "the environment is installed but the check above failed"
-import numpy as np
-from vlm4vla_core.benchmarks.calvin import protocol
-from vlm4vla_core.benchmarks.calvin.sim import CalvinSim
-import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
-with CalvinSim(None) as sim:
-    condition, subtasks = protocol.chains()[0]
-    obs = sim.reset(*protocol.initial_state(condition))
-    image, start = obs["render"](), sim.info()
-    obs, info = sim.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
-    assert image.shape == (200, 200, 3) and image.std() > 0, image.shape
-    assert not sim.success(start, info, subtasks[0])
-    print(f"ok: {sim.scene_source}; rgb_static {image.shape}")
-PY
+# Check (envs/check-calvin-venv.sh, which also runs on its own)
+"$repo/envs/check-calvin-venv.sh" "$venv" || die "the environment is installed but its check failed (see above)"
 echo "done: simulator Python is $py"

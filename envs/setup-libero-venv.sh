@@ -29,12 +29,6 @@ echo "installing the pinned simulator requirements into $venv"
 echo "installing vlm4vla_core (editable, no dependencies) from $repo"
 (cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo (see above)"
 
-# Check: the simulator module and the policy client import, and the suite loads (no env is built).
-"$py" - <<'EOF' || die "the environment is installed but the check above failed"
-import vlm4vla_core.benchmarks.libero10.sim as sim
-import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
-tasks = sim.suite_tasks()
-assert len(tasks) == 10, tasks
-print(f"ok: {sim.SUITE}, {len(tasks)} tasks, {sum(t['num_init_states'] for t in tasks)} init states")
-EOF
+# Check (envs/check-libero-venv.sh, which also runs on its own)
+"$repo/envs/check-libero-venv.sh" "$venv" || die "the environment is installed but its check failed (see above)"
 echo "done: simulator Python is $py"

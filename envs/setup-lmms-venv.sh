@@ -39,27 +39,6 @@ echo "installing the pinned lmms-eval requirements into $venv"
 echo "installing vlm4vla_core (editable, no dependencies) from $repo"
 (cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo (see above)"
 
-# Check: the pins held, lmms-eval's evaluator, task index and the project's backends import.
-"$py" - "$constraints" <<'EOF' || die "the environment is installed but the check above failed"
-import sys
-from importlib.metadata import version
-
-for line in open(sys.argv[1]):
-    name, pins = line.strip().split("==", 1)
-    want = pins.split(",")[0]
-    assert version(name) == want, f"{name} {version(name)} installed, {pins} pinned"
-import torchvision  # noqa: F401  (its operators load only beside the torch build it was built for)
-from lmms_eval import evaluator  # noqa: F401
-from lmms_eval.models import get_model
-
-from vlm4vla_core.vqa.lmms import BACKENDS, LMMS_EVAL_VERSION
-
-assert version("lmms-eval") == LMMS_EVAL_VERSION, version("lmms-eval")
-for backend in sorted(set(BACKENDS.values())):
-    get_model(backend)
-import torch
-
-print(f"ok: lmms-eval {version('lmms-eval')}, torch {torch.__version__}, torchvision {version('torchvision')}, "
-      f"transformers {version('transformers')}; backends {', '.join(sorted(set(BACKENDS.values())))}")
-EOF
+# Check (envs/check-lmms-venv.sh, which also runs on its own)
+"$repo/envs/check-lmms-venv.sh" "$venv" || die "the environment is installed but its check failed (see above)"
 echo "done: lmms-eval Python is $py"

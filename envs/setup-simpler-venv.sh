@@ -49,21 +49,6 @@ echo "installing ManiSkill2_real2sim and SimplerEnv (editable, no dependencies: 
 echo "installing vlm4vla_core (editable, no dependencies) from $repo"
 (cd "$repo" && "$py" -m pip install --quiet --no-deps -e .) || die "pip could not install the project from $repo"
 
-# Check: the envs register, the overlays are found, the policy client imports (no env is built).
-"$py" - <<'PY' || die "the environment is installed but the check above failed"
-import gymnasium as gym
-import vlm4vla_core.serving.client  # noqa: F401  (the policy client)
-from vlm4vla_core.benchmarks.simpler_bridge import TASKS
-from vlm4vla_core.benchmarks.simpler_bridge import sim
-sim._stack()
-for task in TASKS.values():
-    gym.spec(task["env_id"])
-    sim.overlay_path(task["overlay"])
-print(f"ok: {len(TASKS)} Bridge envs registered, overlays found")
-PY
-if "$py" -m vlm4vla_core.benchmarks.simpler_bridge.sim --check-vulkan; then
-  echo "done: simulator Python is $py"
-else
-  echo "installed, but this machine has no usable Vulkan device: the rollouts need one (see above)" >&2
-  echo "done: simulator Python is $py"
-fi
+# Check (envs/check-simpler-venv.sh, which also runs on its own)
+"$repo/envs/check-simpler-venv.sh" "$venv" || die "the environment is installed but its check failed (see above)"
+echo "done: simulator Python is $py"

@@ -1,4 +1,4 @@
-# Sourced by the envs/setup-*-venv.sh scripts (not run on its own); they define die() first.
+# Sourced by the envs/setup-*-venv.sh and envs/check-*-venv.sh scripts (not run on its own); they define die() first.
 #
 #   venv_python VENV_DIR X.Y WHY
 #
@@ -22,4 +22,16 @@ venv_python() {
     || die "$venv has no pip and ensurepip failed: remove it and run again"
   version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   [ "$version" = "$want" ] || die "$venv has Python $version; $why: remove it or pass another VENV_DIR"
+}
+
+#   py=$(venv_check_python "$@") || exit 1
+#
+# The interpreter of a check-*-venv.sh script's one argument VENV_DIR (relative to the current
+# folder or absolute), as an absolute path, so the check may run from another folder; stops with the
+# usage or "no bin/python" (naming the setup script) otherwise. Needs die() and $setup (the setup
+# script that creates the environment).
+venv_check_python() {
+  [ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 VENV_DIR"
+  [ -x "$1/bin/python" ] || die "$1 has no bin/python ($setup creates it)"
+  echo "$(cd "$1" && pwd)/bin/python"
 }

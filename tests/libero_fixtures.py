@@ -26,7 +26,7 @@ def write_libero_hdf5(folder: Path, demos: int = 2, length: int = 6, size: int =
             for d in range(demos):
                 g = data.create_group(f"demo_{d}")
                 img = np.zeros((length, size, size, 3), np.uint8)
-                img[:, 0, :, 0] = 200  # the top row of the stored (upside-down) image is red
+                img[:, 0, 0, 0] = 200  # one marked corner: the top-left pixel of the stored (upside-down) image is red
                 img[:, :, :, 1] = np.arange(length)[:, None, None] * 10 + t
                 actions = rng.uniform(-1, 1, (length, 7)).astype(np.float32)
                 actions[:, 6] = -1

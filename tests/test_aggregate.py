@@ -308,10 +308,15 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     report = tmp_path / "backbones" / "qwen" / "report.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"source": "tiny", "total_params": 1_234_000_000, "image_tokens_per_frame": 64}))
-    assert main(["--config", str(cfg_path), "--runs", *map(str, paths), "--reports", str(report), "--out", str(out),
-                 "--n-boot", "20"]) == 0
-    shown = [line.split("|") for line in (out / "backbones_table.md").read_text().splitlines() if "| qwen " in line]
-    assert [c.strip() for c in shown[0][4:7]] == ["-", "1.234", "64"]  # published size, measured (B), image tokens
+    tiny = tmp_path / "backbones" / "pali" / "report.json"
+    tiny.parent.mkdir(parents=True)
+    tiny.write_text(json.dumps({"source": "tiny", "total_params": 52_300, "image_tokens_per_frame": 16}))
+    assert main(["--config", str(cfg_path), "--runs", *map(str, paths), "--reports", str(report), str(tiny),
+                 "--out", str(out), "--n-boot", "20"]) == 0
+    shown = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[4:7]]
+             for line in (out / "backbones_table.md").read_text().splitlines() if line.startswith("| ")}
+    assert shown["qwen"] == ["-", "1.234 B", "64"]  # published size, measured parameters, image tokens
+    assert shown["pali"] == ["-", "52.3 k", "16"]  # a tiny model's count stays readable
     index = (out / "index.md").read_text()
     for name in ("results.csv", "episodes.csv", "main_table.md", "backbones_table.csv", "ablation_table.tex", "per_task_table.csv",
                  "modes_table.md", "baseline.json", "regression.json", "figures/ablation.png",
@@ -500,35 +505,67 @@ def test_embodied_sft_freezing_and_scratch_layout(paper_out):
     assert d == pytest.approx(1 / 6 - 16 / 6)
 
 
-def test_report_captions_cover_every_output(paper_out):
-    """Every report() in the aggregate rules names an existing caption, and the caption has a text for every
-    table and figure the aggregate stage writes (study and published runs)."""
+def _page_caption(page: str) -> str:
+    import html as html_lib
     import re
 
-    jinja2 = pytest.importorskip("jinja2", reason="comes with snakemake (the workflow extra)")
-    publish_parts = pytest.importorskip("docutils.core", reason="comes with snakemake").publish_parts
+    m = re.search(r'<p class="caption">(.*?)</p>', page, flags=re.S)
+    assert m, "page without a caption"
+    return html_lib.unescape(m.group(1))
 
+
+def check_pages(out: Path):
+    """Every table and figure has a page in html/ in one of the report's categories; each page's caption is
+    its own (no other output's caption text) and true for it: the spread convention exactly where cells have ±."""
+    import html as html_lib
+
+    from vlm4vla_core.aggregate import pages
+
+    names = {p.stem for p in (out / "html").glob("*.html")}
+    assert {p.stem for p in out.glob("*_table.md")} <= names
+    assert {p.stem for p in (out / "figures").glob("*.png")} <= names
+    own_texts = {k: v[2] for k, v in pages.PAGES.items()}
+    for name in names:
+        page = (out / "html" / f"{name}.html").read_text()
+        assert pages.category(name) in pages.CATEGORIES, name
+        text = _page_caption(page)
+        assert text.startswith(pages._entry(name)[2]), name
+        others = [k for k, t in own_texts.items() if t in text and t != pages._entry(name)[2]]
+        assert not others, (name, others)
+        assert "next to this page" not in page and "No caption" not in page
+        if name.endswith("_table"):
+            body = html_lib.unescape(page.split('<p class="caption">', 1)[1].split("</p>", 1)[1])
+            assert ("±" in body.split("<em>git commit")[0]) == (pages.SPREAD in text), name
+            header = body.split("</thead>")[0]
+            for column, note in pages.COLUMN_NOTES.get(name, {}).items():
+                assert (f"<th>{column}</th>" in header) == (note in text), (name, column)
+            # an inference table's page (html/inference_<name>.html) has its files under inference/
+            md = (out / "inference" / f"{name.removeprefix('inference_')}.md" if name.startswith("inference_")
+                  else out / f"{name}.md").read_text()
+            assert text in md, name  # the Markdown copy carries the same caption
+    return names
+
+
+def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
+    """The study pages (runs) and the published-numbers pages (a results CSV, one value per cell)."""
     root = Path(__file__).resolve().parents[1]
     smk = (root / "workflow" / "rules" / "aggregate.smk").read_text()
-    assert smk.count("report(") >= 2
-    captions = re.findall(r'report\(.*?caption="([^"]+)"', smk, flags=re.S)
-    assert len(captions) == smk.count("report(directory(") and captions
-    names = {"tables.rst": [p.stem for p in (paper_out / "html").glob("*.html")],
-             "figures.rst": [p.stem for p in (paper_out / "figures").glob("*.png")]}
-    assert {"published_table", "embodied_sft_table", "calvin_length_table", "freezing_table"} <= set(names["tables.rst"])
-    assert {"calvin_lengths", "ablation", "vqa_calv"} <= set(names["figures.rst"])
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    for caption in set(captions):
-        path = (root / "workflow" / "rules" / caption).resolve()
-        assert path.is_file(), caption
-        for name in names[path.name]:
-            for rule in ("aggregate", "published"):
-                snake = type("S", (), dict(wildcards=type("W", (), {"name": name}), rule=rule, config=paper_config()))
-                text = env.from_string(path.read_text()).render(snakemake=snake)
-                assert "No caption written" not in text, (caption, name)
-                publish_parts(text, writer="html", settings_overrides={"halt_level": 2})
-    wf = root / "workflow" / "report" / "workflow.rst"
-    assert wf.is_file() and 'report: "../report/workflow.rst"' in smk
+    assert "category=lambda wc: pages.category(wc.name)" in smk and not (root / "workflow" / "report" / "tables.rst").exists()
+    names = check_pages(paper_out)
+    assert {"published_table", "embodied_sft_table", "calvin_length_table", "freezing_table", "calvin_lengths",
+            "ablation", "vqa_calv", "provenance"} <= names
+    assert not any(n.startswith("per_task_") and n != "per_task_table" for n in names)  # no per-benchmark duplicate
+    csv = tmp_path / "published.csv"  # as the published numbers: one value per cell
+    csv.write_text("backbone,benchmark,ablation,seed,metric,value\n"
+                   + "".join(f"{b},metaworld,full,0,success_rate,{v}\n" for b, v in VQA.items()))
+    cfg = config(backbones=VQA)
+    aggregate(csv, cfg, tmp_path / "pub", n_boot=20)
+    pub = check_pages(tmp_path / "pub")
+    assert "main_table" in pub
+    main = (tmp_path / "pub" / "html" / "main_table.html").read_text()
+    assert "± n/a (n=?)" in main and "(? where the count is unknown" in _page_caption(main)
+    regression = (tmp_path / "pub" / "html" / "regression_table.html").read_text()
+    assert "mean ± standard deviation" not in _page_caption(regression)  # no such cells there
 
 
 def test_result_files_carry_provenance(paper_out):

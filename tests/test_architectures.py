@@ -9,21 +9,31 @@ partial rotary mrope sections); ``-m all_archs`` runs every row that
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+import transformers
 from transformers import AutoConfig
 
 from vlm4vla_core.backbones.generic import config_problems
-from vlm4vla_core.backbones.sweep import run_one
+from vlm4vla_core.backbones.sweep import load_table, run_one
 
 TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "architectures.json"
 SAMPLE = ["gemma3", "qwen2_vl", "llava", "qwen3_vl", "idefics3", "glm4v_moe"]
 
 
 def _working() -> list[str]:
-    return [r["model_type"] for r in json.loads(TABLE.read_text()) if r["status"] == "works"]
+    return [r["model_type"] for r in load_table(TABLE)[1] if r["status"] == "works"]
+
+
+def _skip_unless_table_version():
+    """The table holds for the transformers it was made with (the locked one); under another the drift report of
+    make test-latest says what changed."""
+    made_with = load_table(TABLE)[0]
+    if transformers.__version__ != made_with:
+        pytest.skip(f"benchmarks/architectures.json was made with transformers {made_with}, "
+                    f"{transformers.__version__} is installed: make setup installs the locked version; "
+                    "make test-latest reports the drift (refresh the lock and the table together)")
 
 
 @pytest.mark.parametrize("model_type", SAMPLE)
@@ -78,7 +88,8 @@ def test_vision_modules_are_the_image_feature_path():
 
 
 def test_table_is_current_enough():
-    rows = json.loads(TABLE.read_text())
+    _skip_unless_table_version()
+    rows = load_table(TABLE)[1]
     from vlm4vla_core.backbones.zoo import architectures
 
     assert {r["model_type"] for r in rows} == set(architectures())
@@ -89,12 +100,34 @@ def test_readme_table_is_the_scripts_output():
     from vlm4vla_core.backbones.sweep import END, START, markdown
 
     readme = (TABLE.parents[1] / "README.md").read_text()
-    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == markdown(json.loads(TABLE.read_text())).strip()
-    assert TABLE.with_suffix(".md").read_text() == markdown(json.loads(TABLE.read_text()))
+    version, rows = load_table(TABLE)
+    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == markdown(rows, version).strip()
+    assert TABLE.with_suffix(".md").read_text() == markdown(rows, version)
+
+
+def test_table_is_made_with_the_locked_transformers():
+    from vlm4vla_core.lock import read_lock
+
+    assert load_table(TABLE)[0] == read_lock()["transformers"], "refresh the lock and the table together"
+
+
+def test_drift_names_added_removed_and_changed(tmp_path):
+    from vlm4vla_core.backbones.sweep import drift, drift_text
+
+    old = [dict(model_type="a", status="works"), dict(model_type="b", status="fails"), dict(model_type="c", status="works")]
+    new = [dict(model_type="a", status="works"), dict(model_type="b", status="works"), dict(model_type="d", status="fails")]
+    changes = drift(old, new)
+    assert changes == {"added": {"d": "fails"}, "removed": ["c"], "changed": {"b": ("fails", "works")}}
+    text = drift_text("5.24.0", "5.25.0", changes)
+    assert "1 added, 1 removed, 1 changed" in text and "b" in text and "fails -> works" in text
+    with pytest.raises(ValueError, match="not an architecture table"):
+        (tmp_path / "old.json").write_text("[]")
+        load_table(tmp_path / "old.json")
 
 
 @pytest.mark.all_archs
 @pytest.mark.parametrize("model_type", _working() if TABLE.is_file() else [])
 def test_every_working_architecture(tmp_path, model_type):
+    _skip_unless_table_version()
     row = run_one(model_type, tmp_path)
     assert row["status"] == "works", row

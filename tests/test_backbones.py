@@ -254,7 +254,10 @@ def test_cli_make_tiny_and_report(tmp_path, loaded, capsys):
     enc = adapter.encode(processor, frames(1), [report_mod.SAMPLE_INSTRUCTION])
     direct = report_mod.backbone_report(adapter, vlm, processor, policy_added_params={"added": 1000})
     assert direct["prompt_length"] == enc["input_ids"].shape[1] and direct["image_tokens_per_frame"] == 16
-    assert direct["total_params"] == count_parameters(vlm) and direct["policy"]["added"] == 1000
+    assert direct["total_params"] == count_parameters(vlm)
+    # the policy's share is of what the policy runs: the backbone without an untied LM head
+    backbone = sum(p.numel() for p in adapter.backbone(vlm).parameters())
+    assert direct["backbone_params"] == backbone and direct["policy_added_share"] == pytest.approx(1000 / backbone)
     rep = tmp_path / "report.json"
     assert report_mod.main(["--family", "qwen2_5_vl", "--source", str(out), "--out", str(rep)]) == 0
     r = json.loads(rep.read_text())

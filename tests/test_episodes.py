@@ -229,10 +229,16 @@ def test_errors_name_the_file_and_key(tmp_path, videos):
 
 
 def test_batch_indices_are_todays_sampler():
-    for seed, step, rank, n, size in [(0, 0, 0, 100, 8), (3, 17, 1, 5, 8), (7, 2, 3, 8, 8)]:
-        want = np.random.default_rng([seed, step, rank]).choice(n, size=size, replace=n < size)
-        np.testing.assert_array_equal(batch_indices(n, seed, step, rank, size), want)
-    assert len(set(batch_indices(8, 0, 0, 0, 8).tolist())) == 8  # no repeats when the data is large enough
+    # a resumed run must draw the frames an uninterrupted one drew: the draws of today's sampler, recorded
+    assert batch_indices(100, 0, 0, 0, 8).tolist() == [79, 7, 1, 48, 29, 25, 4, 59]
+    assert batch_indices(5, 3, 17, 1, 8).tolist() == [1, 2, 4, 2, 2, 0, 3, 3]  # fewer frames: with replacement
+    assert batch_indices(8, 7, 2, 3, 8).tolist() == [5, 3, 7, 0, 4, 1, 6, 2]  # a permutation: no repeats
+    for n in (8, 50):
+        draws = [batch_indices(n, 1, step, rank, 8) for step in range(20) for rank in range(2)]
+        assert all(len(set(d.tolist())) == 8 and d.min() >= 0 and d.max() < n for d in draws)
+    # each of seed, step and rank changes the draw
+    base = batch_indices(1000, 1, 2, 3, 16).tolist()
+    assert all(batch_indices(1000, *k, 16).tolist() != base for k in [(0, 2, 3), (1, 0, 3), (1, 2, 0)])
 
 
 def encode(images, instructions):
@@ -275,13 +281,16 @@ def test_memory_stays_bounded(written, videos):
         data = LeRobotDataset(root, cache_size=2, frame_cache_mb=0)  # no decoded frames kept beyond one
         decoded = LeRobotDataset(root, cache_size=2)  # a small set stays decoded: the same frames
         for i in np.random.default_rng(0).permutation(data.num_frames):
-            data.frame(int(i))
+            frame = data.frame(int(i))[0]
             data.action_chunk(int(i), 4)
             held = data.cache_sizes()  # every episode's actions stay (4 bytes x action_dim a frame); the rest <= 2
             assert held.pop("actions") <= data.num_episodes and max(held.values()) <= 2, data.cache_sizes()
             assert len(data._cache("frames")) <= 1
-            assert np.array_equal(decoded.frame(int(i))[0], decoded.frame(int(i))[0])
+            assert np.array_equal(decoded.frame(int(i))[0], frame)  # random access through the evictions
         assert all(np.array_equal(data.frame(i)[0], decoded.frame(i)[0]) for i in range(data.num_frames))
+        if root == written[0]:  # lossless images: every frame is the one written
+            source = np.concatenate([images for images, *_ in written[1]])
+            assert all(np.array_equal(data.frame(i)[0], source[i]) for i in range(data.num_frames))
         blob = pickle.dumps(data)
         assert len(blob) < 500  # the root and keys, nothing loaded
         copy = pickle.loads(blob)

@@ -264,7 +264,12 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     assert rows["qwen > kosmos on calv"]["p_claim_adjusted"] is not None and "**" in md
     cells = pd.read_csv(out / "inference" / "cells.csv")
     assert cells["cell"].str.contains(r"\[.*\], \d seeds? x \d+ ep").all()
-    assert "inference/claims" in (out / "index.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "inference/claims" in index
+    findings = index.split("## Findings", 1)[1].split("\n## ", 1)[0]  # first, one line per claim with its verdict
+    assert index.index("## Findings") < index.index("## Artefacts")
+    for r in rows.values():
+        assert f"- **{r['verdict']}**: {r['text']} (estimate" in findings
     claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
     with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
         aggregate(paths, cfg, tmp_path / "out2", n_boot=10, claims=claims)
@@ -333,27 +338,30 @@ def test_platform_check_command(tmp_path, capsys):
 
 
 def test_readme_demo_intervals_from_the_runs_per_seed_counts():
-    """The README's demo cells with intervals: per-seed successes out of 18 (from the quoted mean and std over
-    2 seeds); a nested design's cells depend on nothing else."""
+    """The README's demo cells with intervals: the per-seed successes out of 18 of that run
+    (results/demo/episodes.csv); a nested design's cells depend on nothing else."""
     from vlm4vla_core.aggregate.results import Results
 
-    counts = {("tiny-qwen2.5-vl", "full"): (14, 13), ("tiny-qwen2.5-vl", "freeze_vision"): (9, 9),
-              ("tiny-qwen2.5-vl", "from_scratch"): (10, 9), ("tiny-qwen2.5-vl-mwvqa", "full"): (14, 8),
-              ("tiny-paligemma", "full"): (11, 8), ("tiny-paligemma", "freeze_vision"): (11, 8),
-              ("tiny-paligemma", "from_scratch"): (12, 10), ("tiny-paligemma-mwvqa", "full"): (9, 8),
+    counts = {("tiny-qwen2.5-vl", "full"): (13, 14), ("tiny-qwen2.5-vl-gen300", "full"): (8, 13),
+              ("tiny-qwen2.5-vl-gen800", "full"): (5, 6), ("tiny-qwen2.5-vl-gen800", "freeze_vision"): (0, 0),
+              ("tiny-qwen2.5-vl-gen800", "from_scratch"): (10, 9), ("tiny-qwen2.5-vl-gen800-mwvqa", "full"): (6, 2),
+              ("tiny-paligemma", "full"): (11, 8), ("tiny-paligemma-gen300", "full"): (4, 4),
+              ("tiny-paligemma-gen800", "full"): (9, 4), ("tiny-paligemma-gen800", "freeze_vision"): (3, 1),
+              ("tiny-paligemma-gen800", "from_scratch"): (10, 12), ("tiny-paligemma-gen800-mwvqa", "full"): (8, 3),
               ("zero-action", "none"): (0, 0)}
     rows = [dict(backbone=b, benchmark="metaworld", ablation=a, seed=s, metric="success_rate", mode="full", task="t",
                  episode_id=f"t/{1000 * s + i}", platform="p", value=100.0 * (i < k))
             for (b, a), ks in counts.items() for s, k in enumerate(ks) for i in range(18)]
     comp = inf.components(inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows))))
     cells = inf.cells(comp).set_index("arm")["cell"]
-    assert cells["tiny-qwen2.5-vl"] == "75.0 [60, 90], 2 seeds x 18 ep"
-    assert cells["tiny-paligemma-mwvqa"] == "47.2 [30, 65], 2 seeds x 18 ep"
+    assert cells["tiny-qwen2.5-vl"] == "75.0 [55, 95], 2 seeds x 18 ep"
+    assert cells["tiny-paligemma-gen800/from_scratch"] == "61.1 [40, 82], 2 seeds x 18 ep"
+    assert cells["tiny-qwen2.5-vl-gen800-mwvqa"] == "22.2 [3, 41], 2 seeds x 18 ep"
     assert cells["zero-action"] == "0.0 [0, 7], 2 seeds x 18 ep"
     m = comp["metaworld"]
-    assert m["s2_seed"] == 0 and m["df_seed"] == 8
-    assert (inf.seeds_needed(10, m["s2_seed"], m["s2_episode"], 18), inf.episodes_needed(10, m["s2_seed"], m["s2_episode"], 3)) \
-        == (22, 129)
+    assert m["s2_seed"] == pytest.approx(39.12, abs=0.01) and m["df_seed"] == 11
+    assert inf.seeds_needed(10, m["s2_seed"], m["s2_episode"], 18) == 25
+    assert inf.seeds_needed(25, m["s2_seed"], m["s2_episode"], 18) == 4
 
 
 def test_calvin_continuation_rows():
@@ -381,3 +389,30 @@ def test_within_family_slope_removes_a_family_offset():
     assert w["slope"] == pytest.approx(2.0, abs=1e-9) and w["slope_ci95"][0] < 2 < w["slope_ci95"][1]
     assert within_family(x, y, ["q"] * 6)["status"].startswith("one family")
     assert within_family(x[:3], y[:3], ["q", "p", "p"])["status"].startswith("needs more points")
+
+
+def test_a_contrast_of_single_episode_cells_has_no_interval():
+    """One seed and one episode per arm: the cells' variances have no degrees of freedom, so the contrast
+    reports an unbounded interval and p = 1 instead of failing (as a shrunk study does)."""
+    from vlm4vla_core.aggregate.results import Results
+
+    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="full", task="t",
+                 episode_id=f"t/{b}", platform="p", value=v) for b, v in (("a", 100.0), ("b", 0.0))]
+    frame = inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows)))
+    comp = inf.components(frame)
+    c = inf.contrast(frame, comp, "m", "a", "b")
+    assert c["difference"] == 100.0 and c["p_value"] == 1.0 and c["prob_improvement"] == 0.5
+    assert c["ci_low"] == -np.inf and c["ci_high"] == np.inf and c["df"] == 0
+
+
+def test_findings_show_an_unbounded_interval(tmp_path):
+    """A claim whose interval has no bound (stored as null in claims.json) still gets its findings line."""
+    from vlm4vla_core.aggregate import _findings
+
+    path = tmp_path / "inference" / "claims.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"claims": [dict(verdict="inconclusive", text="a beats b", estimate=100.0,
+                                                ci95=[None, None], status="ok", p_claim_adjusted=1.0)]}))
+    lines = _findings(tmp_path, [path])
+    assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
+    assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read

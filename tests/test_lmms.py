@@ -179,7 +179,7 @@ def test_mmmu_of_a_tiny_checkpoint_from_a_local_copy(lmms_python, tmp_path, form
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     print(f"vqa-lmms ({form}): {time.time() - started:.1f} s")
     rep = json.loads(out.read_text())
-    assert rep["n"] == 3 and 0 <= rep["score"] <= 100 and rep["set"] == "mmmu"
+    assert rep["n"] == 3 and rep["set"] == "mmmu"  # the score is recomputed from the predictions below
     assert rep["source"].startswith("measured: mmmu, lmms-eval 0.7.3 task mmmu_val, metric mmmu_acc")
     assert rep["lmms_eval"]["n-samples"]["mmmu_val"] == {"original": 4, "effective": 3}
     assert [p["doc_id"] for p in rep["predictions"]] == [0, 1, 2]

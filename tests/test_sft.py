@@ -261,5 +261,31 @@ def test_vqa_eval_stage(tiny, mwvqa, tmp_path):
     assert main(["--family", "paligemma", "--source", str(tiny / "paligemma"), "--data", str(mwvqa / "heldout"),
                  "--limit", "4", "--max-new-tokens", "3", "--set-name", "mw", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["n"] == 4 and 0 <= r["score"] <= 100 and r["source"].startswith("measured: mw")
+    assert r["n"] == 4 and r["source"].startswith("measured: mw") and len(r["predictions"]) == 4
+    # the score and each type's score are the share of questions its rule marked correct, from the predictions
+    correct = [float(p["correct"]) for p in r["predictions"]]
+    assert r["score"] == round(100 * sum(correct) / 4, 2)
+    for kind, v in r["by_type"].items():
+        hits = [float(p["correct"]) for p in r["predictions"] if p["type"] == kind]
+        assert v["n"] == len(hits) and v["score"] == round(100 * sum(hits) / len(hits), 2)
     assert sum(v["n"] for v in r["by_type"].values()) == 4
+
+
+def test_vqa_eval_progress_in_a_log_file_is_lines_with_totals(tiny, mwvqa, tmp_path, monkeypatch):
+    """Output redirected to a file (as in a cluster job's log): progress comes as separate lines, each
+    with the count and its total, no carriage returns."""
+    import contextlib
+
+    from vlm4vla_core.vqa.evaluate import main
+
+    monkeypatch.setenv("VLM4VLA_PROGRESS_SECONDS", "0")
+    log = tmp_path / "vqa.log"
+    with log.open("w") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
+        assert main(["--family", "qwen2_5_vl", "--source", str(tiny / "qwen2_5_vl"), "--data",
+                     str(mwvqa / "heldout"), "--limit", "3", "--max-new-tokens", "2", "--set-name", "mw",
+                     "--out", str(tmp_path / "vqa.json")]) == 0
+    text = log.read_text()
+    assert "\r" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("vqa-eval qwen2_5_vl:")]
+    assert [ln.split()[2] for ln in lines] == ["0/3", "1/3", "2/3", "3/3"], text
+    assert all("questions [" in ln and "<" in ln for ln in lines)  # elapsed<remaining: the ETA

@@ -222,6 +222,10 @@ def test_evaluate_stage_writes_one_result_per_run(study, tmp_path):
     for mode in record["modes"].values():
         assert [e["task"] for e in mode["episodes"]] == [TASK]
     assert record["reported_mode"] in record["modes"] and record["mode_selection"] == "best"
+    for m, mode in record["modes"].items():  # videos_per_task defaults to 1: the one episode is filmed
+        [episode] = mode["episodes"]
+        video = tmp_path / episode["video"]
+        assert episode["video"].startswith(f"videos/eval/{m}/{TASK}_") and video.stat().st_size > 1000
 
 
 def test_missing_statistics_are_named(study, tmp_path):

@@ -13,6 +13,7 @@ STAGES = {
     "validate-config": ("vlm4vla_core.study", "main", "Validate a study config and print its jobs"),
     "make-tiny-backbone": ("vlm4vla_core.backbones.tiny", "main", "Write a tiny random-weight checkpoint of a family"),
     "architectures": ("vlm4vla_core.backbones.sweep", "main", "Every image-text-to-text architecture through family generic"),
+    "lock-check": ("vlm4vla_core.lock", "main", "The installed packages against the core environment's lock file"),
     "plan-memory": ("vlm4vla_core.plan_memory", "main", "GPU memory per rank of a training job under ZeRO-2 and ZeRO-3"),
     "plan-cost": ("vlm4vla_core.plan_cost", "main", "GPU-hours and simulator core-hours of a study, per rule and backbone"),
     "backbone-report": ("vlm4vla_core.backbones.report", "main", "Parameter and token report of a backbone"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,10 +31,13 @@ import numpy as np
 
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
+from vlm4vla_core.benchmarks.video import RolloutVideos
 from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, select_mode
 from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
+#: rollout videos land in <result folder>/videos/<result stem>/<mode>/; default successes and failures per task
+VIDEOS, VIDEOS_PER_TASK = "videos", 1
 
 
 class Parts:
@@ -94,7 +98,8 @@ def serve_batches(infer):
 
 
 def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, chunk: int,
-                     parts: Parts, mode: str, max_failed_share: float = MAX_FAILED_SHARE) -> None:
+                     parts: Parts, mode: str, max_failed_share: float = MAX_FAILED_SHARE,
+                     videos: tuple[Path, int] | None = None) -> None:
     """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
     from vlm4vla_core.serving import PolicyServer
 
@@ -113,6 +118,8 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
                    str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
                    "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
                    "--max-failed-share", str(max_failed_share)]
+            if videos and videos[1] > 0:
+                cmd += ["--videos", str(videos[0]), "--videos-per-task", str(videos[1])]
             procs.append(subprocess.Popen(cmd))
         failed = [(w, p.wait()) for w, p in enumerate(procs)]
         failed = [(w, rc) for w, rc in failed if rc != 0]
@@ -133,6 +140,8 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
     in_process = bench.runs_in_process(entry)
     share = float(config.get("evaluation", {}).get("max_failed_share", MAX_FAILED_SHARE))
+    # a study config always has an evaluation section; a bare benchmark config (tests, tools) films nothing
+    per_task = int(config["evaluation"].get("videos_per_task", VIDEOS_PER_TASK)) if "evaluation" in config else 0
     results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
@@ -140,12 +149,14 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
         todo = [e for e in episodes if e.index not in done]
         if done:
             print(f"{mode}: {len(done)} episodes already finished, {len(todo)} to run", flush=True)
+        films = out.parent / VIDEOS / out.stem / mode  # the record's ``video`` is relative to this folder
         if todo and in_process:
             with parts.file(mode, "main").open("a") as f:
                 run_episodes(bench, entry, todo, infer, steps, slots=bench.slots(entry),
-                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share)
+                             on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share,
+                             videos=RolloutVideos(films, per_task) if per_task else None)
         elif todo:
-            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share)
+            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share, (films, per_task))
         done = parts.done(mode)
         missing = [e.index for e in episodes if e.index not in done]
         if missing:
@@ -153,6 +164,9 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
         records = [done[e.index] for e in episodes]
         check_failures(records, len(records), share)  # over the whole shard (each worker checked its own block)
         failed = sum(bool(r.get("error")) for r in records)
+        for r in records:  # relative to the result file's folder, where merge-eval rebases them
+            if r.get("video"):
+                r["video"] = (films / r["video"]).relative_to(out.parent).as_posix()
         results[mode] = dict(execute_steps=steps, episodes=records, failed_episodes=failed)
         print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful"
               + (f" ({failed} raised, counted as failures with their error)" if failed else ""), flush=True)
@@ -287,7 +301,13 @@ def merge_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
-        merged = merge([read_json(s, "evaluation shard") for s in args.shards], args.shards)
+        shards = [read_json(s, "evaluation shard") for s in args.shards]
+        for data, name in zip(shards, args.shards):  # videos: relative to the shard's folder -> to the output's
+            for mode in data.get("modes", {}).values():
+                for e in mode.get("episodes", []):
+                    if e.get("video"):
+                        e["video"] = os.path.relpath(Path(name).parent / e["video"], Path(args.out).parent)
+        merged = merge(shards, args.shards)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core.io import write_text
+from vlm4vla_core.progress import progress
 
 CHECKPOINTS, METRICS, FINGERPRINT = "checkpoints", "metrics.jsonl", "fingerprint"
 PREEMPTED = 75  # exit status of a run stopped by SIGTERM/SIGUSR1 after its checkpoint (EX_TEMPFAIL)
@@ -205,8 +206,6 @@ class TrainingRun:
         first, first + 1, ...; ``loss_fn(module, inputs) -> (loss, info dict of floats)``. Returns
         True when finished, False when stopped early with a checkpoint (signal or ``stop_after``)."""
         import torch
-        from tqdm import tqdm
-
         s, rank = self.settings, self.rank
         install_stop_signals()
         writer = None
@@ -214,7 +213,8 @@ class TrainingRun:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step)
-        bar = tqdm(total=s.max_steps, initial=self.step, desc=desc, disable=rank != 0, mininterval=5)
+        bar = progress(total=s.max_steps, initial=self.step, desc=desc, unit="steps", disable=rank != 0,
+                       mininterval=5)
         started = time.time()
         stream = batches(self.step * s.grad_accum) if self.step < s.max_steps else iter(())
         try:

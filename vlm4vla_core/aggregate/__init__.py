@@ -9,9 +9,11 @@ atomically, with index.md listing what was written and why anything is absent.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from vlm4vla_core.aggregate.io import read_json, write_json, write_text
@@ -36,10 +38,14 @@ DESCRIPTIONS = {
     "results": "long-format results: one row per (backbone, benchmark, ablation, seed, task); task 'all' pools the run",
     "episodes": "every evaluation episode of the reported mode of every run",
     "provenance": "provenance of this aggregation and of every input run",
-    "backbones_table": "backbones: published size, measured parameters, image tokens, prompt length, VQA score and source",
+    "backbones_table": "backbones: published size, measured parameters (B/M/k), image tokens, prompt length, VQA score and source",
     "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): mean ± std over seeds (n=episodes)",
     "ablation_table": "backbone x training regime per benchmark, with the difference to full fine-tuning",
-    "per_task_table": "every task of every (benchmark, backbone, regime): mean ± std over seeds (n=episodes)",
+    "per_task_table": "every task of every (benchmark, backbone, regime), with links to its rollout videos",
+    "videos": "rollout videos (MP4) per (benchmark, backbone, regime): a successful and a failed episode per task",
+    "html": "the report's pages: each table, figure and rollout set with its caption (html/<name>.html)",
+    "figures/learning_curves": "loss and gripper accuracy against the step per backbone (band: range over seeds)",
+    "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
     "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
     "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
     "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
@@ -50,6 +56,7 @@ DESCRIPTIONS = {
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
     "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
     "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
+    "figures/heatmap": "backbone x task success under full fine-tuning, each cell annotated with k/n",
     "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
     "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
     "inference/main_table": "main table with every cell as estimate [95% interval], seeds x episodes",
@@ -64,7 +71,7 @@ DESCRIPTIONS = {
 
 
 def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boot_seed: int = 0,
-              reports=None, vqa=None, claims=None) -> list[Path]:
+              reports=None, vqa=None, claims=None, sft_logs=None) -> list[Path]:
     """Write every artefact of a study into ``out_dir``; returns the paths written.
 
     ``vqa``: optional measured VQA score JSONs (``vqa-eval`` stage, ``vqa/<backbone>/<set>.json``); each
@@ -73,9 +80,11 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
 
     ``inputs`` is a list of run JSON paths, or one results CSV path (str/Path
     ending in .csv), or an already loaded ``Results``. ``reports``: optional
-    backbone report JSONs (``backbone-report`` stage) for the backbones table.
+    backbone report JSONs (``backbone-report`` stage) for the backbones table. ``sft_logs``: the SFT
+    runs' metrics.jsonl (``sft/<variant>/metrics.jsonl``) for the SFT loss curves; the training curves
+    come from the metrics.jsonl next to each run's evaluation JSON.
     """
-    from vlm4vla_core.aggregate import figures, tables
+    from vlm4vla_core.aggregate import diagnostics, figures, pages, tables
     from vlm4vla_core.aggregate.tables import footer
     from vlm4vla_core.provenance import provenance
 
@@ -126,13 +135,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
             notes.append(f"{name} not written: {why}")
         else:
             written += tables.write_table(out, name, *table, title, prov)
-    written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order),
+    videos = pd.DataFrame()
+    if res.episodes is not None:
+        videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
+        written += copied
+    written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order,
+                                                                                diagnostics.video_links(videos)),
                                   "Per-task results", prov)
-    for bench in bench_order:
-        rb = res.results[res.results["benchmark"] == bench]
-        if (rb["metric"] == "success_rate").all() and (rb["task"] != ALL).any():
-            written += tables.write_table(out, f"per_task_{bench}", *tables.benchmark_task_table(res.results, config, bench),
-                                          f"{bench}: success rate per task", prov)
     lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
     if lengths is not None and not lengths.empty:
         written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order),
@@ -144,8 +153,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         from vlm4vla_core.data import published_results
 
         pub = published_results(config)
-        written += tables.write_table(out, "published_table", *tables.published_table(res.results, config, bench_order, pub),
-                                      "Reproduced vs published (difference = reproduced - published)", prov)
+        pub_numbers, pub_shown = tables.published_table(res.results, config, bench_order, pub)
+        if pub_numbers["published"].notna().any():
+            written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
+                                          "Reproduced vs published (difference = reproduced - published)", prov)
+        else:
+            notes.append("published_table not written: no reproduced cell has a published counterpart "
+                         "(" + "; ".join(sorted(set(pub_numbers["note"].dropna()))) + ")")
         done = set(zip(res.results["backbone"], res.results["benchmark"], res.results["ablation"]))
         ours = pub[pub["backbone"].isin(config.get("backbones", {})) & pub["benchmark"].isin(benches)]
         left = [k for k in zip(ours["backbone"], ours["benchmark"], ours["ablation"]) if k not in done]
@@ -174,7 +188,10 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     groups = [("", vqa_scores(config), "a VQA score given in the config")]
     groups += [(f"_{name}", scores, f"a measured score on {name}") for name, scores in sorted(measured.items())]
     for suffix, scores, needs in groups:
-        if suffix and not scores:
+        if not scores:  # one regression per VQA source that scores a backbone: no empty twin
+            if not suffix:
+                notes.append("regression_table not written: no backbone has a VQA score in the config"
+                             + (" (the measured sets have their own regression tables)" if len(groups) > 1 else ""))
             continue
         regs = regressions(res, scores, bench_order, n_boot=n_boot, boot_seed=boot_seed)
         title = f"Control vs measured VQA score on {suffix[1:]}" if suffix else "Control vs VQA score"
@@ -202,6 +219,30 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov))
     if res.modes is not None:
         written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
+    if res.episodes is not None:
+        for bench in bench_order:
+            eb = res.episodes[res.episodes["benchmark"] == bench]
+            if (eb["metric"] == "success_rate").all() and len(eb):
+                written += diagnostics.task_heatmap(res.episodes, config, bench, f, f"heatmap_{bench}",
+                                                   note=footer(prov))
+    curves = diagnostics.training_curves(res.modes)
+    if len(curves) and (curves["ablation"] == "full").any():
+        written += diagnostics.learning_curves(curves, config, bench_order, f, "learning_curves", note=footer(prov))
+    elif res.modes is not None:
+        notes.append("figures/learning_curves not drawn: no full fine-tuning run has a metrics.jsonl next to its "
+                     "evaluation JSON")
+    sft = diagnostics.sft_curves(sft_logs)
+    if len(sft):
+        written += diagnostics.sft_loss_curves(sft, f, "sft_loss", note=footer(prov))
+
+    # the report's pages: every figure and rollout set as html/<name>.html with its caption (tables have theirs)
+    for png in sorted(p for p in written if p.parent == f and p.suffix == ".png"):
+        written.append(pages.figure_page(out, png.stem, png, footer(prov)))
+    for bench in bench_order:
+        if len(videos) and (videos["benchmark"] == bench).any():
+            written.append(pages.rollouts_page(out, bench, videos[videos["benchmark"] == bench], footer(prov)))
+    written.append(pages.provenance_page(out, prov, [{k: p.get(k, "unknown") for k in ("git_commit", "config_hash")}
+                                                     for p in res.provenance], footer(prov)))
 
     inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
     written += inf_written
@@ -209,6 +250,26 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
     written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
     return written
+
+
+def _findings(out: Path, written: list[Path]) -> list[str]:
+    """The study's findings first: one line per declared claim with its verdict, estimate and interval
+    (inference/claims.json of this aggregation), linking to the claims table; nothing without a claims file."""
+    path = out / "inference" / "claims.json"
+    if path not in written:
+        return []
+    lines = ["## Findings", "", "Each question the claims file declares, with the verdict of the inference layer "
+             "([inference/claims.md](inference/claims.md): adjusted p, smallest effect of interest, minimum detectable "
+             "effect; docs/statistics.md):", ""]
+    def g(x, f="{:.3g}"):  # an unbounded interval end (no degrees of freedom) is stored as null
+        return "unbounded" if x is None or not math.isfinite(x) else f.format(x)
+
+    for r in read_json(path, "claims verdicts")["claims"]:
+        est = (f"{g(r['estimate'])} [{g(r['ci95'][0])}, {g(r['ci95'][1])}]" if "estimate" in r else "no estimate: "
+               + r["status"])
+        p = r.get("p_claim_adjusted")
+        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {g(p, '{:.2g}')})" if p is not None else ")"))
+    return lines + [""]
 
 
 def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str]) -> str:
@@ -226,7 +287,8 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         "Conventions: a run's value is its headline metric over all its evaluation episodes in the reported mode "
         "(success in %, or average completed length); cells read mean ± standard deviation over seeds "
         "(n = evaluation episodes summed over seeds). Each table comes as CSV (numbers, with the git commit and "
-        "config hash), Markdown, LaTeX (booktabs) and HTML (html/, shown in the Snakemake report).",
+        "config hash), Markdown, LaTeX (booktabs) and HTML (html/, shown in the Snakemake report); each figure as "
+        "PNG and PDF, and as an HTML page with its caption.",
     ]
     if res.modes is not None:
         rules = ", ".join(f"'{k}' ({v} runs)" for k, v in res.modes[res.modes["reported"]].groupby("mode_selection").size().items())
@@ -241,11 +303,19 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     if commits or hashes:
         lines.append(f"Runs were produced at commit(s) {', '.join(commits) or 'unknown'} "
                      f"under config hash(es) {', '.join(hashes) or 'unknown'}.")
+    lines[2:2] = _findings(out, written)
     lines += ["", "## Artefacts", ""]
     rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
     stems = {}
+    figs = {p.rsplit(".", 1)[0] for p in rel if p.startswith("figures/")}
     for p in rel:
         stem = p.rsplit(".", 1)[0].removeprefix("html/").replace("/html/", "/")
+        if p.startswith("videos/"):
+            stem = "videos"
+        elif p.startswith("html/") and f"figures/{stem}" in figs:
+            stem = f"figures/{stem}"
+        elif p.startswith("html/") and (stem.startswith("rollouts_") or stem == "provenance"):
+            stem = "html"
         if stem.startswith("regression") and not stem.endswith("_table"):
             stem += "_table"
         stems.setdefault({"baseline": "baseline_table"}.get(stem, stem), []).append(p)
@@ -253,7 +323,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         desc = DESCRIPTIONS.get(stem) or (
             f"control vs VQA score ({stem.split('figures/', 1)[1]}) with OLS fit and 95% band" if "figures/vqa_" in stem else
             "control regressed on a measured VQA score" if stem.startswith("regression_") else
-            f"success rate per task on {stem.removeprefix('per_task_')}" if stem.startswith("per_task_") else "")
+            DESCRIPTIONS["figures/heatmap"] if stem.startswith("figures/heatmap_") else "")
         files = sorted(files, key=lambda p: (p.startswith("html/"), p))
         links = ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})" for p in files)
         lines.append(f"- `{stem}`: {desc} ({links})" if desc else f"- {links}")
@@ -266,10 +336,11 @@ def load_reports(paths, config: dict) -> dict[str, dict]:
     """Backbone report JSONs keyed by backbone: the folder name (backbones/<name>/report.json) or the config
     backbone whose source matches the report's."""
     out = {}
+    known = {*config.get("backbones", {}), *variants(config)}  # a variant's report sits under its own name
     by_source = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
     for path in map(Path, paths):
         rep = read_json(path, "backbone report")
-        name = path.parent.name if path.parent.name in config.get("backbones", {}) else by_source.get(rep.get("source"))
+        name = path.parent.name if path.parent.name in known else by_source.get(rep.get("source"))
         if name is None:
             raise ResultsError(f"{path}: matches no backbone of the config (by folder name or by 'source')")
         out[name] = rep
@@ -300,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                      " [, task, n_episodes, mode])")
     p.add_argument("--reports", nargs="*", default=[], help="backbone report JSONs (backbone-report stage), optional")
     p.add_argument("--vqa", nargs="*", default=[], help="measured VQA scores (vqa-eval stage JSONs), optional")
+    p.add_argument("--sft-logs", nargs="*", default=[], help="SFT runs' metrics.jsonl (sft/<variant>/), optional")
     p.add_argument("--out", required=True, help="output folder, e.g. results/<study>")
     p.add_argument("--claims", help="claims file (default: the config's 'claims'), verdicts in inference/claims.md")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the regression slope")
@@ -309,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _load_config(args.config)
         written = aggregate(args.runs or args.results_csv, config, args.out, n_boot=args.n_boot,
                             boot_seed=args.boot_seed, reports=args.reports, vqa=args.vqa,
-                            claims=args.claims)
+                            claims=args.claims, sft_logs=args.sft_logs)
     except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files
         print(f"error: {err}", file=sys.stderr)
         return 1

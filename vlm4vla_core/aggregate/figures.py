@@ -51,16 +51,33 @@ def vqa_scatter(reg: dict, out: Path, name: str, note: str | None = None, xlabel
 
 
 def _grouped_bars(ax, data: pd.DataFrame, groups: list[str], series: list[str], labels: dict[str, str] | None = None):
-    """Bars of data (index (group, series) -> mean, std) grouped by ``groups``."""
+    """Bars of data (index (group, series) -> mean, std) grouped by ``groups``; each group's bars are
+    centred on its tick, whatever series it has (an SFT variant with only full fine-tuning: one bar on the tick)."""
     width = 0.8 / max(1, len(series))
-    xs = np.arange(len(groups))
-    for i, name in enumerate(series):
-        mean = [data["mean"].get((g, name), np.nan) for g in groups]
-        std = [data["std"].get((g, name), np.nan) for g in groups]
-        ax.bar(xs + (i - (len(series) - 1) / 2) * width, mean, width, yerr=np.nan_to_num(std), capsize=3,
-               color=COLORS[i % len(COLORS)], label=(labels or {}).get(name, name), error_kw={"elinewidth": 1})
-    ax.set_xticks(xs, groups, rotation=20, ha="right")
+    present = {g: [s for s in series if not np.isnan(data["mean"].get((g, s), np.nan))] for g in groups}
+    labelled = set()
+    for x, g in enumerate(groups):
+        for j, name in enumerate(present[g]):
+            i = series.index(name)
+            std = data["std"].get((g, name), np.nan)
+            ax.bar(x + (j - (len(present[g]) - 1) / 2) * width, data["mean"][(g, name)], width,
+                   yerr=0 if np.isnan(std) else std, capsize=3, color=COLORS[i % len(COLORS)],
+                   label=None if name in labelled else (labels or {}).get(name, name), error_kw={"elinewidth": 1})
+            labelled.add(name)
+    ax.set_xticks(np.arange(len(groups)), groups, rotation=20, ha="right")
     ax.grid(axis="y", alpha=0.3)
+
+
+def _zero_line(ax, zero: pd.DataFrame, metric: str | None) -> None:
+    """The zero-action baseline as a dashed line labelled with its value; the axis starts a little below
+    zero so that a baseline of 0 is not hidden by the axis."""
+    if zero.empty:
+        return
+    value = float(zero["mean"].iloc[0])
+    ax.axhline(value, color="crimson", ls="--", lw=1.5, zorder=5,
+               label=f"zero-action baseline ({value:.3g}{' %' if metric == 'success_rate' else ''})")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, value - 0.03 * max(hi - lo, 1e-9)), max(hi, value + 0.03 * max(hi - lo, 1e-9)))
 
 
 def ablation_bars(results: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
@@ -77,9 +94,7 @@ def ablation_bars(results: pd.DataFrame, config: dict, benchmarks: list[str], ou
         groups = backbone_order(policy["backbone"], config)
         series = ordered(policy["ablation"], list(config.get("ablations", ABLATIONS)) + list(ABLATIONS))
         _grouped_bars(ax, policy.set_index(["backbone", "ablation"]), groups, series)
-        zero = sb[sb["backbone"] == ZERO]
-        if not zero.empty:
-            ax.axhline(zero["mean"].iloc[0], color="black", ls="--", lw=1, label="zero-action baseline")
+        _zero_line(ax, sb[sb["backbone"] == ZERO], sb["metric"].iloc[0])
         ax.set_title(bench)
         ax.set_ylabel(metric_label(sb["metric"].iloc[0]))
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -90,7 +105,8 @@ def ablation_bars(results: pd.DataFrame, config: dict, benchmarks: list[str], ou
 def mode_bars(modes: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
               note: str | None = None) -> list[Path]:
     """Per benchmark: full-fine-tuning runs under each execution mode (chunk, half chunk, one step)."""
-    g = modes[modes["ablation"].isin(["full", "none"])]
+    zero = modes[modes["backbone"] == ZERO]
+    g = modes[modes["ablation"].isin(["full", "none"]) & (modes["backbone"] != ZERO)]
     s = g.groupby(["backbone", "benchmark", "mode"])["value"].agg(
         mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan)
     benches = ordered(g["benchmark"], benchmarks)
@@ -103,6 +119,9 @@ def mode_bars(modes: pd.DataFrame, config: dict, benchmarks: list[str], out: Pat
         groups = backbone_order(sb.index.get_level_values("backbone"), config)
         series = ordered(sb.index.get_level_values("mode"), MODES)
         _grouped_bars(ax, sb, groups, series, labels)
+        zb = zero[zero["benchmark"] == bench]
+        _zero_line(ax, zb.groupby("benchmark")["value"].agg(mean="mean").reset_index(), zb["metric"].iloc[0]
+                   if len(zb) else None)
         ax.set_title(bench)
         ax.set_ylabel(metric_label(g[g["benchmark"] == bench]["metric"].iloc[0]))
         ax.legend(fontsize=8, title="executed before re-planning", title_fontsize=8, loc="upper left",

@@ -236,7 +236,10 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
         parts.append((float(se_x) ** 2, float(df_x)))
     var_u = sum(v for v, _ in parts)
     se_u = math.sqrt(var_u)
-    df_u = var_u**2 / sum(v**2 / d for v, d in parts if v > 0) if var_u > 0 else np.inf
+    if any(d <= 0 for v, d in parts if v > 0):  # a variance estimated with no degrees of freedom (1 seed, 1 episode)
+        df_u = 0.0
+    else:
+        df_u = var_u**2 / sum(v**2 / d for v, d in parts if v > 0) if var_u > 0 else np.inf
     paired = len(shared) == len(ya) == len(yb) and len(shared) > 1
     if paired:
         d = (ya - yb).rename("y").reset_index()
@@ -254,11 +257,15 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
             se, df = float(se), float(df)
     if not paired:
         se, df = se_u, float(df_u)
-    tq = sps.t.ppf(0.5 + level / 2, df)
-    p = float(2 * sps.t.sf(abs(est) / se, df)) if se > 0 else (1.0 if est == 0 else 0.0)
+    if not df > 0:  # no degrees of freedom: the difference has no interval and no evidence either way
+        lo, hi, p, prob = -np.inf, np.inf, 1.0, 0.5
+    else:
+        tq = sps.t.ppf(0.5 + level / 2, df)
+        lo, hi = est - tq * se, est + tq * se
+        p = float(2 * sps.t.sf(abs(est) / se, df)) if se > 0 else (1.0 if est == 0 else 0.0)
+        prob = float(sps.t.cdf(est / se, df)) if se > 0 else float(est > 0)
     return dict(benchmark=bench, a=a, b=b, metric=A["metric"], difference=est, se=se, df=df,
-                ci_low=est - tq * se, ci_high=est + tq * se, p_value=p,
-                prob_improvement=float(sps.t.cdf(est / se, df)) if se > 0 else float(est > 0),
+                ci_low=lo, ci_high=hi, p_value=p, prob_improvement=prob,
                 paired=paired, se_unpaired=se_u, seeds=f"{int(A['S'])}/{int(B['S'])}",
                 shared_episodes=int(len(shared)))
 

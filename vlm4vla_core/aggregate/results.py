@@ -79,6 +79,7 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
                 value=value_of(ep),
+                video=(path.parent / ep["video"]).as_posix() if ep.get("video") else None,  # a rollout video
             )
         )
     return rows
@@ -175,7 +176,8 @@ def load_runs(paths, config: dict | None = None) -> Results:
                 dict(**ids, metric=run["metric"], mode=mode, execute_steps=entry.get("execute_steps"),
                      value=float(values.mean()), n_episodes=len(ep_rows),
                      successes=int(sum(r["success"] for r in ep_rows)),
-                     reported=mode == run["reported_mode"], mode_selection=run["mode_selection"])
+                     reported=mode == run["reported_mode"], mode_selection=run["mode_selection"],
+                     run_file=path.as_posix())
             )
             if mode == run["reported_mode"]:
                 reported_rows = [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)

@@ -4,14 +4,14 @@ Every cell reads "mean ± spread (n=episodes)": the mean over seeds of the
 run-level metric, the standard deviation over seeds ("n/a" for one seed) and
 the number of evaluation episodes summed over seeds ("n=?" when unknown, e.g.
 published numbers). Each table carries a footer with the git commit and the
-config hash it was produced from. The HTML copies (html/<name>.html) are the
-ones the Snakemake report shows.
+config hash it was produced from, and its caption (``pages.caption``) under the
+title. The HTML copies (html/<name>.html) are the pages the Snakemake report shows.
 """
 
 from __future__ import annotations
 
-import html
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,28 +300,18 @@ def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[st
     return numbers, pd.DataFrame(rows)
 
 
-def benchmark_task_table(results: pd.DataFrame, config: dict, benchmark: str):
-    """Per-task detail of one benchmark: (backbone, regime) rows, that benchmark's tasks as columns."""
-    s = summarize(results[results["benchmark"] == benchmark])
-    s = s.assign(cell=cells(s))
-    tasks = ordered(sorted(t for t in s["task"].unique() if t != ALL), _config_tasks(config, benchmark)) + [ALL]
-    rows = []
-    for bb in backbone_order(s["backbone"], config):
-        for abl in ordered(s[s["backbone"] == bb]["ablation"], ["none", *ABLATIONS]):
-            g = s[(s["backbone"] == bb) & (s["ablation"] == abl)].set_index("task")["cell"]
-            rows.append({"backbone": bb, "ablation": abl, **{t: g.get(t, MISSING) for t in tasks}})
-    return s, pd.DataFrame(rows)
-
-
 def _config_tasks(config: dict, benchmark: str) -> list[str]:
     b = config.get("benchmarks", {})
     return list((b.get(benchmark) or {}).get("tasks", [])) if isinstance(b, dict) else []
 
 
-def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str], videos: dict | None = None):
+    """Every task of every (benchmark, backbone, regime); ``videos``: (backbone, benchmark, ablation) ->
+    Markdown links to its rollout videos (a ``rollouts`` column when given)."""
     s = summarize(results)
     s = s.assign(cell=cells(s))
-    tasks = sorted(t for t in s["task"].unique() if t != ALL) + [ALL]
+    tasks = ordered(sorted(t for t in s["task"].unique() if t != ALL),
+                    [t for b in benchmarks for t in _config_tasks(config, b)]) + [ALL]
     rows = []
     for bench in ordered(s["benchmark"], benchmarks):
         sb = s[s["benchmark"] == bench]
@@ -329,6 +319,8 @@ def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
             for abl in ordered(sb[sb["backbone"] == bb]["ablation"], ["none", *ABLATIONS]):
                 g = sb[(sb["backbone"] == bb) & (sb["ablation"] == abl)].set_index("task")["cell"]
                 rows.append({"benchmark": bench, "backbone": bb, "ablation": abl, **{t: g.get(t, MISSING) for t in tasks}})
+                if videos:
+                    rows[-1]["rollouts"] = videos.get((bb, bench, abl), MISSING)
     return s, pd.DataFrame(rows)
 
 
@@ -425,13 +417,24 @@ def backbones_table(config: dict, reports: dict[str, dict]):
     shown = pd.DataFrame({
         "backbone": numbers["backbone"], "family": numbers["family"], "source": numbers["source"],
         "published size (B)": [fmt(v, "{:.1f}") for v in numbers["params_b_published"]],
-        "measured params (B)": [fmt(v if v is None else v / 1e9, "{:.3f}") for v in numbers["total_params"]],
+        "measured params": [count(v) for v in numbers["total_params"]],
         "image tokens": [fmt(v, "{:.0f}") for v in numbers["image_tokens_per_frame"]],
         "prompt length": [fmt(v, "{:.0f}") for v in numbers["prompt_length"]],
         "VQA score": [fmt(v) for v in numbers["vqa_score"]],
         "VQA source": [fmt(v) for v in numbers["vqa_source"]],
     })
     return numbers, shown
+
+
+def count(v) -> str:
+    """A parameter count in the unit that shows it: 7.616 B, 3.412 M, 52.35 k (tiny models stay readable)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING
+    v = float(v)
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.4g} {unit}"
+    return f"{v:.0f}"
 
 
 # -- writing -------------------------------------------------------------------
@@ -454,25 +457,34 @@ def _escape(text: str) -> str:
     return text
 
 
-def to_html(shown: pd.DataFrame, title: str, foot: str) -> str:
-    """A standalone HTML page of a table of formatted strings (the Snakemake report shows these)."""
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def to_html(shown: pd.DataFrame, title: str, foot: str, text: str = "") -> str:
+    """A standalone HTML page of a table of formatted strings under its caption ``text`` (the Snakemake
+    report shows these); Markdown links to files of the results folder become links from html/."""
+    from vlm4vla_core.aggregate.pages import page
+
     table = shown.to_html(index=False, border=0, escape=True, na_rep=MISSING)
-    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-             "th,td{padding:3px 8px;border-bottom:1px solid #ccc;text-align:left}th{border-bottom:2px solid #333}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head>\n<body>\n<h3>{html.escape(title)}</h3>\n{table}\n"
-            f"<p><em>{html.escape(foot)}</em></p>\n</body></html>\n")
+    table = LINK.sub(lambda m: f'<a href="../{m.group(2)}">{m.group(1)}</a>', table)
+    return page(title, text, table, foot)
 
 
-def write_table(out: Path, name: str, numbers: pd.DataFrame, shown: pd.DataFrame, title: str, prov: dict) -> list[Path]:
-    """<name>.csv (numbers + provenance columns), <name>.md, <name>.tex and html/<name>.html (formatted) under ``out``."""
-    foot = footer(prov)
+def write_table(out: Path, name: str, numbers: pd.DataFrame, shown: pd.DataFrame, title: str, prov: dict,
+                page: str | None = None, html_dir: Path | None = None) -> list[Path]:
+    """<name>.csv (numbers + provenance columns), <name>.md, <name>.tex and html/<name>.html (formatted) under
+    ``out``. ``page``: the report page's name (its caption and category; default ``name``), written to
+    ``html_dir`` (default ``out/html``) as ``<page>.html``."""
+    from vlm4vla_core.aggregate.pages import caption
+
+    page = page or name
+    foot, text = footer(prov), caption(page, shown)
     csv = numbers.assign(git_commit=prov.get("git_commit", "unknown"), config_hash=prov.get("config_hash", "unknown"))
-    md = f"### {title}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n_{foot}_\n"
+    md = f"### {title}\n\n{text}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n_{foot}_\n"
     tex = to_latex(shown, f"{title}. {foot}.")
     return [
         write_text(out / f"{name}.csv", csv.to_csv(index=False)),
         write_text(out / f"{name}.md", md),
         write_text(out / f"{name}.tex", tex),
-        write_text(out / "html" / f"{name}.html", to_html(shown, title, foot)),
+        write_text((html_dir or out / "html") / f"{page}.html", to_html(shown, title, foot, text)),
     ]

@@ -9,7 +9,9 @@ builds to place the image features (``get_placeholder_mask``), where it has one.
 
 Each row: ``works``, ``refused`` (the adapter's reason, before any weight) or
 ``fails`` (the first error of the tiny build or run; nothing was skipped silently).
-Writes a JSON file and a Markdown table.
+Writes a JSON file (``{"transformers": version, "architectures": rows}``: the table holds for
+that transformers version) and a Markdown table. ``--compare TABLE`` also prints the drift from an
+earlier table: the architectures added and removed, and those whose status changed.
 """
 
 from __future__ import annotations
@@ -133,10 +135,41 @@ def _first_line(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def markdown(rows: list[dict]) -> str:
+def load_table(path: str | Path) -> tuple[str, list[dict]]:
+    """(transformers version, rows) of a table this module wrote."""
+    from vlm4vla_core.io import read_json
+
+    table = read_json(path, "architecture table")
+    if not isinstance(table, dict) or not isinstance(table.get("transformers"), str) \
+            or not isinstance(table.get("architectures"), list):
+        raise ValueError(f"{path}: not an architecture table ({{'transformers': version, 'architectures': rows}}); "
+                         "write it with python -m vlm4vla_core architectures --out PATH")
+    return table["transformers"], table["architectures"]
+
+
+def drift(old: list[dict], new: list[dict]) -> dict:
+    """What changed from the rows ``old`` to ``new``: architectures added (with their status), removed,
+    and those whose status changed (old, new)."""
+    before = {r["model_type"]: r["status"] for r in old}
+    after = {r["model_type"]: r["status"] for r in new}
+    return {"added": {m: after[m] for m in sorted(set(after) - set(before))},
+            "removed": sorted(set(before) - set(after)),
+            "changed": {m: (before[m], after[m]) for m in sorted(set(before) & set(after)) if before[m] != after[m]}}
+
+
+def drift_text(old_version: str, new_version: str, changes: dict) -> str:
+    lines = [f"architecture drift, transformers {old_version} (table) -> {new_version} (installed): "
+             f"{len(changes['added'])} added, {len(changes['removed'])} removed, {len(changes['changed'])} changed status"]
+    lines += [f"  added    {m:28s} {status}" for m, status in changes["added"].items()]
+    lines += [f"  removed  {m}" for m in changes["removed"]]
+    lines += [f"  changed  {m:28s} {a} -> {b}" for m, (a, b) in changes["changed"].items()]
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict], version: str) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("works", "refused", "fails")}
-    lines = [f"**{len(rows)} architectures: {counts['works']} work, {counts['refused']} refused, "
-             f"{counts['fails']} fail.**", "",
+    lines = [f"**{len(rows)} architectures of transformers {version}: {counts['works']} work, "
+             f"{counts['refused']} refused, {counts['fails']} fail.**", "",
              "| model_type | status | image tokens | why (refused / fails) |", "|---|---|---|---|"]
     for r in rows:
         why = r.get("reason", "")
@@ -155,8 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, help="also replace the table between the architecture-table "
                         "markers of this Markdown file (the README)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
+    parser.add_argument("--compare", type=Path, help="an earlier table: print the architectures added, removed "
+                        "and changed since (e.g. benchmarks/architectures.json)")
     args = parser.parse_args(argv)
+    import transformers
+
     from vlm4vla_core.backbones.zoo import architectures
+
+    old = load_table(args.compare) if args.compare else None
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -168,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(model_type, Path(tmp), raise_errors=args.raise_errors)
             rows.append(row)
             print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
-    write_json(args.out, rows)
-    write_text(args.out.with_suffix(".md"), markdown(rows))
+    version = transformers.__version__
+    write_json(args.out, {"transformers": version, "architectures": rows})
+    write_text(args.out.with_suffix(".md"), markdown(rows, version))
     if args.readme:
-        write_text(args.readme, readme_with_table(args.readme.read_text(), markdown(rows)))
+        write_text(args.readme, readme_with_table(args.readme.read_text(), markdown(rows, version)))
+    if old is not None:  # with --only: the drift of those architectures alone
+        before = [r for r in old[1] if not args.only or r["model_type"] in todo]
+        print(drift_text(old[0], version, drift(before, rows)))
     return 0
 
 

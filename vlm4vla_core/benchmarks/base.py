@@ -72,6 +72,7 @@ class Agent:
         self.execute_steps, self.image_fn, self.action_fn = execute_steps, image_fn, action_fn
         self.queue: list[np.ndarray] = []
         self.plans = 0
+        self.frames: list[np.ndarray] | None = None  # a list: the policy's frames are kept (rollout video)
 
     def reset(self) -> None:
         self.queue = []
@@ -82,8 +83,10 @@ class Agent:
         return not self.queue
 
     def request(self, obs: Obs) -> dict:
-        return {"image": np.ascontiguousarray(self.image_fn(obs.render()), dtype=np.uint8),
-                "instruction": obs.instruction}
+        image = np.ascontiguousarray(self.image_fn(obs.render()), dtype=np.uint8)
+        if self.frames is not None:
+            self.frames.append(image)
+        return {"image": image, "instruction": obs.instruction}
 
     def set_chunk(self, chunk: np.ndarray) -> None:
         chunk = np.asarray(chunk, dtype=np.float32)
@@ -296,7 +299,7 @@ def check_failures(records: Iterable[dict], total: int, share: float) -> None:
 
 def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
                  slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True,
-                 max_failed_share: float = 1.0) -> list[dict]:
+                 max_failed_share: float = 1.0, videos=None) -> list[dict]:
     """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
     on the same tick is one ``infer`` call. Returns one record per episode, in episode order.
 
@@ -304,10 +307,11 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
     recorded as a failure with its ``error`` and the run goes on, on a fresh simulator, as OpenVLA's
     and openpi's evaluators go on; once more than ``max_failed_share`` of the episodes have raised,
     the run stops with ``EpisodeFailures`` listing every error. Errors of the policy itself
-    (``infer``) stop the run at once."""
+    (``infer``) stop the run at once. ``videos``: a ``video.RolloutVideos`` that films some episodes
+    (their records get ``video``)."""
     import traceback
 
-    from tqdm import tqdm
+    from vlm4vla_core.progress import progress as counter
 
     todo = list(episodes)
     total = len(todo)
@@ -316,11 +320,14 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
     active: dict[int, list] = {}
     records: list[dict] = []
     failures: list[dict] = []
-    bar = tqdm(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="ep", disable=not progress, mininterval=2)
+    bar = counter(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="episodes", disable=not progress,
+                  mininterval=2)
 
     def finish(episode: Episode, agent: Agent, record: dict) -> None:
         record = dict(index=episode.index, task=episode.task, instruction=episode.instruction, **episode.params,
                       **record, execute_steps=execute, plans=agent.plans)
+        if videos is not None:
+            videos.offer(record, agent.frames)
         records.append(record)
         if on_record:
             on_record(record)
@@ -345,6 +352,8 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
         while todo:
             episode = todo.pop(0)
             agent = Agent(execute, image_fn, action_fn)
+            if videos is not None and videos.wants(episode.task):
+                agent.frames = []
             try:
                 gen = bench.run_episode(sims[slot], episode, entry)
                 active[slot] = [episode, gen, agent, next(gen)]

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="JSON lines, one per finished episode")
     p.add_argument("--max-failed-share", type=float, default=1.0,
                    help="stop once more than this share of the episodes raised (each is recorded as a failure)")
+    p.add_argument("--videos", help="folder of the rollout videos (needs PyAV in this environment)")
+    p.add_argument("--videos-per-task", type=int, default=0, help="successful and failed episodes filmed per task")
     args = p.parse_args(argv)
     bench = benchmarks.get(args.kind)
     with open(args.entry) as f:
@@ -55,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(r) + "\n")
             out.flush()
 
+        videos = None
+        if args.videos and args.videos_per_task > 0:
+            from vlm4vla_core.benchmarks.video import RolloutVideos
+
+            videos = RolloutVideos(args.videos, args.videos_per_task)
         try:
             run_episodes(bench, entry, episodes, remote_infer(client), args.execute, slots=args.slots,
-                         on_record=record, progress=False, max_failed_share=args.max_failed_share)
+                         on_record=record, progress=False, max_failed_share=args.max_failed_share, videos=videos)
         except EpisodeFailures as err:
             print(f"error: {err}", file=sys.stderr)
             return 3

@@ -50,6 +50,7 @@ def generate_answer(adapter, processor, vlm, image: np.ndarray, question: str, m
 def evaluate(family: str, source: str, samples, image_size: int | None = None, max_new_tokens: int = 12,
              limit: int | None = None) -> dict:
     from vlm4vla_core.backbones import get_adapter
+    from vlm4vla_core.progress import progress
     from vlm4vla_core.vqa.scoring import score
 
     adapter = get_adapter(family)
@@ -58,7 +59,7 @@ def evaluate(family: str, source: str, samples, image_size: int | None = None, m
     vlm.eval()
     samples = samples[:limit] if limit else samples
     rows, started = [], time.time()
-    for s in samples:
+    for s in progress(samples, desc=f"vqa-eval {Path(str(source)).name}", unit="questions"):
         pred = generate_answer(adapter, processor, vlm, s.pixels(), s.question, max_new_tokens)
         rows.append(dict(id=s.id, type=s.type, rule=s.rule, question=s.question, answer=s.answer, prediction=pred,
                          correct=score(s.rule, pred, s.scoring_item())))

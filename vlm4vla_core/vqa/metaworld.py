@@ -129,6 +129,7 @@ def generate(tasks: list[str], out: Path, split: str, episodes_per_task: int, fr
 
     from vlm4vla_core.benchmarks.metaworld.env import MetaWorldEnv, demo_seeds, eval_seeds
     from vlm4vla_core.io import atomic_dir
+    from vlm4vla_core.progress import progress
 
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be train or heldout, got {split!r}")
@@ -136,9 +137,11 @@ def generate(tasks: list[str], out: Path, split: str, episodes_per_task: int, fr
     records = []
     with atomic_dir(Path(out) / split) as tmp:
         (tmp / "images").mkdir()
+        bar = progress(total=len(tasks) * len(seeds), desc=f"vqa data {split}", unit="episodes")
         for task in tasks:
             env = MetaWorldEnv(task, image_size, camera, max_steps)
             for seed in seeds:
+                bar.update(1)
                 rng = np.random.default_rng([seed, len(task)])
                 for k, (image, facts) in enumerate(episode_scenes(env, seed, frames_per_episode, rng)):
                     name = f"images/{task}_{seed}_{facts['step']}.png"
@@ -153,6 +156,7 @@ def generate(tasks: list[str], out: Path, split: str, episodes_per_task: int, fr
                                 rec[key] = q[key]
                         records.append(rec)
             env.close()
+        bar.close()
         (tmp / "data.json").write_text(json.dumps(records, indent=1))
     return len(records)
 

@@ -1,19 +1,15 @@
 # Tables, figures and regressions of the whole study into results/<study>/.
-# `snakemake --report report.html` shows the HTML tables (html/) and the PNG figures (figures/)
-# with the captions under workflow/report/ (one caption per kind of table or figure, picked by name).
+# `snakemake --report report.html` shows the pages under html/: every table, figure and rollout set
+# with its caption on the page, in the categories of the study's questions (vlm4vla_core/aggregate/pages.py).
+from vlm4vla_core.aggregate import pages
 
 
 report: "../report/workflow.rst"
 
 
-def report_tables(folder, category):
-    return report(directory(folder + "/html"), patterns=["{name}.html"], caption="../report/tables.rst",
-                  category=category, labels={"table": "{name}"})
-
-
-def report_figures(folder, category):
-    return report(directory(folder + "/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
-                  category=category, labels={"figure": "{name}"})
+def report_pages(folder, source):
+    return report(directory(folder + "/html"), patterns=["{name}.html"],
+                  category=lambda wc: pages.category(wc.name), labels={"result": "{name}", "source": source})
 
 
 rule aggregate:
@@ -28,11 +24,13 @@ rule aggregate:
         OUT + "/index.md",
         OUT + "/inference/cells.md",
         OUT + "/inference/variance_components.json",
-        tables=report_tables(OUT, "Study tables"),
-        figures=report_figures(OUT, "Study figures"),
+        OUT + "/figures/ablation.png",
+        pages=report_pages(OUT, "this study's runs"),
     params:
         cfg=STUDY_CONFIG,
         out=OUT,
+        sft_logs=[f"{OUT}/sft/{v}/metrics.jsonl" for v, entry in variants(config).items()
+                  if not entry.get("source")],  # written by the SFT runs (pretraining and embodied) beside their checkpoint
         digest=digest(config),  # VQA scores, backbones, seeds: any change re-draws the tables
     conda:
         "../../envs/vlm4vla.yaml"
@@ -42,7 +40,7 @@ rule aggregate:
         OUT + "/logs/aggregate.log",
     shell:
         "python -m vlm4vla_core aggregate --config {params.cfg} --runs {input.runs}"
-        " --reports {input.reports} --vqa {input.vqa} --out {params.out} > {log} 2>&1"
+        " --reports {input.reports} --vqa {input.vqa} --sft-logs {params.sft_logs} --out {params.out} > {log} 2>&1"
 
 
 # The published numbers, analysed exactly like a study's runs: snakemake published
@@ -68,8 +66,8 @@ rule published:
         "results/published/regression_table.md",
         "results/published/index.md",
         "results/published/inference/slopes.json",
-        tables=report_tables("results/published", "Published tables"),
-        figures=report_figures("results/published", "Published figures"),
+        "results/published/figures/ablation.png",
+        pages=report_pages("results/published", "published numbers"),
     params:
         cfg=STUDY_CONFIG,
         digest=digest(config),

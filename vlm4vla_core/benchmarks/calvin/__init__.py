@@ -1,6 +1,6 @@
 """CALVIN ABC->D: 1000 chains of 5 language-conditioned subtasks in scene D.
 
-Protocol (shared/benchmarks/PROTOCOLS.md section 1, with its sources; ``protocol.py`` holds the data):
+Protocol (each point's official source is pinned in tests/test_protocol_pins.py; ``protocol.py`` holds the data):
 
 - Episodes: one per chain of VLM4VLA's ``eval_sequences.json`` (1000, in file order; ``chains: K``
   takes the first K). Training seeds do not change them.

@@ -50,6 +50,7 @@ from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter
 from vlm4vla_core.episodes.lerobot import V21_DATA, CHUNKS_SIZE, _aggregate, _jsonl, _read_jsonl, _stats, action_summary
 from vlm4vla_core.episodes.source import write_training_set
 from vlm4vla_core.io import atomic_dir, read_json, write_json
+from vlm4vla_core.progress import progress
 
 FPS = 30  # CALVIN's control frequency
 IMAGE_KEY = "rgb_static"
@@ -154,10 +155,11 @@ def _from_native(entry: dict, split: Path, out: Path, workers: int) -> dict:
           f"{len(todo)} to convert with {workers} worker(s)", flush=True)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(_convert_block, todo):
-                print(f"calvin import: block {done} done", flush=True)
+            for _ in progress(pool.map(_convert_block, todo), total=len(todo), desc="calvin import",
+                              unit="blocks"):
+                pass
     else:
-        for b in todo:
+        for b in progress(todo, desc="calvin import", unit="blocks"):
             _convert_block(b)
     with atomic_dir(out) as tmp:
         _join([Path(b[4]) for b in blocks], tmp / "lerobot")
@@ -228,7 +230,8 @@ def _from_lerobot(entry: dict, src: Path, out: Path) -> dict:
     starts = np.r_[0, np.cumsum(data.episode_lengths)[:-1]]
     with atomic_dir(out) as tmp:
         with LeRobotWriter(tmp / "lerobot", fps=data.fps, action_dim=7, image_key=IMAGE_KEY, robot_type="panda") as w:
-            for ep, (s, n) in enumerate(zip(starts, data.episode_lengths)):
+            for ep, (s, n) in progress(enumerate(zip(starts, data.episode_lengths)), total=len(starts),
+                                       desc="calvin import", unit="episodes"):
                 acts = data.action_chunk(int(s), int(n))
                 if not np.isin(acts[:, 6], (-1.0, 1.0)).all():
                     raise ValueError(f"{src}: episode {ep}: gripper values other than -1/+1 (gripper: calvin expects "

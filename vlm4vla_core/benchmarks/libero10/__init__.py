@@ -1,6 +1,6 @@
 """LIBERO-10 (LIBERO-Long): 10 long-horizon tasks x 50 fixed initial states.
 
-Protocol (shared/benchmarks/PROTOCOLS.md section 3, with its sources):
+Protocol (each point's official source is pinned in tests/test_protocol_pins.py):
 
 - Episodes: the suite's 10 tasks in order, initial states ``0 .. episodes_per_task - 1``
   (50 in the paper: 500 episodes). Training seeds do not change them (the init states are fixed);

@@ -44,6 +44,7 @@ from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset, LeRobotWriter
 from vlm4vla_core.episodes.source import write_training_set
 from vlm4vla_core.io import atomic_dir, write_text
+from vlm4vla_core.progress import progress
 
 FPS = 20  # LIBERO's control frequency
 RLDS_COPY = "rlds-lerobot"
@@ -91,7 +92,7 @@ def _from_hdf5(entry: dict, files: list[Path], out: Path) -> dict:
     found, skipped, frames, dropped = {}, [], 0, 0
     with atomic_dir(out) as tmp:
         with LeRobotWriter(tmp / "lerobot", fps=FPS, action_dim=7, robot_type="panda") as writer:
-            for path in files:
+            for path in progress(files, desc="libero import", unit="files"):
                 with h5py.File(path, "r") as f:
                     if "data" not in f:
                         raise ValueError(f"{path}: no 'data' group (not a LIBERO demo file)")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
-from tqdm import tqdm
+from vlm4vla_core.progress import progress as counter
 
 from vlm4vla_core.episodes import LeRobotWriter
 from vlm4vla_core.episodes.source import write_training_set
@@ -91,7 +91,8 @@ def collect(
     kept: dict[str, dict[int, tuple[list[np.ndarray], np.ndarray]]] = {t: {} for t in tasks}
     dropped: dict[str, list[int]] = {t: [] for t in tasks}
     next_seed = {t: seed_offset for t in tasks}
-    bar = tqdm(total=len(tasks) * episodes_per_task, desc="collect", unit="ep", disable=not progress, mininterval=2)
+    bar = counter(total=len(tasks) * episodes_per_task, desc="collect", unit="episodes", disable=not progress,
+                  mininterval=2)
     t0 = time.perf_counter()
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
     try:

@@ -1,6 +1,6 @@
 """SimplerEnv-Bridge: WidowX visual matching, 4 tasks x 24 episodes, trained on Bridge V2.
 
-Protocol (shared/benchmarks/PROTOCOLS.md section 2, with its sources; VLM4VLA's scripts/bridge.bash):
+Protocol (VLM4VLA's scripts/bridge.bash; each point's official source is pinned in tests/test_protocol_pins.py):
 
 - Tasks (``tasks``: short names, mapped to the official env ids in ``TASKS``): spoon on towel, carrot on
   plate, green cube on yellow cube, eggplant in basket. The first three in scene ``bridge_table_1_v1``

@@ -44,6 +44,7 @@ from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes import LeRobotDataset
 from vlm4vla_core.episodes.source import write_training_set
 from vlm4vla_core.io import atomic_dir, read_json, write_json
+from vlm4vla_core.progress import progress as counter
 
 FPS = 5
 FLUSH_EVERY = 500
@@ -115,7 +116,8 @@ def _standardize(entry: dict, root: Path, work: Path, out: Path, copy_in_out: bo
     else:
         actions = np.lib.format.open_memmap(actions_file, mode="w+", dtype=np.float32, shape=(total, 7))
         done, nonzero_first = 0, 0
-    for j in range(done, len(kept)):
+    for j in counter(range(done, len(kept)), initial=done, total=len(kept), desc="bridge import",
+                      unit="trajectories"):
         e = int(kept[j])
         raw = data.action_chunk(int(starts[e]), int(lengths[e]))
         actions[offsets[j]:offsets[j] + out_len[j]] = standardize_trajectory(
