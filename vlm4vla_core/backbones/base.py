@@ -57,6 +57,7 @@ class Processor:
     image_size: int
     extra: dict | None = None
     _prompt_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _pixel_tables: dict = field(default_factory=dict, repr=False, compare=False)  # image_size -> table or None
 
 
 class Question(str):
@@ -150,8 +151,9 @@ class FamilyAdapter:
         if len(images) != len(instructions) or not images:
             raise ValueError(f"encode: got {len(images)} images for {len(instructions)} instructions")
         self.check_image_size(processor)
-        pil = resize_square(images, processor.image_size)
-        pixels = self.pixel_inputs(processor, pil)
+        pixels = self.table_pixel_inputs(processor, images)
+        if pixels is None:
+            pixels = self.pixel_inputs(processor, resize_square(images, processor.image_size))
         placeholder, pad = self.placeholder_id(processor), self.pad_id(processor)
         seqs = [self._prompt(processor, text) + [placeholder] for text in instructions]
         batch = right_pad(seqs, pad)
@@ -172,6 +174,67 @@ class FamilyAdapter:
         """The image processor's tensors for already-resized square images (it must not rescale them)."""
         out = processor.image_processor(images=images, do_resize=False, return_tensors="pt")
         return {k: v for k, v in out.items() if k in processor.image_processor.model_input_names}
+
+    def pixel_layout(self, processor: Processor, frames: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The tensors ``pixel_inputs`` returns, laid out from ``frames`` [B, S, S, 3] whose every value is
+        already the image processor's value for that pixel: data movement only, so it works on any dtype
+        (``table_pixel_inputs`` passes pixel positions through it to read the layout back). None: the
+        family has no layout here and ``pixel_inputs`` runs on every batch."""
+        return None
+
+    def table_pixel_inputs(self, processor: Processor, images: list) -> dict[str, torch.Tensor] | None:
+        """``pixel_inputs`` of S x S uint8 frames (S = image_size), bit-identical and without the image
+        processor: rescaling and normalising map each (channel, value) to one float, so a table of 3 x 256
+        floats, read once from the processor's own output, replaces them, and ``pixel_layout`` arranges
+        the looked-up values. None (the processor then runs) for other frames, for a family without a
+        layout, or where the processor is not such a per-value map (checked on probe frames)."""
+        s = processor.image_size
+        if not all(isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.shape == (s, s, 3) for im in images):
+            return None
+        if s not in processor._pixel_tables:
+            processor._pixel_tables[s] = self._read_pixel_table(processor)
+        table = processor._pixel_tables[s]
+        if table is None:
+            return None
+        frames = torch.from_numpy(np.stack(images)).long() + torch.arange(0, 3 * 256, 256)
+        return self.pixel_layout(processor, table[frames])
+
+    def _read_pixel_table(self, processor: Processor) -> torch.Tensor | None:
+        """The image processor's value of each (channel, value) as a flat [3 * 256] table (channel-major),
+        read from its output on a probe frame, or None when the processor is not a per-value map that
+        ``pixel_layout`` reproduces bit for bit on other probe frames."""
+        s = processor.image_size
+        probe = np.random.default_rng(0).integers(0, 256, (3, s, s, 3), dtype=np.uint8)
+        if s * s < 256:
+            return None
+        probe[0].reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
+        where = self.pixel_layout(processor, torch.arange(s * s * 3).reshape(1, s, s, 3))
+        if where is None:
+            return None
+        ref = self.pixel_inputs(processor, resize_square([probe[0]], s))
+        if set(ref) != set(where):
+            return None
+        table, seen = torch.zeros(3 * 256), torch.zeros(3 * 256, dtype=torch.bool)
+        flat = torch.from_numpy(probe[0].reshape(-1)).long()
+        for key, values in ref.items():
+            if not values.is_floating_point():
+                continue
+            pos = where[key]
+            if pos.shape != values.shape:
+                return None
+            slot = flat[pos] + 256 * (pos % 3)
+            table = table.to(values.dtype)
+            table[slot] = values
+            seen[slot] = True
+            if not torch.equal(table[slot], values):  # one value per (channel, value): a per-value map
+                return None
+        if not seen.all():
+            return None
+        fast = self.pixel_layout(processor, table[torch.from_numpy(probe[1:]).long() + torch.arange(0, 3 * 256, 256)])
+        slow = self.pixel_inputs(processor, resize_square(list(probe[1:]), s))
+        same = set(fast) == set(slow) and all(fast[k].dtype == slow[k].dtype and torch.equal(fast[k], slow[k])
+                                              for k in slow)
+        return table if same else None
 
     def prompt_ids(self, processor: Processor, instruction: str) -> list[int]:
         """Token ids of the native prompt (image tokens + instruction), without the placeholder."""

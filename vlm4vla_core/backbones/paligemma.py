@@ -57,6 +57,10 @@ class PaliGemmaAdapter(FamilyAdapter):
             raise ValueError(f"image_size {processor.image_size}: this PaliGemma checkpoint's vision tower takes "
                              f"{tower}x{tower} images (its position embeddings are fixed)")
 
+    def pixel_layout(self, processor: Processor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SigLIP's image processor output: channel-first frames."""
+        return {"pixel_values": frames.permute(0, 3, 1, 2).contiguous()}
+
     def prompt_ids(self, processor: Processor, instruction: str) -> list[int]:
         tok = processor.tokenizer
         n = (processor.image_size // processor.extra["patch_size"]) ** 2

@@ -104,6 +104,16 @@ class Qwen2_5_VLAdapter(FamilyAdapter):
             raise ValueError(f"image processor produced grids {out['image_grid_thw'].tolist()}, expected {expected[0].tolist()}")
         return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
 
+    def pixel_layout(self, processor: Processor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image processor's patch layout: per frame (grid/merge)^2 blocks of merge x merge patches,
+        each patch channel-major, repeated over the temporal patch (a still image)."""
+        b, s = frames.shape[:2]
+        p, m = processor.extra["patch_size"], processor.extra["merge_size"]
+        t, g = int(processor.image_processor.temporal_patch_size), s // p
+        x = frames.permute(0, 3, 1, 2).reshape(b, 3, g // m, m, p, g // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+        x = x.unsqueeze(6).expand(*x.shape[:6], t, p, p)
+        return {"pixel_values": x.reshape(b * g * g, 3 * t * p * p), "image_grid_thw": torch.tensor([[1, g, g]] * b)}
+
     def prompt_ids(self, processor: Processor, instruction: str) -> list[int]:
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},

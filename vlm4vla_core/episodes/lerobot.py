@@ -7,8 +7,11 @@ one rename on close, so a reader never sees a half-written dataset.
 Reader: ``LeRobotDataset(root)`` keeps only the episode index in memory (lengths, which file and row
 or video timestamp each episode starts at). Frames come from Parquet row groups (PNG/JPEG bytes in
 an HF ``Image`` struct) or from MP4 files (PyAV: seek to the keyframe before the timestamp, decode
-forward), through small per-process LRU caches. Global frame ``i`` counts frames over the episodes
-in ``episode_index`` order. Pickling keeps only the root and keys: a worker process reopens it.
+forward), through per-process LRU caches: decoded frames up to ``frame_cache_mb``, the row groups
+read (as Python lists, each read once) up to as many frames as that, the actions of every episode
+(4 bytes x action_dim per frame), ``cache_size`` open files. Global frame ``i`` counts frames over
+the episodes in ``episode_index`` order. Pickling keeps only the root and keys: a worker process
+reopens it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ ROW_GROUP = 32  # frames per Parquet row group written: one random read decodes 
 V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V3_EPISODES = "meta/episodes"
 STAT_KEYS = ("q01", "q99", "min", "max", "mean", "std")
-CACHES = ("files", "groups", "actions", "videos")  # per process, each at most cache_size entries
+CACHES = ("files", "groups", "actions", "videos")  # per process; sizes in LeRobotDataset._cache_slots
 FRAMES = "frames"  # decoded frames, per process, at most frame_cache_mb of them
 INDEX_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -376,7 +379,7 @@ class LeRobotDataset:
         for path in map(self.root.joinpath, self._videos):
             if not path.is_file():
                 raise ValueError(f"{path}: missing (video of {self.image_key!r})")
-        self._pid, self._stats = None, None
+        self._pid, self._stats, self._group_rows = None, None, ROW_GROUP  # _check_columns reads the group size
         self._check_columns()
 
     # -- episode index ------------------------------------------------------
@@ -464,17 +467,27 @@ class LeRobotDataset:
             raise ValueError(f"{path}: column {self.action_key!r} holds {kind.list_size} values per row, "
                              f"meta/info.json says {self.action_dim}")
         self._frame_cols = need[1:] + (["task_index"] if "task_index" in schema.names else [])
+        self._group_rows = max(1, int(np.diff(self._parquet(0).offsets).max(initial=1)))
         self._episode_actions(0)
-        self._pid, self._caches = None, None  # nothing stays open: caches start on first use, in any process
+        self._pid, self._caches, self._offsets = None, None, {}  # caches start on first use, in any process
 
     # -- per-process caches -------------------------------------------------
     def _cache(self, name: str) -> LRU:
         if self._pid != os.getpid():  # first use, or a forked worker: start with empty caches of its own
             if self._pid is not None:  # the parent's decoders hold its threads' locks: freeing them here hangs
                 _INHERITED.append(self._caches)
-            self._pid, self._caches = os.getpid(), {n: LRU(self.cache_size) for n in CACHES}
-            self._caches[FRAMES] = LRU(self._frame_slots())
+            self._pid, self._caches = os.getpid(), {n: LRU(k) for n, k in self._cache_slots().items()}
+            self._offsets = {}  # per file: the first row of each row group (kept; a few integers per file)
         return self._caches[name]
+
+    def _cache_slots(self) -> dict[str, int]:
+        """Entries each cache may hold: ``cache_size`` open files and videos; the actions of every episode
+        (a random batch touches most episodes; they are 4 bytes x action_dim per frame); row groups for as
+        many frames as the decoded-frame cache holds (by the first file's largest group) (compressed, so at most as many bytes) and at least
+        ``cache_size``; decoded frames up to ``frame_cache_mb``."""
+        frames = self._frame_slots()
+        return dict(files=self.cache_size, groups=max(self.cache_size, -(-frames // self._group_rows)),
+                    actions=max(self.cache_size, self.num_episodes), videos=self.cache_size, frames=frames)
 
     def cache_sizes(self) -> dict[str, int]:
         """Entries held per cache: open Parquet files, row groups, episodes' actions, open videos."""
@@ -504,17 +517,21 @@ class LeRobotDataset:
 
     def _row(self, e: int, t: int) -> dict:
         f, row = int(self._ep_file[e]), int(self._ep_row[e]) + t
-        pf = self._parquet(f)
-        g = int(np.searchsorted(pf.offsets, row, side="right")) - 1
+        self._cache("files")  # a forked process starts its own caches
+        if f not in self._offsets:
+            self._offsets[f] = self._parquet(f).offsets
+        offsets = self._offsets[f]
+        g = int(np.searchsorted(offsets, row, side="right")) - 1
 
-        def read():
+        def read():  # the group's columns as Python lists: converted once, not per row
             try:
-                return pf.file.read_row_group(g, columns=self._frame_cols)
+                table = self._parquet(f).file.read_row_group(g, columns=self._frame_cols)
             except (OSError, pa.ArrowException, KeyError) as err:
                 raise ValueError(f"{self.root / self._files[f]}: cannot read row group {g} ({err})") from None
+            return {c: table.column(c).to_pylist() for c in self._frame_cols}
 
-        table = self._cache("groups").get_or((f, g), read)
-        return {c: table.column(c)[row - int(pf.offsets[g])].as_py() for c in self._frame_cols}
+        group = self._cache("groups").get_or((f, g), read)
+        return {c: group[c][row - int(offsets[g])] for c in self._frame_cols}
 
     def _image(self, value: dict | None, e: int) -> np.ndarray:
         data = (value or {}).get("bytes")
