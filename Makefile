@@ -22,7 +22,7 @@ TOOLS ?= .venv-tools
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 LATEST ?= .venv-latest
 
-.PHONY: setup system-deps demo test lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability mutants
+.PHONY: setup system-deps demo test lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long mutants
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -90,6 +90,11 @@ slurm-profile:
 # the long reliability tests (20 random kills of a training run, and the like)
 reliability: setup
 	$(BIN)/pytest -q -m reliability
+
+# what training learns, at the demo's settings (minutes): general pretraining to the top level reads
+# colour on held-out shapes above chance
+test-long: setup
+	$(BIN)/pytest -q -m long
 
 # mutation testing (docs/mutation.md): mutmut 3 over the benchmark protocols, the statistics and then the
 # policy's action maths, each mutant against a fast test selection (setup.cfg); the score per group and
