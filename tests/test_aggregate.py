@@ -21,7 +21,7 @@ from vlm4vla_core.aggregate import aggregate, load_results_csv, load_runs, main,
 from vlm4vla_core.aggregate.io import write_text
 from vlm4vla_core.aggregate.results import ResultsError
 from vlm4vla_core.aggregate.stats import baseline_comparison, regressions
-from vlm4vla_core.aggregate.tables import cell, main_table
+from vlm4vla_core.aggregate.tables import main_table
 from vlm4vla_core.provenance import config_hash, git_commit, provenance
 
 TASKS = ("reach-v3", "push-v3")
@@ -108,12 +108,33 @@ def test_bad_runs_name_file_and_key(tmp_path):
 
 # -- tables ----------------------------------------------------------------------
 def test_cell_format():
-    assert cell(23.333, 4.714, 60, "success_rate") == "23.3 ± 4.7 (n=60)"
-    assert cell(3.8561, float("nan"), 1000, "avg_len") == "3.856 ± n/a (n=1000)"
-    assert cell(23.95, float("nan"), float("nan"), "success_rate") == "23.95 ± n/a (n=?)"
+    from vlm4vla_core.aggregate.inference import LABEL, cell_label
+
+    assert cell_label(75.0, 58.2, 88.4, 2, [18, 18], "success_rate") == "75.0 [58, 88], 2 seeds x 18 ep"
+    assert cell_label(3.8561, 3.7, 4.01, 1, [1000], "avg_len", "episodes only") == \
+        "3.856 [3.70, 4.01], 1 seed x 1000 ep, episodes only"
+    assert cell_label(23.95, float("nan"), float("nan"), 1, [float("nan")], "success_rate", "none") == \
+        "23.95, 1 seed x ? ep, no interval"
+    assert cell_label(50.0, 20.0, 80.0, 3, [12, 18, 18], "success_rate") == "50.0 [20, 80], 3 seeds x 12-18 ep"
+    assert cell_label(66.7, 30.0, 90.0, 2, [6, 6], "success_rate", heldout=16.7) == \
+        "best-of-modes 66.7 [30, 90], 2 seeds x 6 ep; held-out 16.7"
+    m = LABEL.match("best-of-modes 66.7 [30, 90], 2 seeds x 6 ep; held-out 16.7")
+    assert (m["estimate"], m["low"], m["high"], m["seeds"], m["episodes"]) == ("66.7", "30", "90", "2", "6")
+    assert LABEL.match("23.95, 1 seed x ? ep, no interval")["low"] is None
+
+
+def parsed(label: str) -> tuple[float, float, float, int]:
+    """A table cell read back: (estimate, low, high, seeds)."""
+    from vlm4vla_core.aggregate.inference import LABEL
+
+    m = LABEL.match(label)
+    assert m, label
+    return float(m["estimate"]), float(m["low"]), float(m["high"]), int(m["seeds"])
 
 
 def test_main_and_ablation_tables_hand_case(tmp_path):
+    from vlm4vla_core.aggregate import inference as inf
+
     four = lambda k: {"reach-v3": [1] * k + [0] * (4 - k)}  # noqa: E731
     paths = [
         run_json(tmp_path, "qwen", 0, four(2)), run_json(tmp_path, "qwen", 1, four(3)),  # 50, 75
@@ -125,19 +146,30 @@ def test_main_and_ablation_tables_hand_case(tmp_path):
     out = tmp_path / "out"
     aggregate(paths, cfg, out, n_boot=50)
     md = (out / "main_table.md").read_text()
-    _, wide = main_table(load_runs(paths, cfg).results, cfg, ["metaworld"])
-    expected = pd.DataFrame({"backbone": ["qwen", "pali", "zero-action"],
-                             "metaworld": ["62.5 ± 17.7 (n=8)", "100.0 ± 0.0 (n=8)", "0.0 ± 0.0 (n=8)"]})
-    pd.testing.assert_frame_equal(wide, expected)
+    res = load_runs(paths, cfg)
+    _, wide = main_table(res, cfg, ["metaworld"])
+    assert list(wide["backbone"]) == ["qwen", "pali", "zero-action"]
+    # each cell read back is the inference layer's estimate and interval (rounded as shown), seeds named
+    ref = inf.cells(inf.components(inf.episode_frame(res))).set_index("arm")
+    for bb, label in zip(wide["backbone"], wide["metaworld"]):
+        est, lo, hi, seeds = parsed(label)
+        r = ref.loc[bb]
+        assert (est, lo, hi, seeds) == (round(r["estimate"], 1), round(r["ci_low"]), round(r["ci_high"]), r["seeds"])
+        assert label.endswith(", 2 seeds x 4 ep")
+    assert parsed(wide["metaworld"][0])[0] == 62.5  # (50 + 75) / 2
     prov = provenance(cfg)
     assert f"config hash {prov['config_hash']}" in md and f"git commit {prov['git_commit']}" in md
     abl = pd.read_csv(out / "ablation_table.csv")
     row = abl[(abl["backbone"] == "qwen") & (abl["ablation"] == "freeze_vision")].iloc[0]
     assert row["delta_vs_full"] == pytest.approx(25.0 - 62.5) and row["n_seeds"] == 1
-    assert "25.0 ± n/a (n=4)" in (out / "ablation_table.md").read_text()
+    assert "25.0 [" in (out / "ablation_table.md").read_text() and "1 seed x 4 ep, episodes only" in (
+        out / "ablation_table.md").read_text()
     tex = (out / "main_table.tex").read_text()
-    assert r"\toprule" in tex and r"62.5 $\pm$ 17.7 (n=8)" in tex and "config hash" in tex
+    assert r"\toprule" in tex and r"62.5 [" in tex and "config hash" in tex
     assert set(pd.read_csv(out / "main_table.csv")["config_hash"]) == {prov["config_hash"]}
+    # no table of the study shows a mean ± std any more: every cell carries its interval
+    for table in out.glob("*_table.md"):
+        assert "±" not in table.read_text(), table.name
 
 
 # -- zero-action comparison -------------------------------------------------------
@@ -412,6 +444,8 @@ def paper_out(tmp_path_factory):
 
 
 def test_published_table_hand_case(tmp_path):
+    from statsmodels.stats.proportion import proportion_confint
+
     from vlm4vla_core.aggregate.tables import published_table
     from vlm4vla_core.data import published_results
 
@@ -421,6 +455,8 @@ def test_published_table_hand_case(tmp_path):
                    "qwen,calv,from_scratch,0,avg_len,1.5,100\nqwen,calv,freeze_embeddings,0,avg_len,3.0,100\n"
                    "pali,calv,full,0,avg_len,2.0,100\nqwen,metaworld,full,0,success_rate,50.0,10\n")
     cfg = paper_config()
+    T1 = sps.t.ppf(0.975, 1)
+    assert [round(100 * x) for x in proportion_confint(5, 10, method="wilson")] == [24, 76]
     numbers, shown = published_table(load_results_csv(csv).results, cfg, ["metaworld", "calv"], published_results(cfg))
     # published values transcribed from the paper: Qwen2.5VL-3B CALVIN 3.856 (main), 3.849 (word embeddings
     # frozen), 1.381 (from scratch)
@@ -428,8 +464,12 @@ def test_published_table_hand_case(tmp_path):
         "benchmark": ["metaworld", "calv", "calv", "calv", "calv"],
         "backbone": ["qwen", "qwen", "qwen", "qwen", "pali"],
         "ablation": ["full", "full", "freeze_embeddings", "from_scratch", "full"],
-        "reproduced": ["50.0 ± n/a (n=10)", "3.250 ± 0.354 (n=200)", "3.000 ± n/a (n=100)", "1.500 ± n/a (n=100)",
-                       "2.000 ± n/a (n=100)"],
+        # run values alone: the seeds' variance pooled over the benchmark's cells (qwen's 3.0, 3.5: 0.125, df 1),
+        # t(1) interval clipped to 0..5; metaworld's single value: the Wilson interval of 5/10 episodes
+        "reproduced": ["50.0 [24, 76], 1 seed x 10 ep, episodes only",
+                       f"3.250 [{3.25 - T1 * (0.125 / 2) ** 0.5:.2f}, 5.00], 2 seeds x 100 ep",
+                       "3.000 [0.00, 5.00], 1 seed x 100 ep", "1.500 [0.00, 5.00], 1 seed x 100 ep",
+                       "2.000 [0.00, 5.00], 1 seed x 100 ep"],
         "published": ["none: benchmark kind 'metaworld' is not in the paper", "3.856", "3.849", "1.381",
                       "none: backbone not in the paper (source 'tiny' matches no published model)"],
         "difference": ["-", "-0.606", "-0.849", "+0.119", "-"],
@@ -466,9 +506,18 @@ def test_calvin_success_by_chain_length(paper_out):
         assert avg == pytest.approx(np.mean([np.mean(c) for c in seeds]))  # = sum over L of success at L / 100
     # qwen full, seed 0: >=1: 5/6, >=5: 2/6; seed 1: >=1: 5/6, >=5: 1/6
     shown = md_table(paper_out / "calvin_length_table.md").set_index(["backbone", "ablation"])
-    assert shown.loc[("qwen", "full"), "success ≥1 (%)"] == "83.3 ± 0.0 (n=12)"
-    assert shown.loc[("qwen", "full"), "success ≥5 (%)"] == "25.0 ± 11.8 (n=12)"
-    assert shown.loc[("qwen", "full"), "avg. length"] == "2.667 ± 0.000 (n=12)"
+    assert shown.loc[("qwen", "full"), "success ≥1 (%)"] == "83.3 [56, 100], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "full"), "success ≥5 (%)"] == "25.0 [0, 73], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "full"), "avg. length"] == "2.667 [0.66, 4.68], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "freeze_vision"), "avg. length"] == "0.667 [0.00, 1.52], 1 seed x 6 ep, episodes only"
+    # every cell read back is the interval of the CSV's numbers (the inference layer's)
+    for (b, a), row in shown.iterrows():
+        for L, col in [*((L, f"success ≥{L} (%)") for L in range(1, 6)), (0, "avg. length")]:
+            est, lo, hi, seeds = parsed(row[col])
+            x = table[(table["backbone"] == b) & (table["ablation"] == a) & (table["length"] == L)].iloc[0]
+            k = 2 if L == 0 else 0
+            assert (lo, hi, seeds) == (round(x["ci_low"], k), round(x["ci_high"], k), x["n_seeds"]), (b, a, L)
+            assert est == round(x["mean"], 3 if L == 0 else 1)
     assert (paper_out / "figures" / "calvin_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (paper_out / "figures" / "calvin_lengths.pdf").read_bytes()[:4] == b"%PDF"
 
@@ -483,21 +532,23 @@ def test_no_calvin_figure_without_calvin(tmp_path):
 
 def test_embodied_sft_freezing_and_scratch_layout(paper_out):
     sft = md_table(paper_out / "embodied_sft_table.md")
-    # qwen calv full: seeds 16/6, 16/6 -> 2.667 ± 0.000; sftA: 13/6 = 2.167 -> Δ -0.500
-    # metaworld: qwen 3/4, 2/4 -> 62.5 ± 17.7
+    # qwen calv full: seeds 16/6, 16/6 -> 2.667; sftA: 13/6 = 2.167 -> Δ -0.500
+    # metaworld: qwen 3/4, 2/4 -> 62.5
     expected = pd.DataFrame({
         "base": ["qwen", "qwen", "qwen"],
         "model": ["qwen (base)", "qwen-sftA", "qwen-sftB"],
         "SFT dataset": ["-", "SetA", "SetB"],
-        "metaworld": ["62.5 ± 17.7 (n=8)", "not run", "not run"],
+        "metaworld": ["62.5 [16, 100], 2 seeds x 4 ep", "not run", "not run"],
         "Δ metaworld vs base": ["-", "-", "-"],
-        "calv": ["2.667 ± 0.000 (n=12)", "2.167 ± n/a (n=6)", "not run"],
+        "calv": ["2.667 [0.66, 4.68], 2 seeds x 6 ep", "2.167 [0.62, 3.71], 1 seed x 6 ep, episodes only", "not run"],
         "Δ calv vs base": ["-", "-0.500", "-"],
     })
     pd.testing.assert_frame_equal(sft.reset_index(drop=True), expected)
     # qwen freeze_vision: metaworld 25.0 (Δ -37.5), calv 4/6 = 0.667 (Δ -2.000); only qwen froze a module
-    expected = pd.DataFrame({"backbone": ["qwen"], "all trained (metaworld / calv)": ["62.5 ± 17.7 (n=8) / 2.667 ± 0.000 (n=12)"],
-                             "vision frozen (metaworld / calv)": ["25.0 ± n/a (n=4) / 0.667 ± n/a (n=6)"],
+    expected = pd.DataFrame({"backbone": ["qwen"],
+                             "all trained (metaworld / calv)": ["62.5 [16, 100], 2 seeds x 4 ep / 2.667 [0.66, 4.68], 2 seeds x 6 ep"],
+                             "vision frozen (metaworld / calv)": ["25.0 [0, 100], 1 seed x 4 ep, episodes only / "
+                                                                  "0.667 [0.00, 1.52], 1 seed x 6 ep, episodes only"],
                              "Δ vision frozen (metaworld / calv)": ["-37.5 / -2.000"]})
     pd.testing.assert_frame_equal(md_table(paper_out / "freezing_table.md"), expected)
     scr = pd.read_csv(paper_out / "scratch_table.csv")
@@ -516,8 +567,9 @@ def _page_caption(page: str) -> str:
 
 def check_pages(out: Path):
     """Every table and figure has a page in html/ in one of the report's categories; each page's caption is
-    its own (no other output's caption text) and true for it: the spread convention exactly where cells have ±."""
+    its own (no other output's caption text) and true for it: the interval convention exactly where cells have one."""
     import html as html_lib
+    import re
 
     from vlm4vla_core.aggregate import pages
 
@@ -535,7 +587,7 @@ def check_pages(out: Path):
         assert "next to this page" not in page and "No caption" not in page
         if name.endswith("_table"):
             body = html_lib.unescape(page.split('<p class="caption">', 1)[1].split("</p>", 1)[1])
-            assert ("±" in body.split("<em>git commit")[0]) == (pages.SPREAD in text), name
+            assert bool(re.search(pages.SPREAD_CELL, body.split("<em>git commit")[0])) == (pages.SPREAD in text), name
             header = body.split("</thead>")[0]
             for column, note in pages.COLUMN_NOTES.get(name, {}).items():
                 assert (f"<th>{column}</th>" in header) == (note in text), (name, column)
@@ -563,9 +615,9 @@ def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
     pub = check_pages(tmp_path / "pub")
     assert "main_table" in pub
     main = (tmp_path / "pub" / "html" / "main_table.html").read_text()
-    assert "± n/a (n=?)" in main and "(? where the count is unknown" in _page_caption(main)
+    assert "1 seed x ? ep, no interval" in main and "'? ep, no interval' marks a value" in _page_caption(main)
     regression = (tmp_path / "pub" / "html" / "regression_table.html").read_text()
-    assert "mean ± standard deviation" not in _page_caption(regression)  # no such cells there
+    assert "95% interval], seeds x" not in _page_caption(regression)  # no such cells there
 
 
 def test_result_files_carry_provenance(paper_out):

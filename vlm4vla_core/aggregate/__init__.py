@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     "episodes": "every evaluation episode of the reported mode of every run",
     "provenance": "provenance of this aggregation and of every input run",
     "backbones_table": "backbones: published size, measured parameters (B/M/k), image tokens, prompt length, VQA score and source",
-    "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): mean ± std over seeds (n=episodes)",
+    "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): estimate [95% interval], seeds x episodes",
     "ablation_table": "backbone x training regime per benchmark, with the difference to full fine-tuning",
     "per_task_table": "every task of every (benchmark, backbone, regime), with links to its rollout videos",
     "videos": "rollout videos (MP4) per (benchmark, backbone, regime): a successful and a failed episode per task",
@@ -115,17 +115,20 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.episodes is not None:
         written.append(write_text(out / "episodes.csv", res.episodes.assign(**stamp).to_csv(index=False)))
 
-    written += tables.write_table(out, "main_table", *tables.main_table(res.results, config, bench_order),
+    from vlm4vla_core.aggregate import inference as inf
+
+    cells = inf.table_cells(res)  # every table cell with its 95% interval (docs/statistics.md)
+    written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order),
                                   "Main results: full fine-tuning", prov)
-    written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order),
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order),
                                   "Training regimes (Δ: difference to full fine-tuning)", prov)
     measured = measured_vqa(vqa or [])
     optional = [
-        ("freezing_table", tables.freezing_table(res.results, config, bench_order),
+        ("freezing_table", tables.freezing_table(cells, config, bench_order),
          "Module freezing (Δ: difference to all trained)", "no run froze a module"),
-        ("scratch_table", tables.scratch_table(res.results, config, bench_order),
+        ("scratch_table", tables.scratch_table(cells, config, bench_order),
          "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
-        ("embodied_sft_table", tables.embodied_sft_table(res.results, config, bench_order,
+        ("embodied_sft_table", tables.embodied_sft_table(cells, config, bench_order,
                                                          tables.NOT_RUN if res.episodes is not None else "no result",
                                                          vqa=measured),
          "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
@@ -139,12 +142,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.episodes is not None:
         videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
         written += copied
-    written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order,
+    written += tables.write_table(out, "per_task_table", *tables.per_task_table(cells, config, bench_order,
                                                                                 diagnostics.video_links(videos)),
                                   "Per-task results", prov)
     lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
     if lengths is not None and not lengths.empty:
-        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order),
+        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(
+            lengths, config, bench_order, inf.length_cells(inf.episode_frame(res))),
                                       "CALVIN: success rate at chain lengths 1..5 and average length", prov)
     elif (res.results["metric"] == "avg_len").any():
         notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
@@ -153,7 +157,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         from vlm4vla_core.data import published_results
 
         pub = published_results(config)
-        pub_numbers, pub_shown = tables.published_table(res.results, config, bench_order, pub)
+        pub_numbers, pub_shown = tables.published_table(cells, config, bench_order, pub)
         if pub_numbers["published"].notna().any():
             written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
                                           "Reproduced vs published (difference = reproduced - published)", prov)
@@ -285,8 +289,9 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         f"Produced from {footer(prov)} at {prov['timestamp_utc']}.",
         "",
         "Conventions: a run's value is its headline metric over all its evaluation episodes in the reported mode "
-        "(success in %, or average completed length); cells read mean ± standard deviation over seeds "
-        "(n = evaluation episodes summed over seeds). Each table comes as CSV (numbers, with the git commit and "
+        "(success in %, or average completed length); a table cell reads its estimate (mean over seeds) with its 95% "
+        "interval and the seeds and episodes per seed it rests on (docs/statistics.md); the CSVs keep the mean, the "
+        "standard deviation over seeds and the interval as numbers. Each table comes as CSV (numbers, with the git commit and "
         "config hash), Markdown, LaTeX (booktabs) and HTML (html/, shown in the Snakemake report); each figure as "
         "PNG and PDF, and as an HTML page with its caption.",
     ]

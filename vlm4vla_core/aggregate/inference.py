@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -186,13 +187,44 @@ def _floor_ms_ep(ms_ep: float, mean: float, N: int, metric: str) -> float:
     return 1e4 * p * (1 - p) * N / (N + 4)
 
 
-def cell_label(mean: float, lo: float, hi: float, S: int, per_seed: list[int], metric: str) -> str:
-    """'75.0 [58, 88], 2 seeds x 18 ep'; one seed: '..., 1 seed x 18 ep, episodes only'."""
+def exact_number(value: float, metric: str) -> str:
+    """A transcribed value as given (up to two more decimals than the metric's, at least its own)."""
+    d = metric_decimals(metric)
+    shown = f"{value:.{d + 2}f}".rstrip("0")
+    return shown + "0" * max(0, d - len(shown.split(".")[1]))
+
+
+def cell_label(mean: float, lo: float, hi: float, S: int, per_seed: list, metric: str,
+               interval: str = "seeds and episodes", heldout: float | None = None) -> str:
+    """The one format of a table cell: '75.0 [58, 88], 2 seeds x 18 ep'. ``interval``: 'seeds and
+    episodes' (the inference layer's), 'seeds' (pooled over the seeds' run values, no episode records),
+    'episodes only' (one seed: '..., 1 seed x 18 ep, episodes only'), or 'none' (a value without an
+    episode count, e.g. a transcribed published number: '23.95, 1 seed x ? ep, no interval'). A value
+    chosen as the best of several execution modes is labelled so, with its held-out value beside it:
+    'best-of-modes 75.0 [58, 88], 2 seeds x 18 ep; held-out 70.0'."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
     d = metric_decimals(metric)
     b = max(0, d - 1)
-    ep = "-".join(str(x) for x in (per_seed if len(per_seed) < 2 else (per_seed[0], per_seed[-1])))
-    tail = ", episodes only" if S == 1 else ""
-    return f"{mean:.{d}f} [{lo:.{b}f}, {hi:.{b}f}], {S} seed{'s' if S != 1 else ''} x {ep} ep{tail}"
+    known = [int(x) for x in per_seed if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not known:
+        ep = "?"
+    else:
+        ep = "-".join(str(x) for x in sorted(set(known)) if x in (min(known), max(known)))
+    seeds = f"{S} seed{'s' if S != 1 else ''} x {ep} ep"
+    if interval == "none":
+        text = f"{exact_number(mean, metric) if ep == '?' else f'{mean:.{d}f}'}, {seeds}, no interval"
+    else:
+        tail = ", episodes only" if interval == "episodes only" else ""
+        text = f"{mean:.{d}f} [{lo:.{b}f}, {hi:.{b}f}], {seeds}{tail}"
+    if heldout is not None and not (isinstance(heldout, float) and math.isnan(heldout)):
+        return f"best-of-modes {text}; held-out {heldout:.{d}f}"
+    return text
+
+
+#: a cell label parsed back: estimate, interval, seeds, episodes per seed (the tests read tables with it)
+LABEL = re.compile(r"^(?:best-of-modes )?(?P<estimate>-?[\d.]+)(?: \[(?P<low>-?[\d.]+), (?P<high>-?[\d.]+)\])?, "
+                   r"(?P<seeds>\d+) seeds? x (?P<episodes>[\d?-]+) ep")
 
 
 def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
@@ -211,8 +243,102 @@ def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
                              design=c["design"], estimate=a["mean"], se=float(se), df=float(df), ci_low=lo, ci_high=hi,
                              seeds=int(a["S"]), episodes_per_seed=a["per_seed"][0] if len(a["per_seed"]) == 1 else a["n"],
                              episodes=a["episodes"], interval="episodes only" if a["S"] == 1 else "seeds and episodes",
-                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"])))
+                             per_seed=a["per_seed"],
+                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"],
+                                             "episodes only" if a["S"] == 1 else "seeds and episodes")))
     return pd.DataFrame(rows)
+
+
+# -- the cells of every table ------------------------------------------------------------------------
+SEP = "\x1f"  # joins a benchmark and a task (or a chain length) into one pooling unit
+
+
+def _split_cells(c: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Cells computed on benchmark + SEP + ``column``: the benchmark and ``column`` apart again."""
+    parts = c["benchmark"].str.split(SEP, n=1, expand=True)
+    return c.assign(benchmark=parts[0], **{column: parts[1]})
+
+
+def frame_cells(frame: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
+    """Cells of an episode frame with a ``task`` column: task 'all' (the run's episodes, seed variance pooled
+    over the benchmark's arms) and each task (seed variance pooled over the arms on that task; one seed: the
+    episodes alone)."""
+    whole = cells(components(frame), level).assign(task=ALL)
+    per_task = frame.assign(benchmark=frame["benchmark"] + SEP + frame["task"])
+    tasks = _split_cells(cells(components(per_task), level), "task")
+    return pd.concat([whole, tasks], ignore_index=True)
+
+
+def seed_value_cells(values: pd.DataFrame, keys: list[str], pool: list[str], level: float = LEVEL) -> pd.DataFrame:
+    """Cells from run-level values alone (a results CSV, or the execution modes, which keep no episode records
+    of the modes not reported): per cell of ``keys`` the mean over seeds; its variance is the variance of one
+    seed's value (which holds the seed's episodes) pooled over the cells of ``pool`` with its degrees of
+    freedom, divided by the cell's seeds (interval 'seeds'). Without a pooled variance: a success rate with
+    known episode counts gets the Wilson interval of its pooled episodes ('episodes only', statsmodels);
+    anything else (a transcribed number) no interval ('none')."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    g = values.groupby([*keys, "metric"], sort=False, dropna=False)
+    c = g["value"].agg(mean="mean", var=lambda v: v.var(ddof=1) if len(v) > 1 else np.nan, S="size")
+    c = c.assign(N=g["n_episodes"].agg(lambda v: v.sum() if v.notna().all() else np.nan),
+                 per_seed=g["n_episodes"].agg(lambda v: sorted(v.tolist()))).reset_index()
+    lo_b = c["metric"].map(lambda m: RANGES.get(m, (np.nan, np.nan))[0])
+    hi_b = c["metric"].map(lambda m: RANGES.get(m, (np.nan, np.nan))[1])
+    # a cell whose seeds all sit at a bound of the metric (0 % success) has no seed variance to tell: left out
+    same = (c["var"] == 0) & ((c["mean"] == lo_b) | (c["mean"] == hi_b))
+    c["w"] = np.where(c["var"].notna() & ~same, c["S"] - 1, 0)
+    c["wv"] = c["w"] * c["var"].fillna(0)
+    pooled = c.groupby(pool, sort=False, dropna=False)[["w", "wv"]].transform("sum")
+    df = pooled["w"].to_numpy(float)
+    s2 = np.where(df > 0, pooled["wv"] / np.where(df > 0, df, 1), np.nan)
+    rows = []
+    for (_, r), d, v, at_bound in zip(c.iterrows(), df, s2, same):
+        lo_r, hi_r = RANGES.get(r["metric"], (-np.inf, np.inf))
+        if d > 0 and v > 0 and not at_bound:
+            se = math.sqrt(v / r["S"])
+            t = sps.t.ppf(0.5 + level / 2, d)
+            lo, hi, kind = r["mean"] - t * se, r["mean"] + t * se, "seeds"
+        elif r["metric"] == "success_rate" and np.isfinite(r["N"]) and r["N"] > 0:
+            k = round(r["mean"] / 100 * r["N"])
+            lo, hi = (100 * x for x in proportion_confint(k, int(r["N"]), alpha=1 - level, method="wilson"))
+            se, d, kind = np.nan, np.inf, "episodes only"
+        else:
+            se, d, lo, hi, kind = np.nan, np.nan, np.nan, np.nan, "none"
+        lo, hi = max(lo, lo_r) if np.isfinite(lo) else lo, min(hi, hi_r) if np.isfinite(hi) else hi
+        rows.append({**{k: r[k] for k in keys}, "metric": r["metric"], "estimate": r["mean"], "se": se, "df": float(d),
+                     "ci_low": lo, "ci_high": hi, "seeds": int(r["S"]), "per_seed": r["per_seed"], "interval": kind})
+    return pd.DataFrame(rows)
+
+
+def table_cells(res: Results, level: float = LEVEL) -> pd.DataFrame:
+    """Every cell the tables show, one row per (backbone, benchmark, ablation, task): ``summarize``'s mean, std,
+    seeds, episodes and held-out value, with the estimate's 95% interval (``ci_low``, ``ci_high``), its kind
+    (``interval``) and the formatted ``cell`` (``cell_label``). With episode records the interval is the
+    inference layer's (``frame_cells``); from run values alone, ``seed_value_cells``."""
+    from vlm4vla_core.aggregate.stats import summarize
+
+    s = summarize(res.results)
+    keys = ["backbone", "benchmark", "ablation", "task"]
+    if res.episodes is not None:
+        iv = frame_cells(episode_frame(res), level)
+    else:
+        iv = seed_value_cells(res.results, keys, ["benchmark", "task"], level)
+    iv = iv[[*keys, "ci_low", "ci_high", "se", "df", "interval", "per_seed"]]
+    s = s.merge(iv, on=keys, how="left", validate="one_to_one")
+    return s.assign(cell=[cell_label(r["mean"], r["ci_low"], r["ci_high"], int(r["n_seeds"]), r["per_seed"], r["metric"],
+                                     r["interval"], r.get("heldout")) for _, r in s.iterrows()])
+
+
+def length_cells(frame: pd.DataFrame, lengths=(1, 2, 3, 4, 5), level: float = LEVEL) -> pd.DataFrame:
+    """CALVIN: success (%) at each chain length L (a chain succeeds at L when it completed >= L subtasks) and
+    the average length (L = 0), each with the inference layer's interval, per (backbone, benchmark, ablation)."""
+    f = frame[frame["metric"] == "avg_len"]
+    parts = [cells(components(f), level).assign(length=0)]
+    for L in lengths:
+        fl = f.assign(benchmark=f["benchmark"] + SEP + str(L), y=100.0 * (f["y"] >= L), metric="success_rate")
+        parts.append(_split_cells(cells(components(fl), level), "length").assign(length=L))
+    return pd.concat(parts, ignore_index=True)[["backbone", "benchmark", "ablation", "length", "ci_low", "ci_high",
+                                                "interval", "per_seed", "cell"]]
 
 
 # -- contrasts ------------------------------------------------------------------------------------
@@ -450,4 +576,5 @@ def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: fl
 
 __all__ = ["episode_frame", "design_of", "cell_stats", "pooled_seed_component", "interval", "components", "cells",
            "contrast", "comparisons", "adjust", "all_contrasts", "mixed_model", "seeds_needed", "episodes_needed",
-           "minimum_detectable", "platform_check", "ALL"]
+           "minimum_detectable", "platform_check", "table_cells", "seed_value_cells", "frame_cells", "length_cells",
+           "cell_label", "LABEL", "ALL"]

@@ -7,7 +7,7 @@ ability predict control, then diagnostics (learning curves, baseline, execution 
 videos) and provenance. The Snakemake report sorts categories by name, hence the numbers.
 
 Captions live here, one per kind of output; a caption states only what its table shows: the
-sentence on "mean ± std over seeds" is added exactly when the table has such cells.
+sentence on the cells' intervals is added exactly when the table has such cells.
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ CATEGORIES = ("1. Main results", "2. Training regimes", "3. Embodied SFT", "4. V
               "6. Provenance")
 MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
 
-SPREAD = ("Cells read mean ± standard deviation over seeds (n/a with one seed), n = evaluation episodes summed "
-          "over seeds (? where the count is unknown, as for transcribed published numbers).")
+SPREAD = ("Cells read estimate [95% interval], seeds x evaluation episodes per seed: the estimate is the mean over "
+          "seeds; with episode records the interval is the inference layer's (seed variance pooled over the "
+          "benchmark's arms, per task over the arms on that task, plus the cell's episode variance; 'episodes only' "
+          "with one seed), from run values alone the seeds' variance pooled over the table's cells (or the Wilson "
+          "interval of the episodes); '? ep, no interval' marks a value without an episode count, as a transcribed "
+          "published number. The CSV keeps the mean, the standard deviation over seeds and the interval as numbers.")
+#: a table cell with the spread convention above (``inference.cell_label``)
+SPREAD_CELL = r"\d+ seeds? x [\d?-]+ ep"
 
 #: name -> (category, title, caption); names ending in "_" match as a prefix (per benchmark or VQA set)
 PAGES: dict[str, tuple[str, str, str]] = {
@@ -147,12 +153,12 @@ def category(name: str) -> str:
 
 
 def caption(name: str, shown: pd.DataFrame | None = None) -> str:
-    """The caption of ``name``; for a table, the spread convention only where its cells carry a ±."""
+    """The caption of ``name``; for a table, the spread convention only where its cells carry an interval."""
     text = _entry(name)[2]
     for column, note in COLUMN_NOTES.get(name, {}).items():
         if shown is not None and column in shown:
             text += " " + note
-    if shown is not None and shown.astype(str).apply(lambda c: c.str.contains("±", regex=False)).to_numpy().any():
+    if shown is not None and shown.astype(str).apply(lambda c: c.str.contains(SPREAD_CELL)).to_numpy().any():
         text += " " + SPREAD
     return text
 
