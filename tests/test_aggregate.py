@@ -530,6 +530,14 @@ def test_no_calvin_figure_without_calvin(tmp_path):
     assert "embodied_sft_table not written: the config lists no embodied_sft variants" in (out / "index.md").read_text()
 
 
+def _delta(paper_out, a: str, b: str, bench: str) -> str:
+    """A Δ cell as the tables show it, from the inference layer's contrast (inference/contrasts.csv)."""
+    con = pd.read_csv(paper_out / "inference" / "contrasts.csv")
+    r = con[(con["a"] == a) & (con["b"] == b) & (con["benchmark"] == bench)].iloc[0]
+    d = 3 if r["metric"] == "avg_len" else 1
+    return f"{r['difference']:+.{d}f} [{r['ci_low']:+.{d - 1}f}, {r['ci_high']:+.{d - 1}f}]"
+
+
 def test_embodied_sft_freezing_and_scratch_layout(paper_out):
     sft = md_table(paper_out / "embodied_sft_table.md")
     # qwen calv full: seeds 16/6, 16/6 -> 2.667; sftA: 13/6 = 2.167 -> Δ -0.500
@@ -541,7 +549,7 @@ def test_embodied_sft_freezing_and_scratch_layout(paper_out):
         "metaworld": ["62.5 [16, 100], 2 seeds x 4 ep", "not run", "not run"],
         "Δ metaworld vs base": ["-", "-", "-"],
         "calv": ["2.667 [0.66, 4.68], 2 seeds x 6 ep", "2.167 [0.62, 3.71], 1 seed x 6 ep, episodes only", "not run"],
-        "Δ calv vs base": ["-", "-0.500", "-"],
+        "Δ calv vs base": ["-", _delta(paper_out, "qwen-sftA", "qwen", "calv"), "-"],
     })
     pd.testing.assert_frame_equal(sft.reset_index(drop=True), expected)
     # qwen freeze_vision: metaworld 25.0 (Δ -37.5), calv 4/6 = 0.667 (Δ -2.000); only qwen froze a module
@@ -549,11 +557,15 @@ def test_embodied_sft_freezing_and_scratch_layout(paper_out):
                              "all trained (metaworld / calv)": ["62.5 [16, 100], 2 seeds x 4 ep / 2.667 [0.66, 4.68], 2 seeds x 6 ep"],
                              "vision frozen (metaworld / calv)": ["25.0 [0, 100], 1 seed x 4 ep, episodes only / "
                                                                   "0.667 [0.00, 1.52], 1 seed x 6 ep, episodes only"],
-                             "Δ vision frozen (metaworld / calv)": ["-37.5 / -2.000"]})
+                             "Δ vision frozen (metaworld / calv)": [" / ".join(
+                                 _delta(paper_out, "qwen/freeze_vision", "qwen", k) for k in ("metaworld", "calv"))]})
     pd.testing.assert_frame_equal(md_table(paper_out / "freezing_table.md"), expected)
     scr = pd.read_csv(paper_out / "scratch_table.csv")
     (d,) = set(scr["delta_scratch_minus_pretrained"])
     assert d == pytest.approx(1 / 6 - 16 / 6)
+    shown = md_table(paper_out / "scratch_table.md").set_index("initialisation")
+    assert shown.loc["Δ (from scratch - pretrained)", "calv"] == _delta(paper_out, "qwen/from_scratch", "qwen", "calv")
+    assert _delta(paper_out, "qwen-sftA", "qwen", "calv").startswith("-0.500 [")
 
 
 def _page_caption(page: str) -> str:

@@ -118,19 +118,20 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     from vlm4vla_core.aggregate import inference as inf
 
     cells = inf.table_cells(res)  # every table cell with its 95% interval (docs/statistics.md)
+    deltas = inf.Deltas(res)  # every Δ cell with its paired contrast's interval
     written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order),
                                   "Main results: full fine-tuning", prov)
-    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order),
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order, deltas),
                                   "Training regimes (Δ: difference to full fine-tuning)", prov)
     measured = measured_vqa(vqa or [])
     optional = [
-        ("freezing_table", tables.freezing_table(cells, config, bench_order),
+        ("freezing_table", tables.freezing_table(cells, config, bench_order, deltas),
          "Module freezing (Δ: difference to all trained)", "no run froze a module"),
-        ("scratch_table", tables.scratch_table(cells, config, bench_order),
+        ("scratch_table", tables.scratch_table(cells, config, bench_order, deltas),
          "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
         ("embodied_sft_table", tables.embodied_sft_table(cells, config, bench_order,
                                                          tables.NOT_RUN if res.episodes is not None else "no result",
-                                                         vqa=measured),
+                                                         vqa=measured, deltas=deltas),
          "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
     ]
     for name, table, title, why in optional:

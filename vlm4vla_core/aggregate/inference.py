@@ -396,6 +396,30 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
                 shared_episodes=int(len(shared)))
 
 
+class Deltas:
+    """The Δ cells of the tables (a regime vs full fine-tuning, an SFT variant vs its base, from scratch vs
+    pretrained): ``contrast`` of the two arms, paired on (seed, episode) where both ran the same episodes.
+    Needs episode records; from run values alone ``label`` gives None (the table shows the plain difference)."""
+
+    def __init__(self, res: Results, level: float = LEVEL):
+        self.level = level
+        self.frame = episode_frame(res) if res.episodes is not None else None
+        self.comp = components(self.frame) if self.frame is not None else {}
+
+    def label(self, bench: str, a: tuple[str, str], b: tuple[str, str]) -> str | None:
+        """'-37.5 [-80, +5]' for (backbone, ablation) ``a`` minus ``b`` on ``bench``; None without both arms."""
+        arms = (self.comp.get(bench) or {}).get("arms", {})
+        arm_a, arm_b = arm_name(*a), arm_name(*b)
+        if arm_a not in arms or arm_b not in arms:
+            return None
+        r = contrast(self.frame, self.comp, bench, arm_a, arm_b, self.level)
+        d = metric_decimals(r["metric"])
+        if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
+            return f"{r['difference']:+.{d}f}, no interval"
+        b_ = max(0, d - 1)
+        return f"{r['difference']:+.{d}f} [{r['ci_low']:+.{b_}f}, {r['ci_high']:+.{b_}f}]"
+
+
 def comparisons(comp: dict[str, dict], config: dict) -> list[tuple[str, str, str, str]]:
     """The comparisons the tables show, as (family, benchmark, a, b): every regime vs full fine-tuning of its
     backbone, every embodied-SFT variant vs its base, every pair of backbones (full fine-tuning), every

@@ -39,7 +39,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
                    "Backbone x benchmark under full fine-tuning (CALVIN: average completed length 0-5; other "
                    "benchmarks: success rate in %), with the zero-action baseline where it was evaluated."),
     "per_task_table": (MAIN, "Per-task results",
-                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode."),
+                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode. "
+                       "A task's interval pools the seed variance over the arms that ran that task (one seed: "
+                       "the task's episodes alone)."),
     "heatmap_": (MAIN, "Success per task",
                  "Backbone x task under full fine-tuning (and the zero-action baseline): colour = success rate, "
                  "annotation = successes k of n episodes, pooled over seeds."),
@@ -56,20 +58,20 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "(reproduced - published)."),
     "ablation_table": (REGIMES, "Training regimes",
                        "Every backbone under every training regime per benchmark, with the difference (Δ) to full "
-                       "fine-tuning."),
+                       "fine-tuning. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
     "freezing_table": (REGIMES, "Module freezing",
                        "Laid out as in the paper: all trained, vision encoder frozen, word embeddings frozen, and "
                        "the differences (Δ) to all trained; each cell lists the benchmarks in the order of its "
-                       "column header."),
+                       "column header. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
     "scratch_table": (REGIMES, "From scratch vs pretrained",
                       "The same architecture fine-tuned from the pretrained VLM weights and from a random "
-                      "initialisation, and the difference."),
+                      "initialisation, and the difference. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
     "ablation": (REGIMES, "Training regimes per benchmark",
                  "Each backbone under each training regime it ran; bar = mean over seeds, error bar = standard "
                  "deviation over seeds; the dashed line (labelled with its value) is the zero-action baseline."),
     "embodied_sft_table": (SFT, "Embodied-SFT variants",
                            "Each variant under the base backbone it was fine-tuned from, with its measured VQA "
-                           "scores and the difference (Δ) of its control result to the base's."),
+                           "scores and the difference (Δ) of its control result to the base's. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
     "sft_loss": (SFT, "Embodied SFT: loss curves",
                  "The SFT loss (cross-entropy of the answer tokens) of each variant against the SFT step, one run "
                  "per variant (no band)."),
@@ -96,7 +98,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
                        "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds."),
     "modes_table": (DIAGNOSTICS, "Execution modes",
                     "The value of every execution mode (steps executed before re-planning: the whole chunk, half "
-                    "of it, one step) and how often each mode was the reported one."),
+                    "of it, one step) and how often each mode was the reported one. The modes not reported keep "
+                    "no episode records, so each interval comes from the runs' values (seed variance pooled over "
+                    "the cells of a benchmark and mode)."),
     "modes": (DIAGNOSTICS, "Success by execution mode",
               "Full fine-tuning evaluated executing the whole action chunk, half of it, or one step before "
               "re-planning; bar = mean over seeds, error bar = standard deviation over seeds."),

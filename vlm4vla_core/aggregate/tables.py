@@ -57,6 +57,14 @@ def signed(delta: float, metric: str, exact: bool = False) -> str:
     return ("+" if delta >= 0 else "-") + number(abs(delta), metric) if exact else f"{delta:+.{metric_decimals(metric)}f}"
 
 
+def dcell(deltas, bench: str, a: tuple[str, str], b: tuple[str, str], delta: float, metric: str,
+          exact: bool = False) -> str:
+    """A Δ cell: the paired contrast with its 95% interval (``inference.Deltas``) where the runs carry episode
+    records, else the plain difference (``signed``)."""
+    got = deltas.label(bench, a, b) if deltas is not None else None
+    return got if got is not None else signed(delta, metric, exact)
+
+
 def _exact(*rows) -> bool:
     """True when every row's episode count is unknown (transcribed numbers, e.g. published values)."""
     return all(r is not None and (r["n_episodes"] is None or math.isnan(r["n_episodes"])) for r in rows)
@@ -89,7 +97,9 @@ def main_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     return numbers.drop(columns=["cell", "per_seed"]), wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
 
 
-def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
+    """Every regime per benchmark and backbone, with Δ to full fine-tuning (``dcell``: with ``deltas``, an
+    ``inference.Deltas``, the paired contrast and its interval)."""
     s = summary(results)
     s = s[(s["task"] == ALL) & (s["backbone"] != ZERO)]
     full = s[s["ablation"] == "full"].set_index(["backbone", "benchmark"])["mean"]
@@ -105,12 +115,13 @@ def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
                 r = g.loc[a] if a in g.index else None
                 row[a] = MISSING if r is None else rcell(r)
                 if a != "full":
-                    row[f"Δ {a}"] = MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r))
+                    row[f"Δ {a}"] = MISSING if r is None else dcell(deltas, bench, (bb, a), (bb, "full"),
+                                                                    r["delta_vs_full"], r["metric"], _exact(r))
             rows.append(row)
     return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
     """Module freezing as the paper lays it out: one row per backbone with a frozen variant, columns
     all trained / vision frozen / word embeddings frozen (and Δ to all trained), each cell listing the
     benchmarks in the column header's order. ``None`` when no run froze a module."""
@@ -136,12 +147,13 @@ def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
                 MISSING if r is None else rcell(r) for r in got)
             if a != "full":
                 row[f"Δ {REGIME_LABELS[a]}" + suffix] = " / ".join(
-                    MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r)) for r in got)
+                    MISSING if r is None else dcell(deltas, k, (bb, a), (bb, "full"), r["delta_vs_full"], r["metric"],
+                                                    _exact(r)) for k, r in zip(benches, got))
         rows.append(row)
     return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
     """From scratch vs pretrained: per backbone with a from-scratch run, the pretrained (full fine-tuning)
     row, the from-scratch row and their difference; one column per benchmark. ``None`` without such runs."""
     s = summary(results)
@@ -173,7 +185,9 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
             pre[k] = MISSING if p is None else rcell(p)
             scr[k] = MISSING if r is None else rcell(r)
             d = np.nan if p is None or r is None else r["mean"] - p["mean"]
-            delta[k] = signed(d, (r if r is not None else p)["metric"], _exact(p, r))
+            src = config["backbones"][bb]["sft"] if bb in borrowed else bb
+            delta[k] = MISSING if p is None or r is None else dcell(
+                deltas, k, (src, "from_scratch"), (bb, "full"), d, r["metric"], _exact(p, r))
             for ab, x in (("full", p), ("from_scratch", r)):
                 if x is not None:
                     numbers.append(dict(backbone=bb, benchmark=k, ablation=ab, metric=x["metric"], mean=x["mean"],
@@ -184,7 +198,7 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
 
 
 def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str], missing: str = NOT_RUN,
-                       vqa: dict[str, dict[str, dict]] | None = None):
+                       vqa: dict[str, dict[str, dict]] | None = None, deltas=None):
     """Embodied-SFT variants (config ``embodied_sft``: key -> base, dataset) grouped under their base: the
     base row (full fine-tuning) first, then each variant (its results carry backbone = the variant key)
     with the difference to its base; cells without results read ``missing``. ``vqa``: measured VQA
@@ -210,7 +224,8 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
                 d = np.nan if r is None or b is None else r["mean"] - b["mean"]
                 row[k] = missing if r is None else rcell(r)
                 if entry:
-                    row[f"Δ {k} vs base"] = MISSING if r is None else signed(d, r["metric"], _exact(r, b))
+                    row[f"Δ {k} vs base"] = MISSING if r is None else dcell(deltas, k, (name, "full"), (base, "full"), d,
+                                                                            r["metric"], _exact(r, b))
                 if r is not None:
                     numbers.append(dict(base=base, backbone=name, dataset=entry["dataset"] if entry else None, benchmark=k,
                                         metric=r["metric"], mean=r["mean"], std=r["std"], ci_low=r["ci_low"],
