@@ -20,7 +20,7 @@ from scipy import stats as sps
 from vlm4vla_core.aggregate import aggregate, load_results_csv, load_runs, main, results_from_runs
 from vlm4vla_core.aggregate.io import write_text
 from vlm4vla_core.aggregate.results import ResultsError
-from vlm4vla_core.aggregate.stats import baseline_comparison, regressions
+from vlm4vla_core.aggregate.stats import baseline_comparison
 from vlm4vla_core.aggregate.tables import main_table
 from vlm4vla_core.provenance import config_hash, git_commit, provenance
 
@@ -144,7 +144,7 @@ def test_main_and_ablation_tables_hand_case(tmp_path):
     ]
     cfg = config()
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=50)
+    aggregate(paths, cfg, out)
     md = (out / "main_table.md").read_text()
     res = load_runs(paths, cfg)
     _, wide = main_table(res, cfg, ["metaworld"])
@@ -225,8 +225,10 @@ def ranks(v):
 
 
 def test_regression_against_independent_computation(tmp_path):
-    res = load_results_csv(regression_csv(tmp_path))
-    (reg,) = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400).values()
+    """The regression table and inference/slopes.json (slopes.fit_points) against closed forms."""
+    out = tmp_path / "out"
+    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out)
+    reg = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]["config"]["metaworld"]
     x = np.array([VQA[p["backbone"]] for p in reg["points"]])
     y = np.array([np.mean(SEED_VALUES[p["backbone"]]) for p in reg["points"]])
     n = len(x)
@@ -244,49 +246,30 @@ def test_regression_against_independent_computation(tmp_path):
     assert reg["slope_ci95"] == pytest.approx([slope - half, slope + half])
     rx, ry = ranks(x), ranks(y)  # no ties here
     rho = ((rx - rx.mean()) * (ry - ry.mean())).sum() / math.sqrt(((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum())
-    assert reg["spearman_rho"] == pytest.approx(rho)
-    conc = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in itertools.combinations(range(n), 2))
-    assert reg["kendall_tau"] == pytest.approx(conc / (n * (n - 1) / 2))
-    # bootstrap over seeds: every replicate is one of 3^5 seed-resamples (seed 0, seed 1 or their mean per backbone)
-    boot = reg["bootstrap"]
-    assert boot["method"] == "seeds" and boot["seeds_per_backbone"] == [2] * 5
-    names = [p["backbone"] for p in reg["points"]]
-    choices = [(SEED_VALUES[b][0], SEED_VALUES[b][1], np.mean(SEED_VALUES[b])) for b in names]
-    possible = [((x - x.mean()) * (np.array(c) - np.mean(c))).sum() / sxx for c in itertools.product(*choices)]
-    lo, hi = boot["slope_ci95"]
-    assert min(possible) - 1e-9 <= lo < hi <= max(possible) + 1e-9
-    again = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400)
-    assert again["metaworld"]["bootstrap"]["slope_ci95"] == boot["slope_ci95"]
-    # leaving each backbone out in turn: the same closed-form slope on the other four points
-    assert [f["left_out"] for f in reg["leave_one_out"]] == names and all(f["n"] == 4 for f in reg["leave_one_out"])
-    for i, f in enumerate(reg["leave_one_out"]):
-        xs, ys = np.delete(x, i), np.delete(y, i)
-        assert f["slope"] == pytest.approx(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
-        assert f["slope_ci95"][0] < f["slope"] < f["slope_ci95"][1] and 0 <= f["p_value"] <= 1
-
-
-def test_bootstrap_resamples_episodes(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for name, p in {"qwen": 0.8, "pali": 0.5, "kosmos": 0.3}.items():
-        paths.append(run_json(tmp_path, name, 0, {t: list(rng.random(10) < p) for t in TASKS}))
-    vqa = {"qwen": {"score": 70.0, "source": "t"}, "pali": {"score": 50.0, "source": "t"}, "kosmos": {"score": 40.0, "source": "t"}}
-    reg = regressions(load_runs(paths), vqa, ["metaworld"], n_boot=300)["metaworld"]
-    assert reg["bootstrap"]["method"] == "seeds, then episodes within task"
-    lo, hi = reg["bootstrap"]["slope_ci95"]
-    assert lo < reg["slope"] < hi  # one seed each: all spread comes from the episodes
+    assert reg["spearman"]["rho"] == pytest.approx(rho)
+    # Theil-Sen: the median of the pairwise slopes
+    pair = [(y[j] - y[i]) / (x[j] - x[i]) for i, j in itertools.combinations(range(n), 2)]
+    assert reg["theil_sen"]["slope"] == pytest.approx(np.median(pair))
+    # the table shows these numbers, one row per benchmark; the old bootstrap is gone
+    row = pd.read_csv(out / "regression_table.csv").iloc[0]
+    assert row["slope"] == pytest.approx(slope) and row["theil_sen_slope"] == pytest.approx(np.median(pair))
+    assert row["spearman_p_permutation"] == pytest.approx(reg["spearman"]["p_permutation"])
+    assert row["minimum_detectable_slope"] == pytest.approx(reg["power"]["minimum_detectable_slope"])
+    shown = md_table(out / "regression_table.md").iloc[0]
+    assert shown["OLS slope [95% CI]"] == f"{slope:.3g} [{slope - half:.3g}, {slope + half:.3g}]"
+    assert "bootstrap" not in (out / "regression_table.md").read_text() and not (out / "regression.json").exists()
 
 
 def test_not_enough_scored_backbones(tmp_path):
     paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0, 1]}) for b in ("qwen", "pali", "kosmos")]
     out = tmp_path / "out"
-    aggregate(paths, config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, seeds=(0,)), out, n_boot=20)
-    reg = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
-    assert reg["status"] == "not enough backbones with a VQA score (n=2)" and "slope" not in reg
-    assert reg["backbones_without_vqa_score"] == ["kosmos"] and reg["figure"] is None
-    assert "not enough backbones with a VQA score (n=2)" in (out / "regression_table.md").read_text()
+    aggregate(paths, config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, seeds=(0,)), out)
+    reg = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]["config"]["metaworld"]
+    why = "not enough backbones with distinct VQA scores (n=2)"
+    assert reg["status"] == why and "slope" not in reg
+    assert why in (out / "regression_table.md").read_text()
     assert not list((out / "figures").glob("vqa_*"))
-    assert "figures/vqa_metaworld not drawn: not enough backbones with a VQA score (n=2)" in (out / "index.md").read_text()
+    assert f"figures/vqa_metaworld not drawn: {why}" in (out / "index.md").read_text()
 
 
 # -- CSV input, full run, CLI ---------------------------------------------------------------
@@ -298,7 +281,7 @@ def test_csv_input_path(tmp_path):
     pooled = res.results.set_index("task").loc["all"]
     assert pooled["value"] == pytest.approx((80 * 10 + 40 * 30) / 40) and pooled["n_episodes"] == 40
     out = tmp_path / "out"
-    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out, n_boot=50)
+    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out)
     assert (out / "figures" / "vqa_metaworld.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "figures" / "vqa_metaworld.pdf").read_bytes()[:4] == b"%PDF"
     assert "modes_table and figures/modes are not written" in (out / "index.md").read_text()  # said to be absent, with the reason
@@ -344,14 +327,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     tiny.parent.mkdir(parents=True)
     tiny.write_text(json.dumps({"source": "tiny", "total_params": 52_300, "image_tokens_per_frame": 16}))
     assert main(["--config", str(cfg_path), "--runs", *map(str, paths), "--reports", str(report), str(tiny),
-                 "--out", str(out), "--n-boot", "20"]) == 0
+                 "--out", str(out)]) == 0
     shown = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[4:7]]
              for line in (out / "backbones_table.md").read_text().splitlines() if line.startswith("| ")}
     assert shown["qwen"] == ["-", "1.234 B", "64"]  # published size, measured parameters, image tokens
     assert shown["pali"] == ["-", "52.3 k", "16"]  # a tiny model's count stays readable
     index = (out / "index.md").read_text()
     for name in ("results.csv", "episodes.csv", "main_table.md", "backbones_table.csv", "ablation_table.tex", "per_task_table.csv",
-                 "modes_table.md", "baseline.json", "regression.json", "figures/ablation.png",
+                 "modes_table.md", "baseline.json", "inference/slopes.json", "figures/ablation.png",
                  "figures/modes.pdf", "provenance.json"):
         assert (out / name).is_file(), name
         assert f"({name})" in index, name
@@ -439,7 +422,7 @@ def paper_out(tmp_path_factory):
     paths += [run_json(tmp, "qwen", 0, four(3)), run_json(tmp, "qwen", 1, four(2)), run_json(tmp, "pali", 0, four(1)),
               run_json(tmp, "kosmos", 0, four(2)), run_json(tmp, "qwen", 0, four(1), ablation="freeze_vision")]
     out = tmp / "out"
-    aggregate(paths, paper_config(), out, n_boot=50)
+    aggregate(paths, paper_config(), out)
     return out
 
 
@@ -525,7 +508,7 @@ def test_calvin_success_by_chain_length(paper_out):
 def test_no_calvin_figure_without_calvin(tmp_path):
     paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0]}) for b in ("qwen", "pali")]
     out = tmp_path / "out"
-    aggregate(paths, config(seeds=(0,)), out, n_boot=10)
+    aggregate(paths, config(seeds=(0,)), out)
     assert not list((out / "figures").glob("calvin*")) and not (out / "calvin_length_table.csv").exists()
     assert "embodied_sft_table not written: the config lists no embodied_sft variants" in (out / "index.md").read_text()
 
@@ -623,7 +606,7 @@ def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
     csv.write_text("backbone,benchmark,ablation,seed,metric,value\n"
                    + "".join(f"{b},metaworld,full,0,success_rate,{v}\n" for b, v in VQA.items()))
     cfg = config(backbones=VQA)
-    aggregate(csv, cfg, tmp_path / "pub", n_boot=20)
+    aggregate(csv, cfg, tmp_path / "pub")
     pub = check_pages(tmp_path / "pub")
     assert "main_table" in pub
     main = (tmp_path / "pub" / "html" / "main_table.html").read_text()
@@ -665,15 +648,17 @@ def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratc
         p.write_text(json.dumps({"score": score, "n": 50, "set": "mw", "source": "measured: mw held-out split"}))
         vqa.append(p)
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=50, vqa=vqa)
-    measured = json.loads((out / "regression_mw.json").read_text())["regressions"]["metaworld"]
+    aggregate(paths, cfg, out, vqa=vqa)
+    slopes = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]
+    measured = slopes["mw"]["metaworld"]
     assert measured["status"] == "ok" and measured["n"] == 4
-    assert {p["backbone"]: p["vqa_score"] for p in measured["points"]} == {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0,
-                                                                           "qwen-sft": 60.0}
-    assert all(p["vqa_source"].startswith("measured: mw") for p in measured["points"])
+    assert {p["backbone"]: p["x"] for p in measured["points"]} == {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0,
+                                                                  "qwen-sft": 60.0}
     assert (out / "figures" / "vqa_mw_metaworld.png").is_file()
-    sourced = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
+    assert pd.read_csv(out / "regression_mw_table.csv")["n"].tolist() == [4]
+    sourced = slopes["config"]["metaworld"]
     assert sourced["n"] == 2  # the config's sourced scores stay a separate regression
+    assert (out / "regression_table.md").is_file() and not list(out.glob("regression*.json"))
     scratch = (out / "scratch_table.md").read_text()
     assert "from scratch (qwen's run)" in scratch
     sft = md_table(out / "embodied_sft_table.md")

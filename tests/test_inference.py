@@ -255,7 +255,7 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     cfg = paper_config()
     cfg["benchmarks"] = {"calv": cfg["benchmarks"]["calv"]}
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=10, claims=claims)
+    aggregate(paths, cfg, out, claims=claims)
     md = (out / "inference" / "claims.md").read_text()
     rows = {r["id"]: r for r in json.loads((out / "inference" / "claims.json").read_text())["claims"]}
     assert set(rows) == {"qwen > kosmos on calv", "qwen > qwen-sftB on calv", "slope"}
@@ -272,7 +272,7 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
         assert f"- **{r['verdict']}**: {r['text']} (estimate" in findings
     claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
     with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
-        aggregate(paths, cfg, tmp_path / "out2", n_boot=10, claims=claims)
+        aggregate(paths, cfg, tmp_path / "out2", claims=claims)
     assert not (tmp_path / "out2").exists()  # stopped before writing anything
     main = (out / "inference" / "main_table.md").read_text()
     assert "| qwen " in main and "2 seeds x 6 ep" in main

@@ -76,15 +76,18 @@ PAGES: dict[str, tuple[str, str, str]] = {
                  "The SFT loss (cross-entropy of the answer tokens) of each variant against the SFT step, one run "
                  "per variant (no band)."),
     "regression_table": (VQA, "Control vs VQA score (the config's sourced scores)",
-                         "Per benchmark, OLS of the control metric (full fine-tuning, mean over seeds) on the VQA "
-                         "score given in the config: slope with its 95% confidence interval, R², p-value, Spearman "
-                         "and Kendall correlations, a bootstrap 95% interval of the slope; n = backbones with a "
-                         "score."),
+                         "Per benchmark, the control metric (full fine-tuning, mean over seeds) on the VQA score "
+                         "given in the config: OLS slope with its 95% interval, R², p-value, the Theil-Sen slope, "
+                         "Spearman's rho with its permutation p (exact up to 9 backbones), the errors-in-variables "
+                         "slope (where the scores carry a question count), the influential points (Cook's distance, "
+                         "leverage) with the slope refitted without them, and the minimum detectable slope; "
+                         "n = backbones with a score. Every number, with the equivalence test and the slope x "
+                         "benchmark interaction, is in inference/slopes.json."),
     "regression_": (VQA, "Control vs measured VQA score",
-                    "Per benchmark, OLS of the control metric (full fine-tuning, mean over seeds) on the VQA score "
-                    "measured on this set by the vqa-eval stage: slope with its 95% confidence interval, R², "
-                    "p-value, Spearman and Kendall correlations, a bootstrap 95% interval of the slope; "
-                    "n = backbones measured."),
+                    "Per benchmark, the control metric (full fine-tuning, mean over seeds) on the VQA score "
+                    "measured on this set by the vqa-eval stage, with the estimators of the sourced scores' "
+                    "regression table (OLS, Theil-Sen, permutation p of Spearman, errors-in-variables, influence, "
+                    "minimum detectable slope); n = backbones measured; numbers in inference/slopes.json."),
     "vqa_": (VQA, "Control vs VQA score",
              "One point per backbone with a VQA score (full fine-tuning; mean over seeds, error bar = standard "
              "deviation over seeds), the OLS fit and its pointwise 95% confidence band for the mean; the numbers "

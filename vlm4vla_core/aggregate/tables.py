@@ -21,7 +21,7 @@ import pandas as pd
 from vlm4vla_core.aggregate.io import write_text
 from vlm4vla_core.aggregate import inference as inf
 from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, Results, metric_decimals, vqa_scores
-from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS
+from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS
 
 MISSING = "-"
 #: the labels of a best-of-modes cell and of the unbiased number beside it
@@ -372,39 +372,45 @@ def baseline_table(rows: list[dict]):
     return numbers.drop(columns="seeds"), shown
 
 
-def _loo_cell(loo: list[dict], slope: float) -> str:
-    """Range of the slope over the leave-one-out fits, and the fit that moves it most."""
-    if not loo:
-        return f"too few backbones (needs {MIN_POINTS + 1})"
-    slopes = [f["slope"] for f in loo]
-    top = max(loo, key=lambda f: abs(f["slope"] - slope))
-    return (f"slope {min(slopes):.3g} to {max(slopes):.3g}; without {top['left_out']}: {top['slope']:.3g} "
-            f"[{top['slope_ci95'][0]:.3g}, {top['slope_ci95'][1]:.3g}], p {top['p_value']:.3g}")
+def _ci(v: list | None) -> str:
+    return MISSING if not v or v[0] is None else f"[{v[0]:.3g}, {v[1]:.3g}]"
 
 
-def regression_table(regs: dict[str, dict]):
+def regression_table(fits: dict[str, dict]):
+    """One row per benchmark from ``slopes.fit_points`` (inference/slopes.json): OLS with its t interval,
+    Theil-Sen, the exact permutation p of Spearman, the errors-in-variables slope, the points flagged by
+    influence with the slope refitted without them, and the minimum detectable slope."""
     rows, shown = [], []
-    for bench, r in regs.items():
-        base = {"benchmark": bench, "metric": r["metric"], "n": r["n"]}
+    for bench, r in fits.items():
         if r["status"] != "ok":
-            rows.append({**base, "status": r["status"]})
-            shown.append({"benchmark": bench, "n": r["n"], "result": r["status"]})
+            rows.append({"benchmark": bench, "n": r.get("n"), "status": r["status"]})
+            shown.append({"benchmark": bench, "n": r.get("n"), "result": r["status"]})
             continue
-        boot = r["bootstrap"].get("slope_ci95")
-        rows.append({**base, "status": "ok", **{k: r[k] for k in (
-            "slope", "intercept", "r2", "p_value", "spearman_rho", "spearman_p", "kendall_tau", "kendall_p")},
-            "slope_ci95_low": r["slope_ci95"][0], "slope_ci95_high": r["slope_ci95"][1],
-            "boot_slope_ci95_low": boot[0] if boot else np.nan, "boot_slope_ci95_high": boot[1] if boot else np.nan,
-            "bootstrap": r["bootstrap"]["method"]})
+        ts, sp, eiv = r["theil_sen"], r["spearman"], r.get("errors_in_variables") or {}
+        wo = r.get("without_flagged")
+        infl = {i["backbone"]: i for i in r["influence"]}
+        mds = (r.get("power") or {}).get("minimum_detectable_slope")
+        rows.append(dict(
+            benchmark=bench, n=r["n"], status="ok", slope=r["slope"], intercept=r["intercept"], r2=r["r2"],
+            p_value=r["p_value"], slope_ci95_low=r["slope_ci95"][0], slope_ci95_high=r["slope_ci95"][1],
+            theil_sen_slope=ts["slope"], theil_sen_ci95_low=ts["ci95"][0], theil_sen_ci95_high=ts["ci95"][1],
+            spearman_rho=sp["rho"], spearman_p_permutation=sp["p_permutation"], eiv_slope=eiv.get("slope"),
+            eiv_reliability=eiv.get("reliability"), flagged=";".join(r["flagged"]),
+            slope_without_flagged=wo["slope"] if wo else np.nan, minimum_detectable_slope=mds))
+        flagged = "; ".join(f"{b} (Cook's D {infl[b]['cooks_distance']:.3g}, leverage {infl[b]['leverage']:.2f})"
+                            for b in r["flagged"]) or "none"
+        if wo:
+            flagged += f"; without: {wo['slope']:.3g} {_ci(wo['slope_ci95'])}, p {wo['p_value']:.3g}"
         shown.append({
             "benchmark": bench, "n": r["n"],
-            "slope [95% CI]": f"{r['slope']:.3g} [{r['slope_ci95'][0]:.3g}, {r['slope_ci95'][1]:.3g}]",
-            "intercept": f"{r['intercept']:.3g}", "R²": f"{r['r2']:.3f}", "p": f"{r['p_value']:.3g}",
-            "Spearman ρ (p)": f"{r['spearman_rho']:.3f} ({r['spearman_p']:.3g})",
-            "Kendall τ (p)": f"{r['kendall_tau']:.3f} ({r['kendall_p']:.3g})",
-            "bootstrap slope 95%": f"[{boot[0]:.3g}, {boot[1]:.3g}] ({r['bootstrap']['method']})" if boot
-            else r["bootstrap"]["note"],
-            "leaving one backbone out": _loo_cell(r.get("leave_one_out") or [], r["slope"]),
+            "OLS slope [95% CI]": f"{r['slope']:.3g} {_ci(r['slope_ci95'])}",
+            "R²": f"{r['r2']:.3f}", "p": f"{r['p_value']:.3g}",
+            "Theil-Sen slope [95% CI]": f"{ts['slope']:.3g} {_ci(ts['ci95'])}",
+            "Spearman ρ (permutation p)": f"{sp['rho']:.3f} ({sp['p_permutation']:.3g}, {sp['permutation']})",
+            "errors-in-variables slope": (f"{eiv['slope']:.3g} (reliability of x {eiv['reliability']:.2f})"
+                                          if eiv.get("slope") is not None else eiv.get("note", MISSING)),
+            "influential points": flagged,
+            "min. detectable slope": MISSING if mds is None else f"{mds:.3g}",
         })
     return pd.DataFrame(rows), pd.DataFrame(shown).fillna(MISSING)
 
