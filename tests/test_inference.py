@@ -337,6 +337,74 @@ def test_platform_check_command(tmp_path, capsys):
     assert main(["platform-check", "--reference", str(a), "--rerun", str(b)]) == 3
 
 
+def _platform_sim(rng, reps: int, groups: int, platforms: int, n: int, sd_platform: float, crossed: bool):
+    """Success (0/100) of ``groups`` runs (arm x seed) each evaluated on ``platforms`` machines, ``n`` episodes
+    each: a platform shifts the run's success probability by N(0, sd_platform); crossed: the platforms ran the
+    same episodes, each with its own difficulty (SD 0.15 on the probability)."""
+    base = rng.uniform(0.35, 0.65, size=(reps, groups, 1, 1))
+    shift = rng.normal(0, sd_platform, size=(reps, groups, platforms, 1))
+    diff = rng.normal(0, 0.15, size=(reps, groups, 1, n)) if crossed else 0.0
+    p = np.clip(base + shift + diff, 0, 1)
+    return 100.0 * (rng.random((reps, groups, platforms, n)) < p)
+
+
+@pytest.mark.parametrize("crossed", [False, True])
+def test_platform_component_recovers_a_known_platform_variance(crossed):
+    """The platform component (the seed component's moment estimator on platform x episode tables, pooled
+    over runs) is unbiased for the variance a platform adds to a run's mean: 500 simulated studies of 18
+    runs on 2 platforms with 100 episodes; true component (100 x 0.1)^2 = 100 points^2."""
+    rng = np.random.default_rng(0)
+    R, G, K, n, sd = 500, 18, 2, 100, 0.1
+    y = _platform_sim(rng, R, G, K, n, sd, crossed)
+    st = inf.cell_stats(y.reshape(R * G, K, n), "crossed" if crossed else "nested")
+    st = {k: v.reshape(R, G) for k, v in st.items()}
+    s2, df, _ = inf.pooled_seed_component(st)
+    assert (df == G * (K - 1)).all()
+    true = (100 * sd) ** 2
+    se = s2.std(ddof=1) / np.sqrt(R)  # the simulation's own standard error of the mean estimate
+    assert abs(s2.mean() - true) < 3 * se, (s2.mean(), se)
+    # a null platform: the estimate stays near zero (truncated at zero, so a small positive mean)
+    null = inf.cell_stats(_platform_sim(rng, R, G, K, n, 0.0, crossed).reshape(R * G, K, n),
+                          "crossed" if crossed else "nested")
+    s0 = inf.pooled_seed_component({k: v.reshape(R, G) for k, v in null.items()})[0]
+    assert s0.mean() < 0.1 * true
+
+
+def _platform_frame(y: np.ndarray, crossed: bool) -> pd.DataFrame:
+    """An episode frame of one simulated study y (groups, platforms, n): group g is arm g // 3, seed g % 3."""
+    G, K, n = y.shape
+    rows = [dict(benchmark="mw", metric="success_rate", backbone=f"b{g // 3}", ablation="full", arm=f"b{g // 3}",
+                 seed=g % 3, mode="full", task="t", platform=f"cpu{k}", y=y[g, k, i],
+                 episode_id=f"t/{i}" if crossed else f"t/{k}-{i}")
+            for g in range(G) for k in range(K) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_platform_component_from_an_episode_frame_and_in_platform_check():
+    rng = np.random.default_rng(1)
+    y = _platform_sim(rng, 1, 18, 2, 100, 0.1, True)[0]
+    frame = _platform_frame(y, crossed=True)
+    est = inf.platform_component(frame)
+    st = inf.cell_stats(y, "crossed")
+    assert est["s2_platform"] == pytest.approx(float(inf.pooled_seed_component(st)[0]))
+    assert est["df_platform"] == 18 and est["runs"] == 18
+    comp = inf.components(frame)["mw"]
+    assert comp["s2_platform"] == est["s2_platform"] and comp["df_platform"] == 18
+    # one platform only: no component
+    assert inf.platform_component(frame[frame["platform"] == "cpu0"])["s2_platform"] is None
+    # platform-check takes the reference's own estimate, which widens every run's interval
+    ref = frame.drop(columns="arm")
+    new = ref[ref["platform"] == "cpu1"].assign(platform="cpu2")
+    table, _ = inf.platform_check(ref, new)
+    assert (table["platform_variance"] == est["s2_platform"]).all()
+    assert table["platform_variance_source"].iloc[0].startswith("estimated from the reference (df 18)")
+    given, _ = inf.platform_check(ref, new, s2_platform=0.0)
+    assert (given["half_width"] < table["half_width"]).all() and (given["platform_variance_source"] == "given").all()
+    single = ref[ref["platform"] == "cpu0"]
+    t0, _ = inf.platform_check(single, new)
+    assert (t0["platform_variance"] == 0).all() and t0["platform_variance_source"].iloc[0].startswith("none")
+
+
 def test_readme_demo_intervals_from_the_runs_per_seed_counts():
     """The README's demo cells with intervals: the per-seed successes out of 18 of that run
     (results/demo/episodes.csv); a nested design's cells depend on nothing else."""

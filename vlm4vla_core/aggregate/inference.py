@@ -172,11 +172,39 @@ def components(frame: pd.DataFrame) -> dict[str, dict]:
         pooled = {k: np.array([a[k] for a in arms.values()]) for k in keys}
         s2, df, q = pooled_seed_component(pooled)
         eps = [a["ms_ep"] for a in arms.values() if np.isfinite(a["ms_ep"]) and a["ms_ep"] > 0]
+        plat = platform_component(fb)
         out[bench] = dict(design=design, metric=fb["metric"].iloc[0], arms=arms, s2_seed=float(s2), df_seed=float(df),
                           seed_ms=float(q),
                           s2_episode=float(np.mean(eps)) if eps else float("nan"),
-                          platforms=sorted(fb["platform"].unique()))
+                          s2_platform=plat["s2_platform"], df_platform=plat["df_platform"],
+                          platform_runs=plat["runs"], platforms=sorted(fb["platform"].unique()))
     return out
+
+
+def platform_component(frame: pd.DataFrame) -> dict:
+    """The platform variance component of one benchmark's episode frame: every run (arm, seed) evaluated on two
+    or more platform ids gives a platform x episode table (crossed when the platforms ran the same episode ids,
+    else nested); its platform mean square against the residual (or within-platform) mean square is the same
+    moment estimator as the seed component's (``cell_stats``, ``pooled_seed_component``), pooled over the runs
+    with K - 1 degrees of freedom each and truncated at zero. A platform's run mean then varies by
+    ``s2_platform`` beyond its episodes' sampling variance. None (df 0) when no run was evaluated twice."""
+    multi = frame.groupby(["arm", "seed"])["platform"].transform("nunique") > 1
+    f = frame[multi]
+    if f.empty:
+        return dict(s2_platform=None, df_platform=0.0, runs=0)
+    stats = []
+    for _, g in f.groupby(["arm", "seed"], sort=False):
+        sets = [frozenset(x["episode_id"]) for _, x in g.groupby("platform")]
+        crossed = all(x == sets[0] for x in sets[1:])
+        if crossed:
+            t = g.pivot_table(index="platform", columns="episode_id", values="y", aggfunc="mean")
+        else:
+            g = g.assign(pos=g.groupby("platform").cumcount())
+            t = g.pivot_table(index="platform", columns="pos", values="y", aggfunc="mean")
+        stats.append(cell_stats(t.to_numpy(), "crossed" if crossed else "nested"))
+    pooled = {k: np.array([float(st[k]) for st in stats]) for k in ("S", "n", "ms_seed", "ms_res")}
+    s2, df, _ = pooled_seed_component(pooled)
+    return dict(s2_platform=float(s2) if df > 0 else None, df_platform=float(df), runs=len(stats))
 
 
 def _floor_ms_ep(ms_ep: float, mean: float, N: int, metric: str) -> float:
@@ -565,15 +593,27 @@ def minimum_detectable(se: float, df: float = np.inf, alpha: float = 0.05, power
 
 
 # -- platforms ------------------------------------------------------------------------------------
-def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: float = 0.0,
+def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: float | None = None,
                    level: float = LEVEL) -> tuple[pd.DataFrame, bool]:
     """Does a rerun (another machine) agree with a reference run within its prediction interval?
 
     Both frames: episode frames (``episode_frame``) of the same runs. Per run (backbone, benchmark,
     ablation, seed): the rerun's mean is predicted as the reference's, with variance s2/n_ref + s2/n_new
-    (s2: the reference run's episode variance; success: the binomial variance of the pooled rate) plus
-    ``s2_platform``. Every run is judged at a Bonferroni level over the runs; the rerun agrees when all are
-    inside. Returns (one row per run, agrees)."""
+    (s2: the reference run's episode variance; success: the binomial variance of the pooled rate) plus the
+    platform variance: ``s2_platform`` when given, else the reference's own estimate per benchmark
+    (``platform_component``, where the reference holds runs evaluated on two or more platforms), else 0.
+    Every run is judged at a Bonferroni level over the runs; the rerun agrees when all are inside.
+    Returns (one row per run, with the platform variance used and its source, agrees)."""
+    plat = {}
+    for bench, fb in reference.groupby("benchmark"):
+        if s2_platform is not None:
+            plat[bench] = (float(s2_platform), "given")
+            continue
+        est = dict(s2_platform=None)
+        if "platform" in fb and "episode_id" in fb:
+            est = platform_component(fb.assign(arm=[arm_name(b, a) for b, a in zip(fb["backbone"], fb["ablation"])]))
+        plat[bench] = ((est["s2_platform"], f"estimated from the reference (df {est['df_platform']:.0f})")
+                       if est["s2_platform"] is not None else (0.0, "none: no run of the reference ran on two platforms"))
     keys = ["backbone", "benchmark", "ablation", "seed"]
     ref = reference.groupby(keys)["y"].agg(["mean", "var", "size"])
     new = rerun.groupby(keys)["y"].agg(["mean", "size"])
@@ -588,17 +628,20 @@ def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: fl
     n_all = both["size_ref"] + both["size_new"]
     pa = (p * n_all + 2) / (n_all + 4)
     s2 = np.where((metric == "success_rate") & (s2 == 0), 1e4 * pa * (1 - pa), s2)
-    var = s2 / both["size_ref"] + s2 / both["size_new"] + s2_platform
+    benches = both.index.get_level_values("benchmark")
+    s2p = np.array([plat[b][0] for b in benches])
+    var = s2 / both["size_ref"] + s2 / both["size_new"] + s2p
     z = sps.norm.ppf(1 - (1 - level) / (2 * len(both)))
     half = z * np.sqrt(var)
     out = both.reset_index().assign(
         difference=(both["mean_new"] - both["mean_ref"]).to_numpy(), half_width=np.asarray(half),
+        platform_variance=s2p, platform_variance_source=[plat[b][1] for b in benches],
         level=f"{level:.0%} prediction interval, Bonferroni over {len(both)} run(s)")
     out["agrees"] = (out["difference"].abs() <= out["half_width"]).to_numpy()
     return out, bool(out["agrees"].all())
 
 
 __all__ = ["episode_frame", "design_of", "cell_stats", "pooled_seed_component", "interval", "components", "cells",
-           "contrast", "comparisons", "adjust", "all_contrasts", "mixed_model", "seeds_needed", "episodes_needed",
+           "contrast", "comparisons", "adjust", "all_contrasts", "platform_component", "mixed_model", "seeds_needed", "episodes_needed",
            "minimum_detectable", "platform_check", "table_cells", "seed_value_cells", "frame_cells", "length_cells",
            "cell_label", "LABEL", "ALL"]
