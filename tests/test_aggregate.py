@@ -167,6 +167,13 @@ def test_main_and_ablation_tables_hand_case(tmp_path):
     tex = (out / "main_table.tex").read_text()
     assert r"\toprule" in tex and r"62.5 [" in tex and "config hash" in tex
     assert set(pd.read_csv(out / "main_table.csv")["config_hash"]) == {prov["config_hash"]}
+    # the zero-action table: the inference layer's contrast beside Fisher's pooled test
+    base = md_table(out / "baseline_table.md").set_index(["backbone", "ablation"])
+    con = pd.read_csv(out / "inference" / "contrasts.csv")
+    r = con[(con["a"] == "qwen") & (con["b"] == "zero-action")].iloc[0]
+    assert base.loc[("qwen", "full"), "policy − zero-action [95% CI]"] == \
+        f"{r['difference']:+.1f} [{r['ci_low']:+.0f}, {r['ci_high']:+.0f}]"
+    assert r["difference"] == pytest.approx(62.5)
     # no table of the study shows a mean ± std any more: every cell carries its interval
     for table in out.glob("*_table.md"):
         assert "±" not in table.read_text(), table.name

@@ -182,7 +182,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
 
     base_rows, base_notes = baseline_comparison(res)
     notes += base_notes
-    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows),
+    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows, deltas),
                                   "Policies vs the zero-action baseline (one-sided Fisher exact test)", prov)
     written.append(write_json(out / "baseline.json", dict(
         test="scipy.stats.fisher_exact, alternative='greater' (policy succeeds more often than zero-action)",

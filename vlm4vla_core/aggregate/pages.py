@@ -98,7 +98,10 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "(from each run's metrics.jsonl)."),
     "baseline_table": (DIAGNOSTICS, "Policies vs the zero-action baseline",
                        "Each policy against the zero-action baseline on the same episodes: successes k/n, odds "
-                       "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds."),
+                       "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds (Fisher's test "
+                       "takes every episode as an independent trial, ignoring the seeds); with episode records, "
+                       "the contrast of the two arms with its 95% interval from the inference layer beside it "
+                       "(paired on (seed, episode) where both ran the same episodes)."),
     "modes_table": (DIAGNOSTICS, "Execution modes",
                     "The value of every execution mode (steps executed before re-planning: the whole chunk, half "
                     "of it, one step) and how often each mode was the reported one. The modes not reported keep "

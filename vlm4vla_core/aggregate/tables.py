@@ -357,7 +357,10 @@ def modes_table(modes: pd.DataFrame, config: dict, benchmarks: list[str]):
     return s.drop(columns=["cell", "per_seed"]), pd.DataFrame(rows).fillna(MISSING)
 
 
-def baseline_table(rows: list[dict]):
+def baseline_table(rows: list[dict], deltas=None):
+    """Each policy vs the zero-action baseline: pooled k/n, odds ratio and Fisher's p (episodes as independent
+    trials) and, with ``deltas`` (``inference.Deltas``, episode records), the contrast of the two arms with its
+    95% interval, which keeps seeds and shared episodes apart."""
     numbers = pd.DataFrame(rows)
     if numbers.empty:
         return numbers, pd.DataFrame({"note": ["no comparison with a zero-action baseline was possible"]})
@@ -369,6 +372,10 @@ def baseline_table(rows: list[dict]):
         "odds ratio": [f"{o:.2f}" if math.isfinite(o) else "inf" for o in numbers["odds_ratio"]],
         "p (Fisher, one-sided)": [f"{p:.3g}" for p in numbers["p_value"]],
     })
+    got = [deltas.label(b, (bb, a), (ZERO, "none")) if deltas is not None else None
+           for b, bb, a in zip(numbers["benchmark"], numbers["backbone"], numbers["ablation"])]
+    if any(g is not None for g in got):
+        shown["policy − zero-action [95% CI]"] = [MISSING if g is None else g for g in got]
     return numbers.drop(columns="seeds"), shown
 
 
