@@ -484,3 +484,11 @@ def test_findings_show_an_unbounded_interval(tmp_path):
     lines = _findings(tmp_path, [path])
     assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
     assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read
+
+
+def test_a_task_cell_of_one_episode_says_it_has_no_interval():
+    rows = [dict(benchmark="b", metric="success_rate", backbone="q", ablation="full", arm="q", seed=0, mode="full",
+                 task=t, episode_id=f"{t}/0", platform="p", y=y) for t, y in (("t1", 100.0), ("t2", 0.0))]
+    c = inf.frame_cells(pd.DataFrame(rows)).set_index("task")
+    assert c.loc["t1", "cell"] == "100.0, 1 seed x 1 ep, no interval" and c.loc["t1", "interval"] == "none"
+    assert c.loc["all", "cell"].startswith("50.0 [") and c.loc["all", "interval"] == "episodes only"

@@ -162,7 +162,9 @@ def components(frame: pd.DataFrame) -> dict[str, dict]:
         tabs = _tables(fb, design)
         arms = {}
         for arm, t in tabs.items():
-            st = {k: float(v) for k, v in cell_stats(t.to_numpy(), design).items()}
+            with warnings.catch_warnings():  # one episode per seed: no episode variance (NaN), said by the cell
+                warnings.simplefilter("ignore", RuntimeWarning)
+                st = {k: float(v) for k, v in cell_stats(t.to_numpy(), design).items()}
             g = fb[fb["arm"] == arm]
             st.update(backbone=g["backbone"].iloc[0], ablation=g["ablation"].iloc[0], metric=g["metric"].iloc[0],
                       episodes=int(len(g)), per_seed=sorted(g.groupby("seed").size().unique().tolist()),
@@ -240,6 +242,8 @@ def cell_label(mean: float, lo: float, hi: float, S: int, per_seed: list, metric
     else:
         ep = "-".join(str(x) for x in sorted(set(known)) if x in (min(known), max(known)))
     seeds = f"{S} seed{'s' if S != 1 else ''} x {ep} ep"
+    if interval != "none" and not (np.isfinite(lo) and np.isfinite(hi)):
+        interval = "none"
     if interval == "none":
         text = f"{exact_number(mean, metric) if ep == '?' else f'{mean:.{d}f}'}, {seeds}, no interval"
     else:
@@ -266,14 +270,16 @@ def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
             s2 = c["s2_seed"] if a["ms_ep"] > 0 else 0.0
             se, df, lo, hi = interval(a["mean"], a["S"], a["n"], ms_ep, a["df_ep"], s2, c["df_seed"], level,
                                      seed_ms=c["seed_ms"])
-            lo, hi = max(float(lo), lo_r), min(float(hi), hi_r)
+            kind = "episodes only" if a["S"] == 1 else "seeds and episodes"
+            if np.isfinite(lo) and np.isfinite(hi):
+                lo, hi = max(float(lo), lo_r), min(float(hi), hi_r)
+            else:  # one episode in one seed: no variance to tell
+                lo, hi, kind = float("nan"), float("nan"), "none"
             rows.append(dict(benchmark=bench, arm=arm, backbone=a["backbone"], ablation=a["ablation"], metric=a["metric"],
                              design=c["design"], estimate=a["mean"], se=float(se), df=float(df), ci_low=lo, ci_high=hi,
                              seeds=int(a["S"]), episodes_per_seed=a["per_seed"][0] if len(a["per_seed"]) == 1 else a["n"],
-                             episodes=a["episodes"], interval="episodes only" if a["S"] == 1 else "seeds and episodes",
-                             per_seed=a["per_seed"],
-                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"],
-                                             "episodes only" if a["S"] == 1 else "seeds and episodes")))
+                             episodes=a["episodes"], interval=kind, per_seed=a["per_seed"],
+                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"], kind)))
     return pd.DataFrame(rows)
 
 
