@@ -448,6 +448,17 @@ def test_published_table_hand_case(tmp_path):
     T1 = sps.t.ppf(0.975, 1)
     assert [round(100 * x) for x in proportion_confint(5, 10, method="wilson")] == [24, 76]
     numbers, shown = published_table(load_results_csv(csv).results, cfg, ["metaworld", "calv"], published_results(cfg))
+    # Δ from run values alone: the two cells' variances add, Satterthwaite df
+    from vlm4vla_core.aggregate import inference as inf
+    from vlm4vla_core.aggregate.tables import ablation_table
+
+    res = load_results_csv(csv)
+    cells = inf.table_cells(res)
+    _, abl = ablation_table(cells, cfg, ["calv"], inf.Deltas(res, cells))
+    va, vb = 0.125 / 2, 0.125  # full: 2 seeds; word embeddings frozen: 1 seed; pooled variance 0.125, df 1
+    half = sps.t.ppf(0.975, (va + vb) ** 2 / (va**2 + vb**2)) * (va + vb) ** 0.5
+    row = abl.set_index(["benchmark", "backbone"]).loc[("calv", "qwen")]
+    assert row["Δ freeze_embeddings"] == f"-0.250 [{-0.25 - half:+.2f}, {-0.25 + half:+.2f}]"
     # published values transcribed from the paper: Qwen2.5VL-3B CALVIN 3.856 (main), 3.849 (word embeddings
     # frozen), 1.381 (from scratch)
     expected = pd.DataFrame({

@@ -119,7 +119,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     from vlm4vla_core.aggregate import inference as inf
 
     cells = inf.table_cells(res)  # every table cell with its 95% interval (docs/statistics.md)
-    deltas = inf.Deltas(res)  # every Δ cell with its paired contrast's interval
+    deltas = inf.Deltas(res, cells)  # every Δ cell with its contrast's interval
     written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order),
                                   "Main results: full fine-tuning", prov)
     written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order, deltas),

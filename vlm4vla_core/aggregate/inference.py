@@ -432,21 +432,43 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
 
 class Deltas:
     """The Δ cells of the tables (a regime vs full fine-tuning, an SFT variant vs its base, from scratch vs
-    pretrained): ``contrast`` of the two arms, paired on (seed, episode) where both ran the same episodes.
-    Needs episode records; from run values alone ``label`` gives None (the table shows the plain difference)."""
+    pretrained, a policy vs the zero-action baseline): with episode records, ``contrast`` of the two arms,
+    paired on (seed, episode) where both ran the same episodes; from run values alone (``cells``: the
+    ``table_cells`` of the same results), the two cells' variances add (Student t, Satterthwaite df); None
+    where neither is possible (the table then shows the plain difference)."""
 
-    def __init__(self, res: Results, level: float = LEVEL):
+    def __init__(self, res: Results, cells: pd.DataFrame | None = None, level: float = LEVEL):
         self.level = level
         self.frame = episode_frame(res) if res.episodes is not None else None
         self.comp = components(self.frame) if self.frame is not None else {}
+        self.cells = None
+        if cells is not None and self.frame is None:
+            c = cells[cells["task"] == ALL]
+            self.cells = c.set_index(["benchmark", "backbone", "ablation"])
+
+    def _unpaired(self, bench: str, a: tuple[str, str], b: tuple[str, str]) -> dict | None:
+        if self.cells is None or (bench, *a) not in self.cells.index or (bench, *b) not in self.cells.index:
+            return None
+        x, y = self.cells.loc[(bench, *a)], self.cells.loc[(bench, *b)]
+        parts = [(float(r["se"]) ** 2, float(r["df"])) for r in (x, y)]
+        if not all(np.isfinite(v) and np.isfinite(d) and d > 0 for v, d in parts):
+            return None
+        var = sum(v for v, _ in parts)
+        df = var**2 / sum(v**2 / d for v, d in parts if v > 0) if var > 0 else np.inf
+        est = float(x["mean"] - y["mean"])
+        t = sps.t.ppf(0.5 + self.level / 2, df)
+        return dict(metric=x["metric"], difference=est, ci_low=est - t * math.sqrt(var), ci_high=est + t * math.sqrt(var))
 
     def label(self, bench: str, a: tuple[str, str], b: tuple[str, str]) -> str | None:
         """'-37.5 [-80, +5]' for (backbone, ablation) ``a`` minus ``b`` on ``bench``; None without both arms."""
         arms = (self.comp.get(bench) or {}).get("arms", {})
         arm_a, arm_b = arm_name(*a), arm_name(*b)
-        if arm_a not in arms or arm_b not in arms:
-            return None
-        r = contrast(self.frame, self.comp, bench, arm_a, arm_b, self.level)
+        if arm_a in arms and arm_b in arms:
+            r = contrast(self.frame, self.comp, bench, arm_a, arm_b, self.level)
+        else:
+            r = self._unpaired(bench, a, b)
+            if r is None:
+                return None
         d = metric_decimals(r["metric"])
         if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
             return f"{r['difference']:+.{d}f}, no interval"

@@ -58,20 +58,30 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "(reproduced - published)."),
     "ablation_table": (REGIMES, "Training regimes",
                        "Every backbone under every training regime per benchmark, with the difference (Δ) to full "
-                       "fine-tuning. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
+                       "fine-tuning. A Δ cell is the contrast of the two arms with its 95% interval "
+                       "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                       "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "freezing_table": (REGIMES, "Module freezing",
                        "Laid out as in the paper: all trained, vision encoder frozen, word embeddings frozen, and "
                        "the differences (Δ) to all trained; each cell lists the benchmarks in the order of its "
-                       "column header. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
+                       "column header. A Δ cell is the contrast of the two arms with its 95% interval "
+                       "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                       "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "scratch_table": (REGIMES, "From scratch vs pretrained",
                       "The same architecture fine-tuned from the pretrained VLM weights and from a random "
-                      "initialisation, and the difference. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
+                      "initialisation, and the difference. A Δ cell is the contrast of the two arms with its "
+                      "95% interval "
+                      "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                      "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "ablation": (REGIMES, "Training regimes per benchmark",
                  "Each backbone under each training regime it ran; bar = mean over seeds, error bar = standard "
                  "deviation over seeds; the dashed line (labelled with its value) is the zero-action baseline."),
     "embodied_sft_table": (SFT, "Embodied-SFT variants",
                            "Each variant under the base backbone it was fine-tuned from, with its measured VQA "
-                           "scores and the difference (Δ) of its control result to the base's. A Δ cell is the contrast of the two arms with its 95% interval (paired on (seed, episode) where both ran the same episodes; the plain difference when the input has no episode records)."),
+                           "scores and the difference (Δ) of its control result to the base's. A Δ cell is the "
+                           "contrast of the two arms with its 95% interval "
+                           "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                           "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "sft_loss": (SFT, "Embodied SFT: loss curves",
                  "The SFT loss (cross-entropy of the answer tokens) of each variant against the SFT step, one run "
                  "per variant (no band)."),
