@@ -492,3 +492,21 @@ def test_a_task_cell_of_one_episode_says_it_has_no_interval():
     c = inf.frame_cells(pd.DataFrame(rows)).set_index("task")
     assert c.loc["t1", "cell"] == "100.0, 1 seed x 1 ep, no interval" and c.loc["t1", "interval"] == "none"
     assert c.loc["all", "cell"].startswith("50.0 [") and c.loc["all", "interval"] == "episodes only"
+
+
+def test_seed_value_cells_pool_the_seeds_variance_and_fall_back_to_wilson():
+    """Run values alone (a results CSV, the execution modes): A's seeds 40/50/60 give the pooled variance 100
+    with 2 df; C (one seed) borrows it; B sits at 100% on every seed, so it gets the Wilson interval of 20/20."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    rows = [("A", s, v) for s, v in enumerate((40.0, 50.0, 60.0))] + [("B", s, 100.0) for s in range(2)] + [("C", 0, 30.0)]
+    values = pd.DataFrame([dict(backbone=b, benchmark="m", ablation="full", task="all", seed=s, metric="success_rate",
+                                value=v, n_episodes=10) for b, s, v in rows])
+    c = inf.seed_value_cells(values, ["backbone", "benchmark", "ablation", "task"], ["benchmark", "task"]).set_index("backbone")
+    t2 = sps.t.ppf(0.975, 2)
+    assert c.loc["A", "ci_low"] == pytest.approx(50 - t2 * np.sqrt(100 / 3))
+    assert c.loc["C", "ci_high"] == pytest.approx(30 + t2 * 10) and c.loc["C", "ci_low"] == 0.0  # clipped
+    assert (c.loc["A", "interval"], c.loc["C", "interval"], c.loc["B", "interval"]) == ("seeds", "seeds", "episodes only")
+    assert c.loc["B", "ci_low"] == pytest.approx(100 * proportion_confint(20, 20, method="wilson")[0])
+    label = inf.cell_label(50.0, c.loc["A", "ci_low"], c.loc["A", "ci_high"], 3, [10, 10, 10], "success_rate", "seeds")
+    assert label == "50.0 [25, 75], 3 seeds x 10 ep"
