@@ -301,7 +301,13 @@ def test_plan_command(tmp_path, capsys):
     path = tmp_path / "vc.json"
     path.write_text(json.dumps(comp))
     assert main(["plan", "--components", str(path), "--effect", "10"]) == 0
-    assert f"{inf.seeds_needed(10, 25, 2500, 18)} seeds per arm at 18 episodes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{inf.seeds_needed(10, 25, 2500, 18)} seeds per arm at 18 episodes" in printed
+    assert "no platform variance (no run evaluated on two platforms)" in printed
+    comp["benchmarks"]["mw"].update(s2_platform=12.5, df_platform=18)
+    path.write_text(json.dumps(comp))
+    assert main(["plan", "--components", str(path), "--effect", "10"]) == 0
+    assert "platform variance 12.5 (df 18)" in capsys.readouterr().out
     assert main(["plan", "--components", str(path), "--effect", "10", "--seeds", "3", "--benchmark", "mw"]) == 0
     assert main(["plan", "--components", str(path), "--effect", "10", "--benchmark", "calvin"]) == 1
     assert "no benchmark 'calvin'" in capsys.readouterr().err
