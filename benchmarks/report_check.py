@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     browser = chromium()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results"
-    aggregate(write_study(args.out / "study"), study_config(), results, n_boot=50)
+    aggregate(write_study(args.out / "study"), study_config(), results)
     shots = args.out / "screenshots"
     shots.mkdir(exist_ok=True)
     for name in PAGES:

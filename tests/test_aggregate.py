@@ -20,8 +20,8 @@ from scipy import stats as sps
 from vlm4vla_core.aggregate import aggregate, load_results_csv, load_runs, main, results_from_runs
 from vlm4vla_core.aggregate.io import write_text
 from vlm4vla_core.aggregate.results import ResultsError
-from vlm4vla_core.aggregate.stats import baseline_comparison, regressions
-from vlm4vla_core.aggregate.tables import cell, main_table
+from vlm4vla_core.aggregate.stats import baseline_comparison
+from vlm4vla_core.aggregate.tables import main_table
 from vlm4vla_core.provenance import config_hash, git_commit, provenance
 
 TASKS = ("reach-v3", "push-v3")
@@ -108,12 +108,33 @@ def test_bad_runs_name_file_and_key(tmp_path):
 
 # -- tables ----------------------------------------------------------------------
 def test_cell_format():
-    assert cell(23.333, 4.714, 60, "success_rate") == "23.3 ± 4.7 (n=60)"
-    assert cell(3.8561, float("nan"), 1000, "avg_len") == "3.856 ± n/a (n=1000)"
-    assert cell(23.95, float("nan"), float("nan"), "success_rate") == "23.95 ± n/a (n=?)"
+    from vlm4vla_core.aggregate.inference import LABEL, cell_label
+
+    assert cell_label(75.0, 58.2, 88.4, 2, [18, 18], "success_rate") == "75.0 [58, 88], 2 seeds x 18 ep"
+    assert cell_label(3.8561, 3.7, 4.01, 1, [1000], "avg_len", "episodes only") == \
+        "3.856 [3.70, 4.01], 1 seed x 1000 ep, episodes only"
+    assert cell_label(23.95, float("nan"), float("nan"), 1, [float("nan")], "success_rate", "none") == \
+        "23.95, 1 seed x ? ep, no interval"
+    assert cell_label(50.0, 20.0, 80.0, 3, [12, 18, 18], "success_rate") == "50.0 [20, 80], 3 seeds x 12-18 ep"
+    assert cell_label(66.7, 30.0, 90.0, 2, [6, 6], "success_rate", heldout=16.7) == \
+        "best-of-modes 66.7 [30, 90], 2 seeds x 6 ep; held-out 16.7"
+    m = LABEL.match("best-of-modes 66.7 [30, 90], 2 seeds x 6 ep; held-out 16.7")
+    assert (m["estimate"], m["low"], m["high"], m["seeds"], m["episodes"]) == ("66.7", "30", "90", "2", "6")
+    assert LABEL.match("23.95, 1 seed x ? ep, no interval")["low"] is None
+
+
+def parsed(label: str) -> tuple[float, float, float, int]:
+    """A table cell read back: (estimate, low, high, seeds)."""
+    from vlm4vla_core.aggregate.inference import LABEL
+
+    m = LABEL.match(label)
+    assert m, label
+    return float(m["estimate"]), float(m["low"]), float(m["high"]), int(m["seeds"])
 
 
 def test_main_and_ablation_tables_hand_case(tmp_path):
+    from vlm4vla_core.aggregate import inference as inf
+
     four = lambda k: {"reach-v3": [1] * k + [0] * (4 - k)}  # noqa: E731
     paths = [
         run_json(tmp_path, "qwen", 0, four(2)), run_json(tmp_path, "qwen", 1, four(3)),  # 50, 75
@@ -123,21 +144,39 @@ def test_main_and_ablation_tables_hand_case(tmp_path):
     ]
     cfg = config()
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=50)
+    aggregate(paths, cfg, out)
     md = (out / "main_table.md").read_text()
-    _, wide = main_table(load_runs(paths, cfg).results, cfg, ["metaworld"])
-    expected = pd.DataFrame({"backbone": ["qwen", "pali", "zero-action"],
-                             "metaworld": ["62.5 ± 17.7 (n=8)", "100.0 ± 0.0 (n=8)", "0.0 ± 0.0 (n=8)"]})
-    pd.testing.assert_frame_equal(wide, expected)
+    res = load_runs(paths, cfg)
+    _, wide = main_table(res, cfg, ["metaworld"])
+    assert list(wide["backbone"]) == ["qwen", "pali", "zero-action"]
+    # each cell read back is the inference layer's estimate and interval (rounded as shown), seeds named
+    ref = inf.cells(inf.components(inf.episode_frame(res))).set_index("arm")
+    for bb, label in zip(wide["backbone"], wide["metaworld"]):
+        est, lo, hi, seeds = parsed(label)
+        r = ref.loc[bb]
+        assert (est, lo, hi, seeds) == (round(r["estimate"], 1), round(r["ci_low"]), round(r["ci_high"]), r["seeds"])
+        assert label.endswith(", 2 seeds x 4 ep")
+    assert parsed(wide["metaworld"][0])[0] == 62.5  # (50 + 75) / 2
     prov = provenance(cfg)
     assert f"config hash {prov['config_hash']}" in md and f"git commit {prov['git_commit']}" in md
     abl = pd.read_csv(out / "ablation_table.csv")
     row = abl[(abl["backbone"] == "qwen") & (abl["ablation"] == "freeze_vision")].iloc[0]
     assert row["delta_vs_full"] == pytest.approx(25.0 - 62.5) and row["n_seeds"] == 1
-    assert "25.0 ± n/a (n=4)" in (out / "ablation_table.md").read_text()
+    assert "25.0 [" in (out / "ablation_table.md").read_text() and "1 seed x 4 ep, episodes only" in (
+        out / "ablation_table.md").read_text()
     tex = (out / "main_table.tex").read_text()
-    assert r"\toprule" in tex and r"62.5 $\pm$ 17.7 (n=8)" in tex and "config hash" in tex
+    assert r"\toprule" in tex and r"62.5 [" in tex and "config hash" in tex
     assert set(pd.read_csv(out / "main_table.csv")["config_hash"]) == {prov["config_hash"]}
+    # the zero-action table: the inference layer's contrast beside Fisher's pooled test
+    base = md_table(out / "baseline_table.md").set_index(["backbone", "ablation"])
+    con = pd.read_csv(out / "inference" / "contrasts.csv")
+    r = con[(con["a"] == "qwen") & (con["b"] == "zero-action")].iloc[0]
+    assert base.loc[("qwen", "full"), "policy − zero-action [95% CI]"] == \
+        f"{r['difference']:+.1f} [{r['ci_low']:+.0f}, {r['ci_high']:+.0f}]"
+    assert r["difference"] == pytest.approx(62.5)
+    # no table of the study shows a mean ± std any more: every cell carries its interval
+    for table in out.glob("*_table.md"):
+        assert "±" not in table.read_text(), table.name
 
 
 # -- zero-action comparison -------------------------------------------------------
@@ -193,8 +232,10 @@ def ranks(v):
 
 
 def test_regression_against_independent_computation(tmp_path):
-    res = load_results_csv(regression_csv(tmp_path))
-    (reg,) = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400).values()
+    """The regression table and inference/slopes.json (slopes.fit_points) against closed forms."""
+    out = tmp_path / "out"
+    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out)
+    reg = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]["config"]["metaworld"]
     x = np.array([VQA[p["backbone"]] for p in reg["points"]])
     y = np.array([np.mean(SEED_VALUES[p["backbone"]]) for p in reg["points"]])
     n = len(x)
@@ -212,49 +253,30 @@ def test_regression_against_independent_computation(tmp_path):
     assert reg["slope_ci95"] == pytest.approx([slope - half, slope + half])
     rx, ry = ranks(x), ranks(y)  # no ties here
     rho = ((rx - rx.mean()) * (ry - ry.mean())).sum() / math.sqrt(((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum())
-    assert reg["spearman_rho"] == pytest.approx(rho)
-    conc = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in itertools.combinations(range(n), 2))
-    assert reg["kendall_tau"] == pytest.approx(conc / (n * (n - 1) / 2))
-    # bootstrap over seeds: every replicate is one of 3^5 seed-resamples (seed 0, seed 1 or their mean per backbone)
-    boot = reg["bootstrap"]
-    assert boot["method"] == "seeds" and boot["seeds_per_backbone"] == [2] * 5
-    names = [p["backbone"] for p in reg["points"]]
-    choices = [(SEED_VALUES[b][0], SEED_VALUES[b][1], np.mean(SEED_VALUES[b])) for b in names]
-    possible = [((x - x.mean()) * (np.array(c) - np.mean(c))).sum() / sxx for c in itertools.product(*choices)]
-    lo, hi = boot["slope_ci95"]
-    assert min(possible) - 1e-9 <= lo < hi <= max(possible) + 1e-9
-    again = regressions(res, {k: {"score": v, "source": "t"} for k, v in VQA.items()}, ["metaworld"], n_boot=400)
-    assert again["metaworld"]["bootstrap"]["slope_ci95"] == boot["slope_ci95"]
-    # leaving each backbone out in turn: the same closed-form slope on the other four points
-    assert [f["left_out"] for f in reg["leave_one_out"]] == names and all(f["n"] == 4 for f in reg["leave_one_out"])
-    for i, f in enumerate(reg["leave_one_out"]):
-        xs, ys = np.delete(x, i), np.delete(y, i)
-        assert f["slope"] == pytest.approx(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
-        assert f["slope_ci95"][0] < f["slope"] < f["slope_ci95"][1] and 0 <= f["p_value"] <= 1
-
-
-def test_bootstrap_resamples_episodes(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for name, p in {"qwen": 0.8, "pali": 0.5, "kosmos": 0.3}.items():
-        paths.append(run_json(tmp_path, name, 0, {t: list(rng.random(10) < p) for t in TASKS}))
-    vqa = {"qwen": {"score": 70.0, "source": "t"}, "pali": {"score": 50.0, "source": "t"}, "kosmos": {"score": 40.0, "source": "t"}}
-    reg = regressions(load_runs(paths), vqa, ["metaworld"], n_boot=300)["metaworld"]
-    assert reg["bootstrap"]["method"] == "seeds, then episodes within task"
-    lo, hi = reg["bootstrap"]["slope_ci95"]
-    assert lo < reg["slope"] < hi  # one seed each: all spread comes from the episodes
+    assert reg["spearman"]["rho"] == pytest.approx(rho)
+    # Theil-Sen: the median of the pairwise slopes
+    pair = [(y[j] - y[i]) / (x[j] - x[i]) for i, j in itertools.combinations(range(n), 2)]
+    assert reg["theil_sen"]["slope"] == pytest.approx(np.median(pair))
+    # the table shows these numbers, one row per benchmark; the old bootstrap is gone
+    row = pd.read_csv(out / "regression_table.csv").iloc[0]
+    assert row["slope"] == pytest.approx(slope) and row["theil_sen_slope"] == pytest.approx(np.median(pair))
+    assert row["spearman_p_permutation"] == pytest.approx(reg["spearman"]["p_permutation"])
+    assert row["minimum_detectable_slope"] == pytest.approx(reg["power"]["minimum_detectable_slope"])
+    shown = md_table(out / "regression_table.md").iloc[0]
+    assert shown["OLS slope [95% CI]"] == f"{slope:.3g} [{slope - half:.3g}, {slope + half:.3g}]"
+    assert "bootstrap" not in (out / "regression_table.md").read_text() and not (out / "regression.json").exists()
 
 
 def test_not_enough_scored_backbones(tmp_path):
     paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0, 1]}) for b in ("qwen", "pali", "kosmos")]
     out = tmp_path / "out"
-    aggregate(paths, config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, seeds=(0,)), out, n_boot=20)
-    reg = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
-    assert reg["status"] == "not enough backbones with a VQA score (n=2)" and "slope" not in reg
-    assert reg["backbones_without_vqa_score"] == ["kosmos"] and reg["figure"] is None
-    assert "not enough backbones with a VQA score (n=2)" in (out / "regression_table.md").read_text()
+    aggregate(paths, config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, seeds=(0,)), out)
+    reg = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]["config"]["metaworld"]
+    why = "not enough backbones with distinct VQA scores (n=2)"
+    assert reg["status"] == why and "slope" not in reg
+    assert why in (out / "regression_table.md").read_text()
     assert not list((out / "figures").glob("vqa_*"))
-    assert "figures/vqa_metaworld not drawn: not enough backbones with a VQA score (n=2)" in (out / "index.md").read_text()
+    assert f"figures/vqa_metaworld not drawn: {why}" in (out / "index.md").read_text()
 
 
 # -- CSV input, full run, CLI ---------------------------------------------------------------
@@ -266,7 +288,7 @@ def test_csv_input_path(tmp_path):
     pooled = res.results.set_index("task").loc["all"]
     assert pooled["value"] == pytest.approx((80 * 10 + 40 * 30) / 40) and pooled["n_episodes"] == 40
     out = tmp_path / "out"
-    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out, n_boot=50)
+    aggregate(regression_csv(tmp_path), config(backbones=VQA, ablations=("full",)), out)
     assert (out / "figures" / "vqa_metaworld.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "figures" / "vqa_metaworld.pdf").read_bytes()[:4] == b"%PDF"
     assert "modes_table and figures/modes are not written" in (out / "index.md").read_text()  # said to be absent, with the reason
@@ -312,14 +334,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     tiny.parent.mkdir(parents=True)
     tiny.write_text(json.dumps({"source": "tiny", "total_params": 52_300, "image_tokens_per_frame": 16}))
     assert main(["--config", str(cfg_path), "--runs", *map(str, paths), "--reports", str(report), str(tiny),
-                 "--out", str(out), "--n-boot", "20"]) == 0
+                 "--out", str(out)]) == 0
     shown = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[4:7]]
              for line in (out / "backbones_table.md").read_text().splitlines() if line.startswith("| ")}
     assert shown["qwen"] == ["-", "1.234 B", "64"]  # published size, measured parameters, image tokens
     assert shown["pali"] == ["-", "52.3 k", "16"]  # a tiny model's count stays readable
     index = (out / "index.md").read_text()
     for name in ("results.csv", "episodes.csv", "main_table.md", "backbones_table.csv", "ablation_table.tex", "per_task_table.csv",
-                 "modes_table.md", "baseline.json", "regression.json", "figures/ablation.png",
+                 "modes_table.md", "baseline.json", "inference/slopes.json", "figures/ablation.png",
                  "figures/modes.pdf", "provenance.json"):
         assert (out / name).is_file(), name
         assert f"({name})" in index, name
@@ -407,11 +429,13 @@ def paper_out(tmp_path_factory):
     paths += [run_json(tmp, "qwen", 0, four(3)), run_json(tmp, "qwen", 1, four(2)), run_json(tmp, "pali", 0, four(1)),
               run_json(tmp, "kosmos", 0, four(2)), run_json(tmp, "qwen", 0, four(1), ablation="freeze_vision")]
     out = tmp / "out"
-    aggregate(paths, paper_config(), out, n_boot=50)
+    aggregate(paths, paper_config(), out)
     return out
 
 
 def test_published_table_hand_case(tmp_path):
+    from statsmodels.stats.proportion import proportion_confint
+
     from vlm4vla_core.aggregate.tables import published_table
     from vlm4vla_core.data import published_results
 
@@ -421,15 +445,32 @@ def test_published_table_hand_case(tmp_path):
                    "qwen,calv,from_scratch,0,avg_len,1.5,100\nqwen,calv,freeze_embeddings,0,avg_len,3.0,100\n"
                    "pali,calv,full,0,avg_len,2.0,100\nqwen,metaworld,full,0,success_rate,50.0,10\n")
     cfg = paper_config()
+    T1 = sps.t.ppf(0.975, 1)
+    assert [round(100 * x) for x in proportion_confint(5, 10, method="wilson")] == [24, 76]
     numbers, shown = published_table(load_results_csv(csv).results, cfg, ["metaworld", "calv"], published_results(cfg))
+    # Δ from run values alone: the two cells' variances add, Satterthwaite df
+    from vlm4vla_core.aggregate import inference as inf
+    from vlm4vla_core.aggregate.tables import ablation_table
+
+    res = load_results_csv(csv)
+    cells = inf.table_cells(res)
+    _, abl = ablation_table(cells, cfg, ["calv"], inf.Deltas(res, cells))
+    va, vb = 0.125 / 2, 0.125  # full: 2 seeds; word embeddings frozen: 1 seed; pooled variance 0.125, df 1
+    half = sps.t.ppf(0.975, (va + vb) ** 2 / (va**2 + vb**2)) * (va + vb) ** 0.5
+    row = abl.set_index(["benchmark", "backbone"]).loc[("calv", "qwen")]
+    assert row["Δ freeze_embeddings"] == f"-0.250 [{-0.25 - half:+.2f}, {-0.25 + half:+.2f}]"
     # published values transcribed from the paper: Qwen2.5VL-3B CALVIN 3.856 (main), 3.849 (word embeddings
     # frozen), 1.381 (from scratch)
     expected = pd.DataFrame({
         "benchmark": ["metaworld", "calv", "calv", "calv", "calv"],
         "backbone": ["qwen", "qwen", "qwen", "qwen", "pali"],
         "ablation": ["full", "full", "freeze_embeddings", "from_scratch", "full"],
-        "reproduced": ["50.0 ± n/a (n=10)", "3.250 ± 0.354 (n=200)", "3.000 ± n/a (n=100)", "1.500 ± n/a (n=100)",
-                       "2.000 ± n/a (n=100)"],
+        # run values alone: the seeds' variance pooled over the benchmark's cells (qwen's 3.0, 3.5: 0.125, df 1),
+        # t(1) interval clipped to 0..5; metaworld's single value: the Wilson interval of 5/10 episodes
+        "reproduced": ["50.0 [24, 76], 1 seed x 10 ep, episodes only",
+                       f"3.250 [{3.25 - T1 * (0.125 / 2) ** 0.5:.2f}, 5.00], 2 seeds x 100 ep",
+                       "3.000 [0.00, 5.00], 1 seed x 100 ep", "1.500 [0.00, 5.00], 1 seed x 100 ep",
+                       "2.000 [0.00, 5.00], 1 seed x 100 ep"],
         "published": ["none: benchmark kind 'metaworld' is not in the paper", "3.856", "3.849", "1.381",
                       "none: backbone not in the paper (source 'tiny' matches no published model)"],
         "difference": ["-", "-0.606", "-0.849", "+0.119", "-"],
@@ -466,9 +507,18 @@ def test_calvin_success_by_chain_length(paper_out):
         assert avg == pytest.approx(np.mean([np.mean(c) for c in seeds]))  # = sum over L of success at L / 100
     # qwen full, seed 0: >=1: 5/6, >=5: 2/6; seed 1: >=1: 5/6, >=5: 1/6
     shown = md_table(paper_out / "calvin_length_table.md").set_index(["backbone", "ablation"])
-    assert shown.loc[("qwen", "full"), "success ≥1 (%)"] == "83.3 ± 0.0 (n=12)"
-    assert shown.loc[("qwen", "full"), "success ≥5 (%)"] == "25.0 ± 11.8 (n=12)"
-    assert shown.loc[("qwen", "full"), "avg. length"] == "2.667 ± 0.000 (n=12)"
+    assert shown.loc[("qwen", "full"), "success ≥1 (%)"] == "83.3 [56, 100], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "full"), "success ≥5 (%)"] == "25.0 [0, 73], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "full"), "avg. length"] == "2.667 [0.66, 4.68], 2 seeds x 6 ep"
+    assert shown.loc[("qwen", "freeze_vision"), "avg. length"] == "0.667 [0.00, 1.52], 1 seed x 6 ep, episodes only"
+    # every cell read back is the interval of the CSV's numbers (the inference layer's)
+    for (b, a), row in shown.iterrows():
+        for L, col in [*((L, f"success ≥{L} (%)") for L in range(1, 6)), (0, "avg. length")]:
+            est, lo, hi, seeds = parsed(row[col])
+            x = table[(table["backbone"] == b) & (table["ablation"] == a) & (table["length"] == L)].iloc[0]
+            k = 2 if L == 0 else 0
+            assert (lo, hi, seeds) == (round(x["ci_low"], k), round(x["ci_high"], k), x["n_seeds"]), (b, a, L)
+            assert est == round(x["mean"], 3 if L == 0 else 1)
     assert (paper_out / "figures" / "calvin_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (paper_out / "figures" / "calvin_lengths.pdf").read_bytes()[:4] == b"%PDF"
 
@@ -476,33 +526,47 @@ def test_calvin_success_by_chain_length(paper_out):
 def test_no_calvin_figure_without_calvin(tmp_path):
     paths = [run_json(tmp_path, b, 0, {"reach-v3": [1, 0]}) for b in ("qwen", "pali")]
     out = tmp_path / "out"
-    aggregate(paths, config(seeds=(0,)), out, n_boot=10)
+    aggregate(paths, config(seeds=(0,)), out)
     assert not list((out / "figures").glob("calvin*")) and not (out / "calvin_length_table.csv").exists()
     assert "embodied_sft_table not written: the config lists no embodied_sft variants" in (out / "index.md").read_text()
 
 
+def _delta(paper_out, a: str, b: str, bench: str) -> str:
+    """A Δ cell as the tables show it, from the inference layer's contrast (inference/contrasts.csv)."""
+    con = pd.read_csv(paper_out / "inference" / "contrasts.csv")
+    r = con[(con["a"] == a) & (con["b"] == b) & (con["benchmark"] == bench)].iloc[0]
+    d = 3 if r["metric"] == "avg_len" else 1
+    return f"{r['difference']:+.{d}f} [{r['ci_low']:+.{d - 1}f}, {r['ci_high']:+.{d - 1}f}]"
+
+
 def test_embodied_sft_freezing_and_scratch_layout(paper_out):
     sft = md_table(paper_out / "embodied_sft_table.md")
-    # qwen calv full: seeds 16/6, 16/6 -> 2.667 ± 0.000; sftA: 13/6 = 2.167 -> Δ -0.500
-    # metaworld: qwen 3/4, 2/4 -> 62.5 ± 17.7
+    # qwen calv full: seeds 16/6, 16/6 -> 2.667; sftA: 13/6 = 2.167 -> Δ -0.500
+    # metaworld: qwen 3/4, 2/4 -> 62.5
     expected = pd.DataFrame({
         "base": ["qwen", "qwen", "qwen"],
         "model": ["qwen (base)", "qwen-sftA", "qwen-sftB"],
         "SFT dataset": ["-", "SetA", "SetB"],
-        "metaworld": ["62.5 ± 17.7 (n=8)", "not run", "not run"],
+        "metaworld": ["62.5 [16, 100], 2 seeds x 4 ep", "not run", "not run"],
         "Δ metaworld vs base": ["-", "-", "-"],
-        "calv": ["2.667 ± 0.000 (n=12)", "2.167 ± n/a (n=6)", "not run"],
-        "Δ calv vs base": ["-", "-0.500", "-"],
+        "calv": ["2.667 [0.66, 4.68], 2 seeds x 6 ep", "2.167 [0.62, 3.71], 1 seed x 6 ep, episodes only", "not run"],
+        "Δ calv vs base": ["-", _delta(paper_out, "qwen-sftA", "qwen", "calv"), "-"],
     })
     pd.testing.assert_frame_equal(sft.reset_index(drop=True), expected)
     # qwen freeze_vision: metaworld 25.0 (Δ -37.5), calv 4/6 = 0.667 (Δ -2.000); only qwen froze a module
-    expected = pd.DataFrame({"backbone": ["qwen"], "all trained (metaworld / calv)": ["62.5 ± 17.7 (n=8) / 2.667 ± 0.000 (n=12)"],
-                             "vision frozen (metaworld / calv)": ["25.0 ± n/a (n=4) / 0.667 ± n/a (n=6)"],
-                             "Δ vision frozen (metaworld / calv)": ["-37.5 / -2.000"]})
+    expected = pd.DataFrame({"backbone": ["qwen"],
+                             "all trained (metaworld / calv)": ["62.5 [16, 100], 2 seeds x 4 ep / 2.667 [0.66, 4.68], 2 seeds x 6 ep"],
+                             "vision frozen (metaworld / calv)": ["25.0 [0, 100], 1 seed x 4 ep, episodes only / "
+                                                                  "0.667 [0.00, 1.52], 1 seed x 6 ep, episodes only"],
+                             "Δ vision frozen (metaworld / calv)": [" / ".join(
+                                 _delta(paper_out, "qwen/freeze_vision", "qwen", k) for k in ("metaworld", "calv"))]})
     pd.testing.assert_frame_equal(md_table(paper_out / "freezing_table.md"), expected)
     scr = pd.read_csv(paper_out / "scratch_table.csv")
     (d,) = set(scr["delta_scratch_minus_pretrained"])
     assert d == pytest.approx(1 / 6 - 16 / 6)
+    shown = md_table(paper_out / "scratch_table.md").set_index("initialisation")
+    assert shown.loc["Δ (from scratch - pretrained)", "calv"] == _delta(paper_out, "qwen/from_scratch", "qwen", "calv")
+    assert _delta(paper_out, "qwen-sftA", "qwen", "calv").startswith("-0.500 [")
 
 
 def _page_caption(page: str) -> str:
@@ -516,8 +580,9 @@ def _page_caption(page: str) -> str:
 
 def check_pages(out: Path):
     """Every table and figure has a page in html/ in one of the report's categories; each page's caption is
-    its own (no other output's caption text) and true for it: the spread convention exactly where cells have ±."""
+    its own (no other output's caption text) and true for it: the interval convention exactly where cells have one."""
     import html as html_lib
+    import re
 
     from vlm4vla_core.aggregate import pages
 
@@ -535,7 +600,7 @@ def check_pages(out: Path):
         assert "next to this page" not in page and "No caption" not in page
         if name.endswith("_table"):
             body = html_lib.unescape(page.split('<p class="caption">', 1)[1].split("</p>", 1)[1])
-            assert ("±" in body.split("<em>git commit")[0]) == (pages.SPREAD in text), name
+            assert bool(re.search(pages.SPREAD_CELL, body.split("<em>git commit")[0])) == (pages.SPREAD in text), name
             header = body.split("</thead>")[0]
             for column, note in pages.COLUMN_NOTES.get(name, {}).items():
                 assert (f"<th>{column}</th>" in header) == (note in text), (name, column)
@@ -559,13 +624,13 @@ def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
     csv.write_text("backbone,benchmark,ablation,seed,metric,value\n"
                    + "".join(f"{b},metaworld,full,0,success_rate,{v}\n" for b, v in VQA.items()))
     cfg = config(backbones=VQA)
-    aggregate(csv, cfg, tmp_path / "pub", n_boot=20)
+    aggregate(csv, cfg, tmp_path / "pub")
     pub = check_pages(tmp_path / "pub")
     assert "main_table" in pub
     main = (tmp_path / "pub" / "html" / "main_table.html").read_text()
-    assert "± n/a (n=?)" in main and "(? where the count is unknown" in _page_caption(main)
+    assert "1 seed x ? ep, no interval" in main and "'? ep, no interval' marks a value" in _page_caption(main)
     regression = (tmp_path / "pub" / "html" / "regression_table.html").read_text()
-    assert "mean ± standard deviation" not in _page_caption(regression)  # no such cells there
+    assert "95% interval], seeds x" not in _page_caption(regression)  # no such cells there
 
 
 def test_result_files_carry_provenance(paper_out):
@@ -601,15 +666,17 @@ def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratc
         p.write_text(json.dumps({"score": score, "n": 50, "set": "mw", "source": "measured: mw held-out split"}))
         vqa.append(p)
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=50, vqa=vqa)
-    measured = json.loads((out / "regression_mw.json").read_text())["regressions"]["metaworld"]
+    aggregate(paths, cfg, out, vqa=vqa)
+    slopes = json.loads((out / "inference" / "slopes.json").read_text())["slopes"]
+    measured = slopes["mw"]["metaworld"]
     assert measured["status"] == "ok" and measured["n"] == 4
-    assert {p["backbone"]: p["vqa_score"] for p in measured["points"]} == {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0,
-                                                                           "qwen-sft": 60.0}
-    assert all(p["vqa_source"].startswith("measured: mw") for p in measured["points"])
+    assert {p["backbone"]: p["x"] for p in measured["points"]} == {"qwen": 10.0, "pali": 30.0, "kosmos": 0.0,
+                                                                  "qwen-sft": 60.0}
     assert (out / "figures" / "vqa_mw_metaworld.png").is_file()
-    sourced = json.loads((out / "regression.json").read_text())["regressions"]["metaworld"]
+    assert pd.read_csv(out / "regression_mw_table.csv")["n"].tolist() == [4]
+    sourced = slopes["config"]["metaworld"]
     assert sourced["n"] == 2  # the config's sourced scores stay a separate regression
+    assert (out / "regression_table.md").is_file() and not list(out.glob("regression*.json"))
     scratch = (out / "scratch_table.md").read_text()
     assert "from scratch (qwen's run)" in scratch
     sft = md_table(out / "embodied_sft_table.md")

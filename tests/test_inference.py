@@ -255,7 +255,7 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     cfg = paper_config()
     cfg["benchmarks"] = {"calv": cfg["benchmarks"]["calv"]}
     out = tmp_path / "out"
-    aggregate(paths, cfg, out, n_boot=10, claims=claims)
+    aggregate(paths, cfg, out, claims=claims)
     md = (out / "inference" / "claims.md").read_text()
     rows = {r["id"]: r for r in json.loads((out / "inference" / "claims.json").read_text())["claims"]}
     assert set(rows) == {"qwen > kosmos on calv", "qwen > qwen-sftB on calv", "slope"}
@@ -272,7 +272,7 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
         assert f"- **{r['verdict']}**: {r['text']} (estimate" in findings
     claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
     with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
-        aggregate(paths, cfg, tmp_path / "out2", n_boot=10, claims=claims)
+        aggregate(paths, cfg, tmp_path / "out2", claims=claims)
     assert not (tmp_path / "out2").exists()  # stopped before writing anything
     main = (out / "inference" / "main_table.md").read_text()
     assert "| qwen " in main and "2 seeds x 6 ep" in main
@@ -301,7 +301,13 @@ def test_plan_command(tmp_path, capsys):
     path = tmp_path / "vc.json"
     path.write_text(json.dumps(comp))
     assert main(["plan", "--components", str(path), "--effect", "10"]) == 0
-    assert f"{inf.seeds_needed(10, 25, 2500, 18)} seeds per arm at 18 episodes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{inf.seeds_needed(10, 25, 2500, 18)} seeds per arm at 18 episodes" in printed
+    assert "no platform variance (no run evaluated on two platforms)" in printed
+    comp["benchmarks"]["mw"].update(s2_platform=12.5, df_platform=18)
+    path.write_text(json.dumps(comp))
+    assert main(["plan", "--components", str(path), "--effect", "10"]) == 0
+    assert "platform variance 12.5 (df 18)" in capsys.readouterr().out
     assert main(["plan", "--components", str(path), "--effect", "10", "--seeds", "3", "--benchmark", "mw"]) == 0
     assert main(["plan", "--components", str(path), "--effect", "10", "--benchmark", "calvin"]) == 1
     assert "no benchmark 'calvin'" in capsys.readouterr().err
@@ -335,6 +341,74 @@ def test_platform_check_command(tmp_path, capsys):
     assert "agrees: 1/1 runs" in capsys.readouterr().out
     _episodes({"x": 2}).rename(columns={"y": "value"}).to_csv(b, index=False)
     assert main(["platform-check", "--reference", str(a), "--rerun", str(b)]) == 3
+
+
+def _platform_sim(rng, reps: int, groups: int, platforms: int, n: int, sd_platform: float, crossed: bool):
+    """Success (0/100) of ``groups`` runs (arm x seed) each evaluated on ``platforms`` machines, ``n`` episodes
+    each: a platform shifts the run's success probability by N(0, sd_platform); crossed: the platforms ran the
+    same episodes, each with its own difficulty (SD 0.15 on the probability)."""
+    base = rng.uniform(0.35, 0.65, size=(reps, groups, 1, 1))
+    shift = rng.normal(0, sd_platform, size=(reps, groups, platforms, 1))
+    diff = rng.normal(0, 0.15, size=(reps, groups, 1, n)) if crossed else 0.0
+    p = np.clip(base + shift + diff, 0, 1)
+    return 100.0 * (rng.random((reps, groups, platforms, n)) < p)
+
+
+@pytest.mark.parametrize("crossed", [False, True])
+def test_platform_component_recovers_a_known_platform_variance(crossed):
+    """The platform component (the seed component's moment estimator on platform x episode tables, pooled
+    over runs) is unbiased for the variance a platform adds to a run's mean: 500 simulated studies of 18
+    runs on 2 platforms with 100 episodes; true component (100 x 0.1)^2 = 100 points^2."""
+    rng = np.random.default_rng(0)
+    R, G, K, n, sd = 500, 18, 2, 100, 0.1
+    y = _platform_sim(rng, R, G, K, n, sd, crossed)
+    st = inf.cell_stats(y.reshape(R * G, K, n), "crossed" if crossed else "nested")
+    st = {k: v.reshape(R, G) for k, v in st.items()}
+    s2, df, _ = inf.pooled_seed_component(st)
+    assert (df == G * (K - 1)).all()
+    true = (100 * sd) ** 2
+    se = s2.std(ddof=1) / np.sqrt(R)  # the simulation's own standard error of the mean estimate
+    assert abs(s2.mean() - true) < 3 * se, (s2.mean(), se)
+    # a null platform: the estimate stays near zero (truncated at zero, so a small positive mean)
+    null = inf.cell_stats(_platform_sim(rng, R, G, K, n, 0.0, crossed).reshape(R * G, K, n),
+                          "crossed" if crossed else "nested")
+    s0 = inf.pooled_seed_component({k: v.reshape(R, G) for k, v in null.items()})[0]
+    assert s0.mean() < 0.1 * true
+
+
+def _platform_frame(y: np.ndarray, crossed: bool) -> pd.DataFrame:
+    """An episode frame of one simulated study y (groups, platforms, n): group g is arm g // 3, seed g % 3."""
+    G, K, n = y.shape
+    rows = [dict(benchmark="mw", metric="success_rate", backbone=f"b{g // 3}", ablation="full", arm=f"b{g // 3}",
+                 seed=g % 3, mode="full", task="t", platform=f"cpu{k}", y=y[g, k, i],
+                 episode_id=f"t/{i}" if crossed else f"t/{k}-{i}")
+            for g in range(G) for k in range(K) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_platform_component_from_an_episode_frame_and_in_platform_check():
+    rng = np.random.default_rng(1)
+    y = _platform_sim(rng, 1, 18, 2, 100, 0.1, True)[0]
+    frame = _platform_frame(y, crossed=True)
+    est = inf.platform_component(frame)
+    st = inf.cell_stats(y, "crossed")
+    assert est["s2_platform"] == pytest.approx(float(inf.pooled_seed_component(st)[0]))
+    assert est["df_platform"] == 18 and est["runs"] == 18
+    comp = inf.components(frame)["mw"]
+    assert comp["s2_platform"] == est["s2_platform"] and comp["df_platform"] == 18
+    # one platform only: no component
+    assert inf.platform_component(frame[frame["platform"] == "cpu0"])["s2_platform"] is None
+    # platform-check takes the reference's own estimate, which widens every run's interval
+    ref = frame.drop(columns="arm")
+    new = ref[ref["platform"] == "cpu1"].assign(platform="cpu2")
+    table, _ = inf.platform_check(ref, new)
+    assert (table["platform_variance"] == est["s2_platform"]).all()
+    assert table["platform_variance_source"].iloc[0].startswith("estimated from the reference (df 18)")
+    given, _ = inf.platform_check(ref, new, s2_platform=0.0)
+    assert (given["half_width"] < table["half_width"]).all() and (given["platform_variance_source"] == "given").all()
+    single = ref[ref["platform"] == "cpu0"]
+    t0, _ = inf.platform_check(single, new)
+    assert (t0["platform_variance"] == 0).all() and t0["platform_variance_source"].iloc[0].startswith("none")
 
 
 def test_readme_demo_intervals_from_the_runs_per_seed_counts():
@@ -416,3 +490,29 @@ def test_findings_show_an_unbounded_interval(tmp_path):
     lines = _findings(tmp_path, [path])
     assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
     assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read
+
+
+def test_a_task_cell_of_one_episode_says_it_has_no_interval():
+    rows = [dict(benchmark="b", metric="success_rate", backbone="q", ablation="full", arm="q", seed=0, mode="full",
+                 task=t, episode_id=f"{t}/0", platform="p", y=y) for t, y in (("t1", 100.0), ("t2", 0.0))]
+    c = inf.frame_cells(pd.DataFrame(rows)).set_index("task")
+    assert c.loc["t1", "cell"] == "100.0, 1 seed x 1 ep, no interval" and c.loc["t1", "interval"] == "none"
+    assert c.loc["all", "cell"].startswith("50.0 [") and c.loc["all", "interval"] == "episodes only"
+
+
+def test_seed_value_cells_pool_the_seeds_variance_and_fall_back_to_wilson():
+    """Run values alone (a results CSV, the execution modes): A's seeds 40/50/60 give the pooled variance 100
+    with 2 df; C (one seed) borrows it; B sits at 100% on every seed, so it gets the Wilson interval of 20/20."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    rows = [("A", s, v) for s, v in enumerate((40.0, 50.0, 60.0))] + [("B", s, 100.0) for s in range(2)] + [("C", 0, 30.0)]
+    values = pd.DataFrame([dict(backbone=b, benchmark="m", ablation="full", task="all", seed=s, metric="success_rate",
+                                value=v, n_episodes=10) for b, s, v in rows])
+    c = inf.seed_value_cells(values, ["backbone", "benchmark", "ablation", "task"], ["benchmark", "task"]).set_index("backbone")
+    t2 = sps.t.ppf(0.975, 2)
+    assert c.loc["A", "ci_low"] == pytest.approx(50 - t2 * np.sqrt(100 / 3))
+    assert c.loc["C", "ci_high"] == pytest.approx(30 + t2 * 10) and c.loc["C", "ci_low"] == 0.0  # clipped
+    assert (c.loc["A", "interval"], c.loc["C", "interval"], c.loc["B", "interval"]) == ("seeds", "seeds", "episodes only")
+    assert c.loc["B", "ci_low"] == pytest.approx(100 * proportion_confint(20, 20, method="wilson")[0])
+    label = inf.cell_label(50.0, c.loc["A", "ci_low"], c.loc["A", "ci_high"], 3, [10, 10, 10], "success_rate", "seeds")
+    assert label == "50.0 [25, 75], 3 seeds x 10 ep"

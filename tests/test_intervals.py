@@ -6,13 +6,9 @@ B ~ Binomial(8, 1/2). P(B <= 0) = 0.39%, P(B <= 1) = 3.5%, P(B <= 2) = 14.5%: th
 exactly B = 1 and the 97.5% quantile exactly B = 7, while a 90% interval would end at B = 2 and 6.
 With 20,000 replicates the sampled tail fractions stay more than 5 standard errors from every
 boundary used, so the quantiles are exact for the fixed seed (and for any other).
-
-The leave-one-out intervals are compared with the closed-form t interval of the OLS slope.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -20,7 +16,6 @@ import pytest
 from scipy import stats as sps
 
 from vlm4vla_core.aggregate.results import Results
-from vlm4vla_core.aggregate.stats import _leave_one_out, regressions
 from vlm4vla_core.benchmarks.calvin.protocol import chain_metrics
 
 N_BOOT = 20_000
@@ -37,45 +32,6 @@ def test_calvin_chain_bootstrap_has_the_exact_95_percent_quantiles():
     for length in "12345":  # every chain did 0 or 5 subtasks: each SR@L is a 0/1 share
         assert m["ci"]["success_at"][length] == [1 / 8, 7 / 8]
     assert chain_metrics(records, n_boot=N_BOOT, seed=0, level=0.9)["ci"]["avg_len"] == [5 * 2 / 8, 5 * 6 / 8]
-
-
-def test_regression_bootstrap_has_the_exact_95_percent_quantiles():
-    """Backbones a, b, c at VQA 0, 10, 20; b and c give 1.0 on each of their seeds, a gives 0 on 4 seeds
-    and 1 on 4 others. The OLS slope of (y_a, 1, 1) on (0, 10, 20) is (1 - y_a) / 20, and a's replicate
-    mean is B / 8: the 95% interval is [(1 - 7/8) / 20, (1 - 1/8) / 20]."""
-    rows = [("a", s, float(s % 2)) for s in range(8)] + [(b, s, 1.0) for b in "bc" for s in range(3)]
-    frame = pd.DataFrame([dict(backbone=b, benchmark="bench", ablation="full", seed=s, task="all",
-                               metric="success_rate", value=v, n_episodes=np.nan, mode="full") for b, s, v in rows])
-    vqa = {b: {"score": x, "source": "t"} for b, x in zip("abc", (0.0, 10.0, 20.0))}
-    reg = regressions(Results(results=frame), vqa, ["bench"], n_boot=N_BOOT, boot_seed=0)["bench"]
-    assert reg["slope"] == pytest.approx((1 - 0.5) / 20)
-    boot = reg["bootstrap"]
-    assert boot["method"] == "seeds" and boot["seeds_per_backbone"] == [8, 3, 3] and boot["rng_seed"] == 0
-    assert boot["slope_ci95"] == pytest.approx([(1 - 7 / 8) / 20, (1 - 1 / 8) / 20], abs=1e-15)
-    # the replicate spread: sd of (1 - B/8) / 20 with B ~ Binomial(8, 1/2) is sqrt(8 / 4) / 8 / 20
-    assert boot["slope_sd"] == pytest.approx(math.sqrt(2) / 8 / 20, rel=0.03)
-
-
-def test_leave_one_out_intervals_are_the_t_intervals_of_the_remaining_points():
-    x = np.array([40.0, 55.0, 62.0, 71.0, 48.0])
-    y = np.array([32.0, 48.0, 44.0, 65.0, 24.0])
-    fits = _leave_one_out(list("abcde"), x, y)
-    assert [f["left_out"] for f in fits] == list("abcde")
-    for i, f in enumerate(fits):
-        xs, ys = np.delete(x, i), np.delete(y, i)
-        n = len(xs)
-        sxx = ((xs - xs.mean()) ** 2).sum()
-        slope = ((xs - xs.mean()) * (ys - ys.mean())).sum() / sxx
-        resid = ys - ys.mean() - slope * (xs - xs.mean())
-        se = math.sqrt((resid**2).sum() / (n - 2) / sxx)
-        half = sps.t.ppf(0.975, n - 2) * se  # 95%, n - 2 degrees of freedom
-        assert f["n"] == n and f["slope"] == pytest.approx(slope, rel=1e-12)
-        assert f["slope_ci95"] == pytest.approx([slope - half, slope + half], rel=1e-10)
-        assert f["p_value"] == pytest.approx(2 * sps.t.sf(abs(slope / se), n - 2), rel=1e-9)
-    # fewer than 3 points left, or no spread in x: no fit
-    assert _leave_one_out(list("abc"), x[:3], y[:3]) == []
-    # without d the other three share one x: that fit is skipped, the others are made
-    assert [f["left_out"] for f in _leave_one_out(list("abcd"), np.array([1.0, 1.0, 1.0, 2.0]), y[:4])] == list("abc")
 
 
 def test_fisher_returns_the_sample_odds_ratio_and_the_one_sided_p():
@@ -106,16 +62,6 @@ def test_seed_summary_keeps_the_input_order_and_sums_episodes():
     missing = summarize(_frame([("a", "m", "full", 0, "all", "success_rate", 1.0, np.nan),
                                 ("a", "m", "full", 1, "all", "success_rate", 2.0, 5)]))
     assert np.isnan(missing["n_episodes"].iloc[0])  # a run without a count: no total
-
-
-def test_ols_slope_on_one_and_on_many_replicates():
-    from vlm4vla_core.aggregate.stats import ols_slope
-
-    x = np.array([1.0, 2.0, 4.0])
-    y = np.array([2.0, 3.0, 7.0])
-    assert ols_slope(x, y) == pytest.approx(sps.linregress(x, y).slope)
-    many = np.stack([y, 2 * y, -y])
-    assert ols_slope(x, many) == pytest.approx([sps.linregress(x, r).slope for r in many])
 
 
 def test_confidence_band_matches_the_t_band_even_at_one_grid_point():

@@ -104,7 +104,8 @@ def test_a_best_of_modes_cell_shows_the_held_out_number_beside_it(tmp_path):
     config = {"study": "unit", "seeds": [0], "ablations": ["full"], "benchmarks": {"metaworld": {"kind": "metaworld"}},
               "backbones": {"qwen": {"family": "f"}}}
     res = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "best", "half")], config)
-    _, shown = main_table(res.results, config, ["metaworld"])
-    assert shown.loc[0, "metaworld"] == f"{BEST_OF} 66.7 ± n/a (n=6); {HELD_OUT} 16.7"
+    _, shown = main_table(res, config, ["metaworld"])
+    # one seed: the episodes' interval alone (4 of 6: se sqrt(1e4 * 2/9 * 6/5 / 6) = 21.1, t(5)), labelled so
+    assert shown.loc[0, "metaworld"] == f"{BEST_OF} 66.7 [12, 100], 1 seed x 6 ep, episodes only; {HELD_OUT} 16.7"
     fixed = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "full", "full")], config)
-    assert HELD_OUT not in main_table(fixed.results, config, ["metaworld"])[1].loc[0, "metaworld"]
+    assert HELD_OUT not in main_table(fixed, config, ["metaworld"])[1].loc[0, "metaworld"]

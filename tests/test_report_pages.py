@@ -64,7 +64,7 @@ def test_diagnostics_and_rollouts_in_the_report_pages(tmp_path):
     sft.parent.mkdir(parents=True)
     sft.write_text("".join(json.dumps(dict(step=s, loss=2.0 / s)) + "\n" for s in (1, 2, 3)))
     out = tmp_path / "results"
-    aggregate(paths, study_config(), out, n_boot=20, sft_logs=[sft])
+    aggregate(paths, study_config(), out, sft_logs=[sft])
     names = check_pages(out)  # every caption its own and true for its table (the rollouts column's note too)
     assert {"rollouts_metaworld", "learning_curves", "sft_loss", "heatmap_metaworld"} <= names
 

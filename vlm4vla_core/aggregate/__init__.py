@@ -29,7 +29,7 @@ from vlm4vla_core.aggregate.results import (
     measured_vqa,
     vqa_scores,
 )
-from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
+from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, summarize
 from vlm4vla_core.config import variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     "episodes": "every evaluation episode of the reported mode of every run",
     "provenance": "provenance of this aggregation and of every input run",
     "backbones_table": "backbones: published size, measured parameters (B/M/k), image tokens, prompt length, VQA score and source",
-    "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): mean ± std over seeds (n=episodes)",
+    "main_table": "backbone x benchmark, full fine-tuning (and the zero-action baseline): estimate [95% interval], seeds x episodes",
     "ablation_table": "backbone x training regime per benchmark, with the difference to full fine-tuning",
     "per_task_table": "every task of every (benchmark, backbone, regime), with links to its rollout videos",
     "videos": "rollout videos (MP4) per (benchmark, backbone, regime): a successful and a failed episode per task",
@@ -48,7 +48,8 @@ DESCRIPTIONS = {
     "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
     "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
     "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
-    "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
+    "regression_table": "control (full fine-tuning) on VQA score per benchmark: OLS, Theil-Sen, exact Spearman p, "
+                        "errors-in-variables, influence, minimum detectable slope (numbers: inference/slopes.json)",
     "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",
     "scratch_table": "from scratch vs pretrained initialisation (full fine-tuning otherwise), with the difference",
     "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with their measured VQA scores and the difference to the base",
@@ -70,8 +71,8 @@ DESCRIPTIONS = {
 }
 
 
-def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boot_seed: int = 0,
-              reports=None, vqa=None, claims=None, sft_logs=None) -> list[Path]:
+def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None, claims=None,
+              sft_logs=None) -> list[Path]:
     """Write every artefact of a study into ``out_dir``; returns the paths written.
 
     ``vqa``: optional measured VQA score JSONs (``vqa-eval`` stage, ``vqa/<backbone>/<set>.json``); each
@@ -115,19 +116,23 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.episodes is not None:
         written.append(write_text(out / "episodes.csv", res.episodes.assign(**stamp).to_csv(index=False)))
 
-    written += tables.write_table(out, "main_table", *tables.main_table(res.results, config, bench_order),
+    from vlm4vla_core.aggregate import inference as inf
+
+    cells = inf.table_cells(res)  # every table cell with its 95% interval (docs/statistics.md)
+    deltas = inf.Deltas(res, cells)  # every Δ cell with its contrast's interval
+    written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order),
                                   "Main results: full fine-tuning", prov)
-    written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order),
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order, deltas),
                                   "Training regimes (Δ: difference to full fine-tuning)", prov)
     measured = measured_vqa(vqa or [])
     optional = [
-        ("freezing_table", tables.freezing_table(res.results, config, bench_order),
+        ("freezing_table", tables.freezing_table(cells, config, bench_order, deltas),
          "Module freezing (Δ: difference to all trained)", "no run froze a module"),
-        ("scratch_table", tables.scratch_table(res.results, config, bench_order),
+        ("scratch_table", tables.scratch_table(cells, config, bench_order, deltas),
          "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
-        ("embodied_sft_table", tables.embodied_sft_table(res.results, config, bench_order,
+        ("embodied_sft_table", tables.embodied_sft_table(cells, config, bench_order,
                                                          tables.NOT_RUN if res.episodes is not None else "no result",
-                                                         vqa=measured),
+                                                         vqa=measured, deltas=deltas),
          "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
     ]
     for name, table, title, why in optional:
@@ -139,12 +144,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if res.episodes is not None:
         videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
         written += copied
-    written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order,
+    written += tables.write_table(out, "per_task_table", *tables.per_task_table(cells, config, bench_order,
                                                                                 diagnostics.video_links(videos)),
                                   "Per-task results", prov)
     lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
     if lengths is not None and not lengths.empty:
-        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order),
+        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(
+            lengths, config, bench_order, inf.length_cells(inf.episode_frame(res))),
                                       "CALVIN: success rate at chain lengths 1..5 and average length", prov)
     elif (res.results["metric"] == "avg_len").any():
         notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
@@ -153,7 +159,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         from vlm4vla_core.data import published_results
 
         pub = published_results(config)
-        pub_numbers, pub_shown = tables.published_table(res.results, config, bench_order, pub)
+        pub_numbers, pub_shown = tables.published_table(cells, config, bench_order, pub)
         if pub_numbers["published"].notna().any():
             written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
                                           "Reproduced vs published (difference = reproduced - published)", prov)
@@ -176,42 +182,46 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
 
     base_rows, base_notes = baseline_comparison(res)
     notes += base_notes
-    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows),
+    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows, deltas),
                                   "Policies vs the zero-action baseline (one-sided Fisher exact test)", prov)
     written.append(write_json(out / "baseline.json", dict(
         test="scipy.stats.fisher_exact, alternative='greater' (policy succeeds more often than zero-action)",
         pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
         comparisons=base_rows, notes=base_notes, provenance=prov)))
 
+    # the inference layer first: its slopes (inference/slopes.json) are the regression tables' and figures' numbers
+    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
+    written += inf_written
+    notes += inf_notes
+    slopes = read_json(out / "inference" / "slopes.json", "slopes")["slopes"]
     f = out / "figures"
-    # the sourced scores of the config, then each measured VQA set (vqa-eval stage), each its own regression
-    groups = [("", vqa_scores(config), "a VQA score given in the config")]
-    groups += [(f"_{name}", scores, f"a measured score on {name}") for name, scores in sorted(measured.items())]
-    for suffix, scores, needs in groups:
+    # the sourced scores of the config, then each measured VQA set (vqa-eval stage): one regression table each
+    groups = [("", "config", vqa_scores(config))]
+    groups += [(f"_{name}", name, scores) for name, scores in sorted(measured.items())]
+    full = cells[(cells["task"] == ALL) & (cells["ablation"] == "full")].set_index(["benchmark", "backbone"])
+    for suffix, source, scores in groups:
         if not scores:  # one regression per VQA source that scores a backbone: no empty twin
             if not suffix:
                 notes.append("regression_table not written: no backbone has a VQA score in the config"
                              + (" (the measured sets have their own regression tables)" if len(groups) > 1 else ""))
             continue
-        regs = regressions(res, scores, bench_order, n_boot=n_boot, boot_seed=boot_seed)
+        fits = {b: (slopes.get(source) or {}).get(b) or dict(status="no backbone run on this benchmark has a VQA score",
+                                                            n=0) for b in bench_order}
         title = f"Control vs measured VQA score on {suffix[1:]}" if suffix else "Control vs VQA score"
-        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(regs),
-                                      f"{title} (full fine-tuning, mean over seeds)", prov)
-        for bench, r in regs.items():
+        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(fits),
+                                      f"{title} (full fine-tuning)", prov)
+        for bench, r in fits.items():
             stem = f"vqa{suffix}_{bench}"
-            if r["status"] == "ok":
-                written += figures.vqa_scatter(r, f, stem, note=footer(prov),
-                                               xlabel=f"measured VQA score on {suffix[1:]}" if suffix else "VQA score",
-                                               sources=f"regression{suffix}.json")
-                r["figure"] = f"figures/{stem}.png"
-            else:
-                r["figure"] = None
+            if r["status"] != "ok":
                 notes.append(f"figures/{stem} not drawn: {r['status']}")
-        written.append(write_json(out / f"regression{suffix}.json", dict(
-            model="OLS of the benchmark metric (mean over seeds) on the VQA score, statsmodels; 95% t intervals",
-            rank_correlations="scipy.stats.spearmanr, scipy.stats.kendalltau",
-            only_scored_backbones=f"backbones enter only with {needs}; no score is imputed",
-            regressions=regs, provenance=prov)))
+                continue
+            pts = [dict(backbone=q["backbone"], vqa_score=q["x"], mean=q["y"],
+                        std=full["std"].get((bench, q["backbone"]), float("nan"))) for q in r["points"]]
+            reg = dict(benchmark=bench, metric=full["metric"].get((bench, pts[0]["backbone"])), n=r["n"],
+                       slope=r["slope"], r2=r["r2"], p_value=r["p_value"], spearman_rho=r["spearman"]["rho"], points=pts)
+            written += figures.vqa_scatter(reg, f, stem, note=footer(prov),
+                                           xlabel=f"measured VQA score on {suffix[1:]}" if suffix else "VQA score",
+                                           sources="inference/slopes.json")
 
     f.mkdir(parents=True, exist_ok=True)
     written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov))
@@ -244,9 +254,6 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     written.append(pages.provenance_page(out, prov, [{k: p.get(k, "unknown") for k in ("git_commit", "config_hash")}
                                                      for p in res.provenance], footer(prov)))
 
-    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
-    written += inf_written
-    notes += inf_notes
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
     written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
     return written
@@ -285,8 +292,9 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
         f"Produced from {footer(prov)} at {prov['timestamp_utc']}.",
         "",
         "Conventions: a run's value is its headline metric over all its evaluation episodes in the reported mode "
-        "(success in %, or average completed length); cells read mean ± standard deviation over seeds "
-        "(n = evaluation episodes summed over seeds). Each table comes as CSV (numbers, with the git commit and "
+        "(success in %, or average completed length); a table cell reads its estimate (mean over seeds) with its 95% "
+        "interval and the seeds and episodes per seed it rests on (docs/statistics.md); the CSVs keep the mean, the "
+        "standard deviation over seeds and the interval as numbers. Each table comes as CSV (numbers, with the git commit and "
         "config hash), Markdown, LaTeX (booktabs) and HTML (html/, shown in the Snakemake report); each figure as "
         "PNG and PDF, and as an HTML page with its caption.",
     ]
@@ -374,13 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft-logs", nargs="*", default=[], help="SFT runs' metrics.jsonl (sft/<variant>/), optional")
     p.add_argument("--out", required=True, help="output folder, e.g. results/<study>")
     p.add_argument("--claims", help="claims file (default: the config's 'claims'), verdicts in inference/claims.md")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the regression slope")
-    p.add_argument("--boot-seed", type=int, default=0)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = _load_config(args.config)
-        written = aggregate(args.runs or args.results_csv, config, args.out, n_boot=args.n_boot,
-                            boot_seed=args.boot_seed, reports=args.reports, vqa=args.vqa,
+        written = aggregate(args.runs or args.results_csv, config, args.out, reports=args.reports, vqa=args.vqa,
                             claims=args.claims, sft_logs=args.sft_logs)
     except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files
         print(f"error: {err}", file=sys.stderr)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -161,7 +162,9 @@ def components(frame: pd.DataFrame) -> dict[str, dict]:
         tabs = _tables(fb, design)
         arms = {}
         for arm, t in tabs.items():
-            st = {k: float(v) for k, v in cell_stats(t.to_numpy(), design).items()}
+            with warnings.catch_warnings():  # one episode per seed: no episode variance (NaN), said by the cell
+                warnings.simplefilter("ignore", RuntimeWarning)
+                st = {k: float(v) for k, v in cell_stats(t.to_numpy(), design).items()}
             g = fb[fb["arm"] == arm]
             st.update(backbone=g["backbone"].iloc[0], ablation=g["ablation"].iloc[0], metric=g["metric"].iloc[0],
                       episodes=int(len(g)), per_seed=sorted(g.groupby("seed").size().unique().tolist()),
@@ -171,11 +174,39 @@ def components(frame: pd.DataFrame) -> dict[str, dict]:
         pooled = {k: np.array([a[k] for a in arms.values()]) for k in keys}
         s2, df, q = pooled_seed_component(pooled)
         eps = [a["ms_ep"] for a in arms.values() if np.isfinite(a["ms_ep"]) and a["ms_ep"] > 0]
+        plat = platform_component(fb)
         out[bench] = dict(design=design, metric=fb["metric"].iloc[0], arms=arms, s2_seed=float(s2), df_seed=float(df),
                           seed_ms=float(q),
                           s2_episode=float(np.mean(eps)) if eps else float("nan"),
-                          platforms=sorted(fb["platform"].unique()))
+                          s2_platform=plat["s2_platform"], df_platform=plat["df_platform"],
+                          platform_runs=plat["runs"], platforms=sorted(fb["platform"].unique()))
     return out
+
+
+def platform_component(frame: pd.DataFrame) -> dict:
+    """The platform variance component of one benchmark's episode frame: every run (arm, seed) evaluated on two
+    or more platform ids gives a platform x episode table (crossed when the platforms ran the same episode ids,
+    else nested); its platform mean square against the residual (or within-platform) mean square is the same
+    moment estimator as the seed component's (``cell_stats``, ``pooled_seed_component``), pooled over the runs
+    with K - 1 degrees of freedom each and truncated at zero. A platform's run mean then varies by
+    ``s2_platform`` beyond its episodes' sampling variance. None (df 0) when no run was evaluated twice."""
+    multi = frame.groupby(["arm", "seed"])["platform"].transform("nunique") > 1
+    f = frame[multi]
+    if f.empty:
+        return dict(s2_platform=None, df_platform=0.0, runs=0)
+    stats = []
+    for _, g in f.groupby(["arm", "seed"], sort=False):
+        sets = [frozenset(x["episode_id"]) for _, x in g.groupby("platform")]
+        crossed = all(x == sets[0] for x in sets[1:])
+        if crossed:
+            t = g.pivot_table(index="platform", columns="episode_id", values="y", aggfunc="mean")
+        else:
+            g = g.assign(pos=g.groupby("platform").cumcount())
+            t = g.pivot_table(index="platform", columns="pos", values="y", aggfunc="mean")
+        stats.append(cell_stats(t.to_numpy(), "crossed" if crossed else "nested"))
+    pooled = {k: np.array([float(st[k]) for st in stats]) for k in ("S", "n", "ms_seed", "ms_res")}
+    s2, df, _ = pooled_seed_component(pooled)
+    return dict(s2_platform=float(s2) if df > 0 else None, df_platform=float(df), runs=len(stats))
 
 
 def _floor_ms_ep(ms_ep: float, mean: float, N: int, metric: str) -> float:
@@ -186,13 +217,46 @@ def _floor_ms_ep(ms_ep: float, mean: float, N: int, metric: str) -> float:
     return 1e4 * p * (1 - p) * N / (N + 4)
 
 
-def cell_label(mean: float, lo: float, hi: float, S: int, per_seed: list[int], metric: str) -> str:
-    """'75.0 [58, 88], 2 seeds x 18 ep'; one seed: '..., 1 seed x 18 ep, episodes only'."""
+def exact_number(value: float, metric: str) -> str:
+    """A transcribed value as given (up to two more decimals than the metric's, at least its own)."""
+    d = metric_decimals(metric)
+    shown = f"{value:.{d + 2}f}".rstrip("0")
+    return shown + "0" * max(0, d - len(shown.split(".")[1]))
+
+
+def cell_label(mean: float, lo: float, hi: float, S: int, per_seed: list, metric: str,
+               interval: str = "seeds and episodes", heldout: float | None = None) -> str:
+    """The one format of a table cell: '75.0 [58, 88], 2 seeds x 18 ep'. ``interval``: 'seeds and
+    episodes' (the inference layer's), 'seeds' (pooled over the seeds' run values, no episode records),
+    'episodes only' (one seed: '..., 1 seed x 18 ep, episodes only'), or 'none' (a value without an
+    episode count, e.g. a transcribed published number: '23.95, 1 seed x ? ep, no interval'). A value
+    chosen as the best of several execution modes is labelled so, with its held-out value beside it:
+    'best-of-modes 75.0 [58, 88], 2 seeds x 18 ep; held-out 70.0'."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
     d = metric_decimals(metric)
     b = max(0, d - 1)
-    ep = "-".join(str(x) for x in (per_seed if len(per_seed) < 2 else (per_seed[0], per_seed[-1])))
-    tail = ", episodes only" if S == 1 else ""
-    return f"{mean:.{d}f} [{lo:.{b}f}, {hi:.{b}f}], {S} seed{'s' if S != 1 else ''} x {ep} ep{tail}"
+    known = [int(x) for x in per_seed if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not known:
+        ep = "?"
+    else:
+        ep = "-".join(str(x) for x in sorted(set(known)) if x in (min(known), max(known)))
+    seeds = f"{S} seed{'s' if S != 1 else ''} x {ep} ep"
+    if interval != "none" and not (np.isfinite(lo) and np.isfinite(hi)):
+        interval = "none"
+    if interval == "none":
+        text = f"{exact_number(mean, metric) if ep == '?' else f'{mean:.{d}f}'}, {seeds}, no interval"
+    else:
+        tail = ", episodes only" if interval == "episodes only" else ""
+        text = f"{mean:.{d}f} [{lo:.{b}f}, {hi:.{b}f}], {seeds}{tail}"
+    if heldout is not None and not (isinstance(heldout, float) and math.isnan(heldout)):
+        return f"best-of-modes {text}; held-out {heldout:.{d}f}"
+    return text
+
+
+#: a cell label parsed back: estimate, interval, seeds, episodes per seed (the tests read tables with it)
+LABEL = re.compile(r"^(?:best-of-modes )?(?P<estimate>-?[\d.]+)(?: \[(?P<low>-?[\d.]+), (?P<high>-?[\d.]+)\])?, "
+                   r"(?P<seeds>\d+) seeds? x (?P<episodes>[\d?-]+) ep")
 
 
 def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
@@ -206,13 +270,109 @@ def cells(comp: dict[str, dict], level: float = LEVEL) -> pd.DataFrame:
             s2 = c["s2_seed"] if a["ms_ep"] > 0 else 0.0
             se, df, lo, hi = interval(a["mean"], a["S"], a["n"], ms_ep, a["df_ep"], s2, c["df_seed"], level,
                                      seed_ms=c["seed_ms"])
-            lo, hi = max(float(lo), lo_r), min(float(hi), hi_r)
+            kind = "episodes only" if a["S"] == 1 else "seeds and episodes"
+            if np.isfinite(lo) and np.isfinite(hi):
+                lo, hi = max(float(lo), lo_r), min(float(hi), hi_r)
+            else:  # one episode in one seed: no variance to tell
+                lo, hi, kind = float("nan"), float("nan"), "none"
             rows.append(dict(benchmark=bench, arm=arm, backbone=a["backbone"], ablation=a["ablation"], metric=a["metric"],
                              design=c["design"], estimate=a["mean"], se=float(se), df=float(df), ci_low=lo, ci_high=hi,
                              seeds=int(a["S"]), episodes_per_seed=a["per_seed"][0] if len(a["per_seed"]) == 1 else a["n"],
-                             episodes=a["episodes"], interval="episodes only" if a["S"] == 1 else "seeds and episodes",
-                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"])))
+                             episodes=a["episodes"], interval=kind, per_seed=a["per_seed"],
+                             cell=cell_label(a["mean"], lo, hi, int(a["S"]), a["per_seed"], a["metric"], kind)))
     return pd.DataFrame(rows)
+
+
+# -- the cells of every table ------------------------------------------------------------------------
+SEP = "\x1f"  # joins a benchmark and a task (or a chain length) into one pooling unit
+
+
+def _split_cells(c: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Cells computed on benchmark + SEP + ``column``: the benchmark and ``column`` apart again."""
+    parts = c["benchmark"].str.split(SEP, n=1, expand=True)
+    return c.assign(benchmark=parts[0], **{column: parts[1]})
+
+
+def frame_cells(frame: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
+    """Cells of an episode frame with a ``task`` column: task 'all' (the run's episodes, seed variance pooled
+    over the benchmark's arms) and each task (seed variance pooled over the arms on that task; one seed: the
+    episodes alone)."""
+    whole = cells(components(frame), level).assign(task=ALL)
+    per_task = frame.assign(benchmark=frame["benchmark"] + SEP + frame["task"])
+    tasks = _split_cells(cells(components(per_task), level), "task")
+    return pd.concat([whole, tasks], ignore_index=True)
+
+
+def seed_value_cells(values: pd.DataFrame, keys: list[str], pool: list[str], level: float = LEVEL) -> pd.DataFrame:
+    """Cells from run-level values alone (a results CSV, or the execution modes, which keep no episode records
+    of the modes not reported): per cell of ``keys`` the mean over seeds; its variance is the variance of one
+    seed's value (which holds the seed's episodes) pooled over the cells of ``pool`` with its degrees of
+    freedom, divided by the cell's seeds (interval 'seeds'). Without a pooled variance: a success rate with
+    known episode counts gets the Wilson interval of its pooled episodes ('episodes only', statsmodels);
+    anything else (a transcribed number) no interval ('none')."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    g = values.groupby([*keys, "metric"], sort=False, dropna=False)
+    c = g["value"].agg(mean="mean", var=lambda v: v.var(ddof=1) if len(v) > 1 else np.nan, S="size")
+    c = c.assign(N=g["n_episodes"].agg(lambda v: v.sum() if v.notna().all() else np.nan),
+                 per_seed=g["n_episodes"].agg(lambda v: sorted(v.tolist()))).reset_index()
+    lo_b = c["metric"].map(lambda m: RANGES.get(m, (np.nan, np.nan))[0])
+    hi_b = c["metric"].map(lambda m: RANGES.get(m, (np.nan, np.nan))[1])
+    # a cell whose seeds all sit at a bound of the metric (0 % success) has no seed variance to tell: left out
+    same = (c["var"] == 0) & ((c["mean"] == lo_b) | (c["mean"] == hi_b))
+    c["w"] = np.where(c["var"].notna() & ~same, c["S"] - 1, 0)
+    c["wv"] = c["w"] * c["var"].fillna(0)
+    pooled = c.groupby(pool, sort=False, dropna=False)[["w", "wv"]].transform("sum")
+    df = pooled["w"].to_numpy(float)
+    s2 = np.where(df > 0, pooled["wv"] / np.where(df > 0, df, 1), np.nan)
+    rows = []
+    for (_, r), d, v, at_bound in zip(c.iterrows(), df, s2, same):
+        lo_r, hi_r = RANGES.get(r["metric"], (-np.inf, np.inf))
+        if d > 0 and v > 0 and not at_bound:
+            se = math.sqrt(v / r["S"])
+            t = sps.t.ppf(0.5 + level / 2, d)
+            lo, hi, kind = r["mean"] - t * se, r["mean"] + t * se, "seeds"
+        elif r["metric"] == "success_rate" and np.isfinite(r["N"]) and r["N"] > 0:
+            k = round(r["mean"] / 100 * r["N"])
+            lo, hi = (100 * x for x in proportion_confint(k, int(r["N"]), alpha=1 - level, method="wilson"))
+            se, d, kind = np.nan, np.inf, "episodes only"
+        else:
+            se, d, lo, hi, kind = np.nan, np.nan, np.nan, np.nan, "none"
+        lo, hi = max(lo, lo_r) if np.isfinite(lo) else lo, min(hi, hi_r) if np.isfinite(hi) else hi
+        rows.append({**{k: r[k] for k in keys}, "metric": r["metric"], "estimate": r["mean"], "se": se, "df": float(d),
+                     "ci_low": lo, "ci_high": hi, "seeds": int(r["S"]), "per_seed": r["per_seed"], "interval": kind})
+    return pd.DataFrame(rows)
+
+
+def table_cells(res: Results, level: float = LEVEL) -> pd.DataFrame:
+    """Every cell the tables show, one row per (backbone, benchmark, ablation, task): ``summarize``'s mean, std,
+    seeds, episodes and held-out value, with the estimate's 95% interval (``ci_low``, ``ci_high``), its kind
+    (``interval``) and the formatted ``cell`` (``cell_label``). With episode records the interval is the
+    inference layer's (``frame_cells``); from run values alone, ``seed_value_cells``."""
+    from vlm4vla_core.aggregate.stats import summarize
+
+    s = summarize(res.results)
+    keys = ["backbone", "benchmark", "ablation", "task"]
+    if res.episodes is not None:
+        iv = frame_cells(episode_frame(res), level)
+    else:
+        iv = seed_value_cells(res.results, keys, ["benchmark", "task"], level)
+    iv = iv[[*keys, "ci_low", "ci_high", "se", "df", "interval", "per_seed"]]
+    s = s.merge(iv, on=keys, how="left", validate="one_to_one")
+    return s.assign(cell=[cell_label(r["mean"], r["ci_low"], r["ci_high"], int(r["n_seeds"]), r["per_seed"], r["metric"],
+                                     r["interval"], r.get("heldout")) for _, r in s.iterrows()])
+
+
+def length_cells(frame: pd.DataFrame, lengths=(1, 2, 3, 4, 5), level: float = LEVEL) -> pd.DataFrame:
+    """CALVIN: success (%) at each chain length L (a chain succeeds at L when it completed >= L subtasks) and
+    the average length (L = 0), each with the inference layer's interval, per (backbone, benchmark, ablation)."""
+    f = frame[frame["metric"] == "avg_len"]
+    parts = [cells(components(f), level).assign(length=0)]
+    for L in lengths:
+        fl = f.assign(benchmark=f["benchmark"] + SEP + str(L), y=100.0 * (f["y"] >= L), metric="success_rate")
+        parts.append(_split_cells(cells(components(fl), level), "length").assign(length=L))
+    return pd.concat(parts, ignore_index=True)[["backbone", "benchmark", "ablation", "length", "ci_low", "ci_high",
+                                                "interval", "per_seed", "cell"]]
 
 
 # -- contrasts ------------------------------------------------------------------------------------
@@ -268,6 +428,52 @@ def contrast(frame: pd.DataFrame, comp: dict, bench: str, a: str, b: str, level:
                 ci_low=lo, ci_high=hi, p_value=p, prob_improvement=prob,
                 paired=paired, se_unpaired=se_u, seeds=f"{int(A['S'])}/{int(B['S'])}",
                 shared_episodes=int(len(shared)))
+
+
+class Deltas:
+    """The Δ cells of the tables (a regime vs full fine-tuning, an SFT variant vs its base, from scratch vs
+    pretrained, a policy vs the zero-action baseline): with episode records, ``contrast`` of the two arms,
+    paired on (seed, episode) where both ran the same episodes; from run values alone (``cells``: the
+    ``table_cells`` of the same results), the two cells' variances add (Student t, Satterthwaite df); None
+    where neither is possible (the table then shows the plain difference)."""
+
+    def __init__(self, res: Results, cells: pd.DataFrame | None = None, level: float = LEVEL):
+        self.level = level
+        self.frame = episode_frame(res) if res.episodes is not None else None
+        self.comp = components(self.frame) if self.frame is not None else {}
+        self.cells = None
+        if cells is not None and self.frame is None:
+            c = cells[cells["task"] == ALL]
+            self.cells = c.set_index(["benchmark", "backbone", "ablation"])
+
+    def _unpaired(self, bench: str, a: tuple[str, str], b: tuple[str, str]) -> dict | None:
+        if self.cells is None or (bench, *a) not in self.cells.index or (bench, *b) not in self.cells.index:
+            return None
+        x, y = self.cells.loc[(bench, *a)], self.cells.loc[(bench, *b)]
+        parts = [(float(r["se"]) ** 2, float(r["df"])) for r in (x, y)]
+        if not all(np.isfinite(v) and np.isfinite(d) and d > 0 for v, d in parts):
+            return None
+        var = sum(v for v, _ in parts)
+        df = var**2 / sum(v**2 / d for v, d in parts if v > 0) if var > 0 else np.inf
+        est = float(x["mean"] - y["mean"])
+        t = sps.t.ppf(0.5 + self.level / 2, df)
+        return dict(metric=x["metric"], difference=est, ci_low=est - t * math.sqrt(var), ci_high=est + t * math.sqrt(var))
+
+    def label(self, bench: str, a: tuple[str, str], b: tuple[str, str]) -> str | None:
+        """'-37.5 [-80, +5]' for (backbone, ablation) ``a`` minus ``b`` on ``bench``; None without both arms."""
+        arms = (self.comp.get(bench) or {}).get("arms", {})
+        arm_a, arm_b = arm_name(*a), arm_name(*b)
+        if arm_a in arms and arm_b in arms:
+            r = contrast(self.frame, self.comp, bench, arm_a, arm_b, self.level)
+        else:
+            r = self._unpaired(bench, a, b)
+            if r is None:
+                return None
+        d = metric_decimals(r["metric"])
+        if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
+            return f"{r['difference']:+.{d}f}, no interval"
+        b_ = max(0, d - 1)
+        return f"{r['difference']:+.{d}f} [{r['ci_low']:+.{b_}f}, {r['ci_high']:+.{b_}f}]"
 
 
 def comparisons(comp: dict[str, dict], config: dict) -> list[tuple[str, str, str, str]]:
@@ -415,15 +621,27 @@ def minimum_detectable(se: float, df: float = np.inf, alpha: float = 0.05, power
 
 
 # -- platforms ------------------------------------------------------------------------------------
-def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: float = 0.0,
+def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: float | None = None,
                    level: float = LEVEL) -> tuple[pd.DataFrame, bool]:
     """Does a rerun (another machine) agree with a reference run within its prediction interval?
 
     Both frames: episode frames (``episode_frame``) of the same runs. Per run (backbone, benchmark,
     ablation, seed): the rerun's mean is predicted as the reference's, with variance s2/n_ref + s2/n_new
-    (s2: the reference run's episode variance; success: the binomial variance of the pooled rate) plus
-    ``s2_platform``. Every run is judged at a Bonferroni level over the runs; the rerun agrees when all are
-    inside. Returns (one row per run, agrees)."""
+    (s2: the reference run's episode variance; success: the binomial variance of the pooled rate) plus the
+    platform variance: ``s2_platform`` when given, else the reference's own estimate per benchmark
+    (``platform_component``, where the reference holds runs evaluated on two or more platforms), else 0.
+    Every run is judged at a Bonferroni level over the runs; the rerun agrees when all are inside.
+    Returns (one row per run, with the platform variance used and its source, agrees)."""
+    plat = {}
+    for bench, fb in reference.groupby("benchmark"):
+        if s2_platform is not None:
+            plat[bench] = (float(s2_platform), "given")
+            continue
+        est = dict(s2_platform=None)
+        if "platform" in fb and "episode_id" in fb:
+            est = platform_component(fb.assign(arm=[arm_name(b, a) for b, a in zip(fb["backbone"], fb["ablation"])]))
+        plat[bench] = ((est["s2_platform"], f"estimated from the reference (df {est['df_platform']:.0f})")
+                       if est["s2_platform"] is not None else (0.0, "none: no run of the reference ran on two platforms"))
     keys = ["backbone", "benchmark", "ablation", "seed"]
     ref = reference.groupby(keys)["y"].agg(["mean", "var", "size"])
     new = rerun.groupby(keys)["y"].agg(["mean", "size"])
@@ -438,16 +656,20 @@ def platform_check(reference: pd.DataFrame, rerun: pd.DataFrame, s2_platform: fl
     n_all = both["size_ref"] + both["size_new"]
     pa = (p * n_all + 2) / (n_all + 4)
     s2 = np.where((metric == "success_rate") & (s2 == 0), 1e4 * pa * (1 - pa), s2)
-    var = s2 / both["size_ref"] + s2 / both["size_new"] + s2_platform
+    benches = both.index.get_level_values("benchmark")
+    s2p = np.array([plat[b][0] for b in benches])
+    var = s2 / both["size_ref"] + s2 / both["size_new"] + s2p
     z = sps.norm.ppf(1 - (1 - level) / (2 * len(both)))
     half = z * np.sqrt(var)
     out = both.reset_index().assign(
         difference=(both["mean_new"] - both["mean_ref"]).to_numpy(), half_width=np.asarray(half),
+        platform_variance=s2p, platform_variance_source=[plat[b][1] for b in benches],
         level=f"{level:.0%} prediction interval, Bonferroni over {len(both)} run(s)")
     out["agrees"] = (out["difference"].abs() <= out["half_width"]).to_numpy()
     return out, bool(out["agrees"].all())
 
 
 __all__ = ["episode_frame", "design_of", "cell_stats", "pooled_seed_component", "interval", "components", "cells",
-           "contrast", "comparisons", "adjust", "all_contrasts", "mixed_model", "seeds_needed", "episodes_needed",
-           "minimum_detectable", "platform_check", "ALL"]
+           "contrast", "comparisons", "adjust", "all_contrasts", "platform_component", "mixed_model", "seeds_needed", "episodes_needed",
+           "minimum_detectable", "platform_check", "table_cells", "seed_value_cells", "frame_cells", "length_cells",
+           "cell_label", "LABEL", "ALL"]

@@ -116,9 +116,11 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
             written += write_table(out, "contrasts", con, shown, f"Contrasts ({correction} within each family)", prov,
                                    **page("contrasts"))
         written.append(write_json(out / "variance_components.json", dict(
-            method="pooled method of moments over the cells of a benchmark (vlm4vla_core.aggregate.inference)",
+            method="pooled method of moments over the cells of a benchmark (vlm4vla_core.aggregate.inference); "
+                   "s2_platform: over the runs evaluated on two or more platforms (null when none was)",
             benchmarks={b: dict(design=c["design"], metric=c["metric"], s2_seed=c["s2_seed"], df_seed=c["df_seed"],
-                                s2_episode=c["s2_episode"], platforms=c["platforms"],
+                                s2_episode=c["s2_episode"], s2_platform=c["s2_platform"],
+                                df_platform=c["df_platform"], platform_runs=c["platform_runs"], platforms=c["platforms"],
                                 arms={k: {kk: a[kk] for kk in ("S", "n", "mean", "ms_seed", "ms_res", "ms_ep", "df_ep")}
                                       for k, a in c["arms"].items()})
                         for b, c in comp.items()},
@@ -213,8 +215,10 @@ def plan_main(argv: list[str] | None = None) -> int:
             b = benches[name]
             n = args.episodes or int(round(np.mean([a["n"] for a in b["arms"].values()])))
             s2s, s2e = b["s2_seed"], b["s2_episode"]
+            plat = (f"platform variance {b['s2_platform']:.4g} (df {b['df_platform']:.0f})"
+                    if b.get("s2_platform") is not None else "no platform variance (no run evaluated on two platforms)")
             head = (f"{name} ({b['metric']}): seed variance {s2s:.4g} (df {b['df_seed']:.0f}), episode variance "
-                    f"{s2e:.4g}; effect {args.effect:g}, alpha {args.alpha:g}, power {args.power:g}")
+                    f"{s2e:.4g}, {plat}; effect {args.effect:g}, alpha {args.alpha:g}, power {args.power:g}")
             if args.seeds:
                 e = inf.episodes_needed(args.effect, s2s, s2e, args.seeds, args.alpha, args.power)
                 print(f"{head}: {args.seeds} seeds need "
@@ -234,7 +238,9 @@ def platform_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core platform-check", description=platform_main.__doc__)
     p.add_argument("--reference", nargs="+", required=True, help="episodes.csv, or eval.json files")
     p.add_argument("--rerun", nargs="+", required=True, help="episodes.csv, or eval.json files")
-    p.add_argument("--platform-variance", type=float, default=0.0, help="known platform variance component")
+    p.add_argument("--platform-variance", type=float, default=None,
+                   help="known platform variance component (default: the reference's own estimate, where it holds "
+                        "runs evaluated on two or more platforms, else 0)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         ref, new = load_episodes(args.reference), load_episodes(args.rerun)
@@ -244,6 +250,17 @@ def platform_main(argv: list[str] | None = None) -> int:
         return 1
     print(table[["backbone", "benchmark", "ablation", "seed", "mean_ref", "mean_new", "difference", "half_width",
                  "agrees"]].to_string(index=False))
+    for bench, g in table.groupby("benchmark"):
+        print(f"{bench}: platform variance {g['platform_variance'].iloc[0]:.4g} "
+              f"({g['platform_variance_source'].iloc[0]})")
+    both = pd.concat([ref, new], ignore_index=True)
+    if {"platform", "episode_id"} <= set(both):  # what this pair says about the platforms, for later checks
+        both = both.assign(arm=[inf.arm_name(b, a) for b, a in zip(both["backbone"], both["ablation"])])
+        for bench, fb in both.groupby("benchmark"):
+            est = inf.platform_component(fb)
+            if est["s2_platform"] is not None:
+                print(f"{bench}: this pair's platform variance {est['s2_platform']:.4g} (df {est['df_platform']:.0f}, "
+                      f"{est['runs']} runs on two or more platforms)")
     print(f"{'agrees' if ok else 'DISAGREES'}: {table['agrees'].sum()}/{len(table)} runs inside their "
           f"{table['level'].iloc[0]}")
     return 0 if ok else 3

@@ -7,7 +7,7 @@ ability predict control, then diagnostics (learning curves, baseline, execution 
 videos) and provenance. The Snakemake report sorts categories by name, hence the numbers.
 
 Captions live here, one per kind of output; a caption states only what its table shows: the
-sentence on "mean ± std over seeds" is added exactly when the table has such cells.
+sentence on the cells' intervals is added exactly when the table has such cells.
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ CATEGORIES = ("1. Main results", "2. Training regimes", "3. Embodied SFT", "4. V
               "6. Provenance")
 MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
 
-SPREAD = ("Cells read mean ± standard deviation over seeds (n/a with one seed), n = evaluation episodes summed "
-          "over seeds (? where the count is unknown, as for transcribed published numbers).")
+SPREAD = ("Cells read estimate [95% interval], seeds x evaluation episodes per seed: the estimate is the mean over "
+          "seeds; with episode records the interval is the inference layer's (seed variance pooled over the "
+          "benchmark's arms, per task over the arms on that task, plus the cell's episode variance; 'episodes only' "
+          "with one seed), from run values alone the seeds' variance pooled over the table's cells (or the Wilson "
+          "interval of the episodes); '? ep, no interval' marks a value without an episode count, as a transcribed "
+          "published number. The CSV keeps the mean, the standard deviation over seeds and the interval as numbers.")
+#: a table cell with the spread convention above (``inference.cell_label``)
+SPREAD_CELL = r"\d+ seeds? x [\d?-]+ ep"
 
 #: name -> (category, title, caption); names ending in "_" match as a prefix (per benchmark or VQA set)
 PAGES: dict[str, tuple[str, str, str]] = {
@@ -33,7 +39,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
                    "Backbone x benchmark under full fine-tuning (CALVIN: average completed length 0-5; other "
                    "benchmarks: success rate in %), with the zero-action baseline where it was evaluated."),
     "per_task_table": (MAIN, "Per-task results",
-                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode."),
+                       "Every task of every benchmark, backbone and training regime; 'all' pools every episode. "
+                       "A task's interval pools the seed variance over the arms that ran that task (one seed: "
+                       "the task's episodes alone)."),
     "heatmap_": (MAIN, "Success per task",
                  "Backbone x task under full fine-tuning (and the zero-action baseline): colour = success rate, "
                  "annotation = successes k of n episodes, pooled over seeds."),
@@ -50,33 +58,46 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "(reproduced - published)."),
     "ablation_table": (REGIMES, "Training regimes",
                        "Every backbone under every training regime per benchmark, with the difference (Δ) to full "
-                       "fine-tuning."),
+                       "fine-tuning. A Δ cell is the contrast of the two arms with its 95% interval "
+                       "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                       "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "freezing_table": (REGIMES, "Module freezing",
                        "Laid out as in the paper: all trained, vision encoder frozen, word embeddings frozen, and "
                        "the differences (Δ) to all trained; each cell lists the benchmarks in the order of its "
-                       "column header."),
+                       "column header. A Δ cell is the contrast of the two arms with its 95% interval "
+                       "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                       "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "scratch_table": (REGIMES, "From scratch vs pretrained",
                       "The same architecture fine-tuned from the pretrained VLM weights and from a random "
-                      "initialisation, and the difference."),
+                      "initialisation, and the difference. A Δ cell is the contrast of the two arms with its "
+                      "95% interval "
+                      "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                      "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "ablation": (REGIMES, "Training regimes per benchmark",
                  "Each backbone under each training regime it ran; bar = mean over seeds, error bar = standard "
                  "deviation over seeds; the dashed line (labelled with its value) is the zero-action baseline."),
     "embodied_sft_table": (SFT, "Embodied-SFT variants",
                            "Each variant under the base backbone it was fine-tuned from, with its measured VQA "
-                           "scores and the difference (Δ) of its control result to the base's."),
+                           "scores and the difference (Δ) of its control result to the base's. A Δ cell is the "
+                           "contrast of the two arms with its 95% interval "
+                           "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
+                           "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "sft_loss": (SFT, "Embodied SFT: loss curves",
                  "The SFT loss (cross-entropy of the answer tokens) of each variant against the SFT step, one run "
                  "per variant (no band)."),
     "regression_table": (VQA, "Control vs VQA score (the config's sourced scores)",
-                         "Per benchmark, OLS of the control metric (full fine-tuning, mean over seeds) on the VQA "
-                         "score given in the config: slope with its 95% confidence interval, R², p-value, Spearman "
-                         "and Kendall correlations, a bootstrap 95% interval of the slope; n = backbones with a "
-                         "score."),
+                         "Per benchmark, the control metric (full fine-tuning, mean over seeds) on the VQA score "
+                         "given in the config: OLS slope with its 95% interval, R², p-value, the Theil-Sen slope, "
+                         "Spearman's rho with its permutation p (exact up to 9 backbones), the errors-in-variables "
+                         "slope (where the scores carry a question count), the influential points (Cook's distance, "
+                         "leverage) with the slope refitted without them, and the minimum detectable slope; "
+                         "n = backbones with a score. Every number, with the equivalence test and the slope x "
+                         "benchmark interaction, is in inference/slopes.json."),
     "regression_": (VQA, "Control vs measured VQA score",
-                    "Per benchmark, OLS of the control metric (full fine-tuning, mean over seeds) on the VQA score "
-                    "measured on this set by the vqa-eval stage: slope with its 95% confidence interval, R², "
-                    "p-value, Spearman and Kendall correlations, a bootstrap 95% interval of the slope; "
-                    "n = backbones measured."),
+                    "Per benchmark, the control metric (full fine-tuning, mean over seeds) on the VQA score "
+                    "measured on this set by the vqa-eval stage, with the estimators of the sourced scores' "
+                    "regression table (OLS, Theil-Sen, permutation p of Spearman, errors-in-variables, influence, "
+                    "minimum detectable slope); n = backbones measured; numbers in inference/slopes.json."),
     "vqa_": (VQA, "Control vs VQA score",
              "One point per backbone with a VQA score (full fine-tuning; mean over seeds, error bar = standard "
              "deviation over seeds), the OLS fit and its pointwise 95% confidence band for the mean; the numbers "
@@ -87,10 +108,15 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "(from each run's metrics.jsonl)."),
     "baseline_table": (DIAGNOSTICS, "Policies vs the zero-action baseline",
                        "Each policy against the zero-action baseline on the same episodes: successes k/n, odds "
-                       "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds."),
+                       "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds (Fisher's test "
+                       "takes every episode as an independent trial, ignoring the seeds); with episode records, "
+                       "the contrast of the two arms with its 95% interval from the inference layer beside it "
+                       "(paired on (seed, episode) where both ran the same episodes)."),
     "modes_table": (DIAGNOSTICS, "Execution modes",
                     "The value of every execution mode (steps executed before re-planning: the whole chunk, half "
-                    "of it, one step) and how often each mode was the reported one."),
+                    "of it, one step) and how often each mode was the reported one. The modes not reported keep "
+                    "no episode records, so each interval comes from the runs' values (seed variance pooled over "
+                    "the cells of a benchmark and mode)."),
     "modes": (DIAGNOSTICS, "Success by execution mode",
               "Full fine-tuning evaluated executing the whole action chunk, half of it, or one step before "
               "re-planning; bar = mean over seeds, error bar = standard deviation over seeds."),
@@ -147,12 +173,12 @@ def category(name: str) -> str:
 
 
 def caption(name: str, shown: pd.DataFrame | None = None) -> str:
-    """The caption of ``name``; for a table, the spread convention only where its cells carry a ±."""
+    """The caption of ``name``; for a table, the spread convention only where its cells carry an interval."""
     text = _entry(name)[2]
     for column, note in COLUMN_NOTES.get(name, {}).items():
         if shown is not None and column in shown:
             text += " " + note
-    if shown is not None and shown.astype(str).apply(lambda c: c.str.contains("±", regex=False)).to_numpy().any():
+    if shown is not None and shown.astype(str).apply(lambda c: c.str.contains(SPREAD_CELL)).to_numpy().any():
         text += " " + SPREAD
     return text
 

@@ -1,4 +1,5 @@
-"""Statistics of a study: seed summaries, the zero-action comparison, VQA regressions.
+"""Statistics of a study: seed summaries, the zero-action comparison, CALVIN's chain lengths, the OLS band
+of the VQA figures (the VQA regressions themselves: ``slopes``).
 
 Conventions: a run's value is its pooled headline metric (task ``all``);
 across seeds we report the mean and the sample standard deviation (ddof=1,
@@ -93,120 +94,7 @@ def baseline_comparison(res: Results) -> tuple[list[dict], list[str]]:
     return out, list(dict.fromkeys(notes))
 
 
-# -- regressions on VQA scores ----------------------------------------------
-def ols_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Closed-form OLS slope of y on x; y may carry a leading batch axis."""
-    xc = x - x.mean()
-    return ((y - y.mean(axis=-1, keepdims=True)) * xc).sum(axis=-1) / (xc**2).sum()
-
-
-def _seed_units(res: Results, backbone: str, bench: str) -> list[list[np.ndarray]]:
-    """Per seed, the episode values of each task (episode records) or the seed's single value."""
-    if res.episodes is not None:
-        e = res.episodes
-        e = e[(e["backbone"] == backbone) & (e["benchmark"] == bench) & (e["ablation"] == "full")]
-        return [[t["value"].to_numpy(float) for _, t in s.groupby("task")] for _, s in e.groupby("seed")]
-    r = res.results
-    r = r[(r["backbone"] == backbone) & (r["benchmark"] == bench) & (r["ablation"] == "full") & (r["task"] == ALL)]
-    return [[np.array([v], float)] for v in r["value"]]
-
-
-def _boot_means(units: list[list[np.ndarray]], n_boot: int, rng: np.random.Generator, episodes: bool) -> np.ndarray:
-    """Bootstrap replicates of a backbone's seed-mean: resample seeds, then episodes within task."""
-    s = len(units)
-    chosen = rng.integers(0, s, size=(n_boot, s))
-    total = np.zeros(n_boot)
-    for slot in range(s):
-        per_seed = np.empty((s, n_boot))
-        for i, tasks in enumerate(units):
-            if episodes:
-                sums = [t[rng.integers(0, len(t), size=(n_boot, len(t)))].sum(axis=1) for t in tasks]
-                per_seed[i] = np.sum(sums, axis=0) / sum(len(t) for t in tasks)
-            else:
-                per_seed[i] = np.concatenate(tasks).mean()
-        total += per_seed[chosen[:, slot], np.arange(n_boot)]
-    return total / s
-
-
-def regressions(res: Results, vqa: dict[str, dict], benchmarks: list[str], n_boot: int = 2000,
-                boot_seed: int = 0) -> dict[str, dict]:
-    """Per benchmark: control (full fine-tuning, mean over seeds) regressed on the VQA score."""
-    import statsmodels.api as sm
-
-    summ = summarize(res.results)
-    summ = summ[(summ["task"] == ALL) & (summ["ablation"] == "full") & (summ["backbone"] != ZERO)]
-    out = {}
-    for bench in benchmarks:
-        s = summ[summ["benchmark"] == bench]
-        if s.empty:
-            continue
-        scored = s[s["backbone"].isin(vqa)]
-        unscored = sorted(set(s["backbone"]) - set(vqa))
-        entry = dict(benchmark=bench, metric=str(s["metric"].iloc[0]), n=len(scored),
-                     backbones_without_vqa_score=unscored)
-        x = np.array([vqa[b]["score"] for b in scored["backbone"]])
-        y = scored["mean"].to_numpy(float)
-        entry["points"] = [dict(backbone=b, vqa_score=vqa[b]["score"], vqa_source=vqa[b]["source"], mean=m, std=sd,
-                                n_seeds=int(k)) for b, m, sd, k in zip(scored["backbone"], y, scored["std"], scored["n_seeds"])]
-        if len(scored) < MIN_POINTS:
-            entry["status"] = f"not enough backbones with a VQA score (n={len(scored)})"
-            out[bench] = entry
-            continue
-        if np.ptp(x) == 0:
-            entry["status"] = f"the VQA scores of the {len(scored)} backbones are all equal; no slope can be fitted"
-            out[bench] = entry
-            continue
-        fit = sm.OLS(y, sm.add_constant(x)).fit()
-        ci = fit.conf_int(alpha=0.05)
-        rho = sps.spearmanr(x, y)
-        tau = sps.kendalltau(x, y)
-        entry.update(
-            status="ok",
-            slope=float(fit.params[1]), intercept=float(fit.params[0]),
-            slope_ci95=[float(ci[1, 0]), float(ci[1, 1])], intercept_ci95=[float(ci[0, 0]), float(ci[0, 1])],
-            r2=float(fit.rsquared), p_value=float(fit.pvalues[1]),
-            spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue),
-            kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
-        )
-        entry["leave_one_out"] = _leave_one_out(list(scored["backbone"]), x, y)
-        entry["bootstrap"] = _bootstrap(res, bench, list(scored["backbone"]), x, n_boot, boot_seed)
-        out[bench] = entry
-    return out
-
-
-def _leave_one_out(backbones: list[str], x: np.ndarray, y: np.ndarray) -> list[dict]:
-    """The OLS fit without each backbone in turn: how far one point (a backbone whose score came from
-    another evaluator, say) carries the slope. Empty when fewer than MIN_POINTS would remain."""
-    import statsmodels.api as sm
-
-    out = []
-    for i, name in enumerate(backbones):
-        keep = np.arange(len(x)) != i
-        if keep.sum() < MIN_POINTS or np.ptp(x[keep]) == 0:
-            continue
-        fit = sm.OLS(y[keep], sm.add_constant(x[keep])).fit()
-        ci = fit.conf_int(alpha=0.05)
-        out.append(dict(left_out=name, n=int(keep.sum()), slope=float(fit.params[1]),
-                        slope_ci95=[float(ci[1, 0]), float(ci[1, 1])], p_value=float(fit.pvalues[1])))
-    return out
-
-
-def _bootstrap(res: Results, bench: str, backbones: list[str], x: np.ndarray, n_boot: int, seed: int) -> dict:
-    episodes = res.episodes is not None
-    units = [_seed_units(res, b, bench) for b in backbones]
-    method = "seeds, then episodes within task" if episodes else "seeds"
-    info = dict(method=method, n_boot=n_boot, rng_seed=seed, seeds_per_backbone=[len(u) for u in units])
-    if not episodes and all(len(u) < 2 for u in units):
-        info.update(slope_ci95=None, note="every backbone has one seed and no episode records: nothing to resample")
-        return info
-    rng = np.random.default_rng(seed)
-    y = np.stack([_boot_means(u, n_boot, rng, episodes) for u in units], axis=1)  # (n_boot, n_backbones)
-    slopes = ols_slope(x, y)
-    lo, hi = np.percentile(slopes, [2.5, 97.5])
-    info.update(slope_ci95=[float(lo), float(hi)], slope_sd=float(slopes.std(ddof=1)))
-    return info
-
-
+# -- the VQA regression's figure ------------------------------------------------
 def confidence_band(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OLS fit on ``grid`` with its pointwise 95% confidence band for the mean."""
     import statsmodels.api as sm

@@ -1,9 +1,10 @@
 """Study tables, each written as CSV (numbers), Markdown, LaTeX and HTML (formatted cells).
 
-Every cell reads "mean ± spread (n=episodes)": the mean over seeds of the
-run-level metric, the standard deviation over seeds ("n/a" for one seed) and
-the number of evaluation episodes summed over seeds ("n=?" when unknown, e.g.
-published numbers). Each table carries a footer with the git commit and the
+Every cell reads "estimate [95% interval], seeds x episodes per seed" (``inference.cell_label``,
+the one format of a cell): the mean over seeds of the run-level metric with the inference layer's
+interval (``inference.table_cells``; docs/statistics.md), "episodes only" for one seed, "no interval"
+for a transcribed number without an episode count. The CSV keeps mean, std over seeds and the
+interval as numbers. Each table carries a footer with the git commit and the
 config hash it was produced from, and its caption (``pages.caption``) under the
 title. The HTML copies (html/<name>.html) are the pages the Snakemake report shows.
 """
@@ -18,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import write_text
-from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_decimals, vqa_scores
-from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS, summarize
+from vlm4vla_core.aggregate import inference as inf
+from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, Results, metric_decimals, vqa_scores
+from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS
 
 MISSING = "-"
 #: the labels of a best-of-modes cell and of the unbiased number beside it
@@ -31,30 +33,21 @@ REGIME_LABELS = {"full": "all trained", "freeze_vision": "vision frozen", "freez
 FREEZING = ("freeze_vision", "freeze_embeddings")
 
 
-def cell(mean: float, std: float, n: float, metric: str, heldout: float | None = None) -> str:
-    """'23.3 ± 4.7 (n=60)'. With an unknown episode count (a transcribed published number) the
-    mean keeps up to two more decimals, so 23.95 is not shown as 23.9. A value chosen as the best
-    of several execution modes is labelled so and shows its held-out value beside it:
-    'best-of-modes 23.3 ± 4.7 (n=60); held-out 20.0' (each episode scored in the mode chosen on the
-    other half of the run's episodes)."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return MISSING
-    if heldout is not None and not (isinstance(heldout, float) and math.isnan(heldout)):
-        return f"{BEST_OF} {cell(mean, std, n, metric)}; {HELD_OUT} {heldout:.{metric_decimals(metric)}f}"
-    d = metric_decimals(metric)
-    unknown_n = n is None or math.isnan(n)
-    shown = number(mean, metric) if unknown_n else f"{mean:.{d}f}"
-    spread = "n/a" if std is None or math.isnan(std) else f"{std:.{d}f}"
-    return f"{shown} ± {spread} (n={'?' if unknown_n else int(n)})"
+def summary(results) -> pd.DataFrame:
+    """The cells of a table (``inference.table_cells``): from a study's ``Results`` (episode records: the
+    inference layer's intervals), a results DataFrame (run values alone), or cells already computed."""
+    if isinstance(results, pd.DataFrame) and "cell" in results:
+        return results
+    if isinstance(results, pd.DataFrame):
+        results = Results(results=results)
+    return inf.table_cells(results)
 
 
 def number(value: float, metric: str) -> str:
     """A transcribed value as given (up to two more decimals than the metric's, at least its own)."""
     if value is None or math.isnan(value):
         return MISSING
-    d = metric_decimals(metric)
-    shown = f"{value:.{d + 2}f}".rstrip("0")
-    return shown + "0" * max(0, d - len(shown.split(".")[1]))
+    return inf.exact_number(value, metric)
 
 
 def signed(delta: float, metric: str, exact: bool = False) -> str:
@@ -62,6 +55,14 @@ def signed(delta: float, metric: str, exact: bool = False) -> str:
     if delta is None or math.isnan(delta):
         return MISSING
     return ("+" if delta >= 0 else "-") + number(abs(delta), metric) if exact else f"{delta:+.{metric_decimals(metric)}f}"
+
+
+def dcell(deltas, bench: str, a: tuple[str, str], b: tuple[str, str], delta: float, metric: str,
+          exact: bool = False) -> str:
+    """A Δ cell: the paired contrast with its 95% interval (``inference.Deltas``) where the runs carry episode
+    records, else the plain difference (``signed``)."""
+    got = deltas.label(bench, a, b) if deltas is not None else None
+    return got if got is not None else signed(delta, metric, exact)
 
 
 def _exact(*rows) -> bool:
@@ -81,27 +82,25 @@ def backbone_order(present, config: dict) -> list[str]:
 
 
 def rcell(r) -> str:
-    """``cell`` of a ``summarize`` row, with its held-out value when the row has one."""
-    return cell(r["mean"], r["std"], r["n_episodes"], r["metric"], r.get("heldout"))
-
-
-def cells(s: pd.DataFrame) -> list[str]:
-    return [rcell(r) for _, r in s.iterrows()]
+    """The formatted cell of a ``summary`` row (``inference.cell_label``: estimate [95% interval], seeds x
+    episodes, and the held-out value beside a best-of-modes cell)."""
+    return r["cell"]
 
 
 # -- builders: each returns (numbers for the CSV, formatted table) ------------
 def main_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
-    s = summarize(results)
+    s = summary(results)
     s = s[(s["task"] == ALL) & (s["ablation"].isin(["full", "none"]))]
-    s = s.assign(cell=cells(s))
     wide = s.pivot(index="backbone", columns="benchmark", values="cell")
     wide = wide.reindex(index=backbone_order(s["backbone"], config), columns=ordered(s["benchmark"], benchmarks))
     numbers = s.drop(columns="task")
-    return numbers, wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
+    return numbers.drop(columns=["cell", "per_seed"]), wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
 
 
-def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
-    s = summarize(results)
+def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
+    """Every regime per benchmark and backbone, with Δ to full fine-tuning (``dcell``: with ``deltas``, an
+    ``inference.Deltas``, the paired contrast and its interval)."""
+    s = summary(results)
     s = s[(s["task"] == ALL) & (s["backbone"] != ZERO)]
     full = s[s["ablation"] == "full"].set_index(["backbone", "benchmark"])["mean"]
     s = s.assign(delta_vs_full=[m - full.get((b, k), np.nan) for b, k, m in zip(s["backbone"], s["benchmark"], s["mean"])])
@@ -116,16 +115,17 @@ def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
                 r = g.loc[a] if a in g.index else None
                 row[a] = MISSING if r is None else rcell(r)
                 if a != "full":
-                    row[f"Δ {a}"] = MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r))
+                    row[f"Δ {a}"] = MISSING if r is None else dcell(deltas, bench, (bb, a), (bb, "full"),
+                                                                    r["delta_vs_full"], r["metric"], _exact(r))
             rows.append(row)
-    return s.drop(columns="task"), pd.DataFrame(rows)
+    return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
     """Module freezing as the paper lays it out: one row per backbone with a frozen variant, columns
     all trained / vision frozen / word embeddings frozen (and Δ to all trained), each cell listing the
     benchmarks in the column header's order. ``None`` when no run froze a module."""
-    s = summarize(results)
+    s = summary(results)
     s = s[(s["task"] == ALL) & (s["backbone"] != ZERO)]
     frozen = s[s["ablation"].isin(FREEZING)]
     if frozen.empty:
@@ -147,15 +147,16 @@ def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
                 MISSING if r is None else rcell(r) for r in got)
             if a != "full":
                 row[f"Δ {REGIME_LABELS[a]}" + suffix] = " / ".join(
-                    MISSING if r is None else signed(r["delta_vs_full"], r["metric"], _exact(r)) for r in got)
+                    MISSING if r is None else dcell(deltas, k, (bb, a), (bb, "full"), r["delta_vs_full"], r["metric"],
+                                                    _exact(r)) for k, r in zip(benches, got))
         rows.append(row)
-    return s.drop(columns="task"), pd.DataFrame(rows)
+    return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
     """From scratch vs pretrained: per backbone with a from-scratch run, the pretrained (full fine-tuning)
     row, the from-scratch row and their difference; one column per benchmark. ``None`` without such runs."""
-    s = summarize(results)
+    s = summary(results)
     s = s[(s["task"] == ALL) & (s["ablation"].isin(["full", "from_scratch"]))]
     # an embodied-SFT variant is compared with its base's from-scratch run: the same architecture, randomly
     # initialised, on the same seeds (the variant's own would repeat it)
@@ -184,18 +185,20 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
             pre[k] = MISSING if p is None else rcell(p)
             scr[k] = MISSING if r is None else rcell(r)
             d = np.nan if p is None or r is None else r["mean"] - p["mean"]
-            delta[k] = signed(d, (r if r is not None else p)["metric"], _exact(p, r))
+            src = config["backbones"][bb]["sft"] if bb in borrowed else bb
+            delta[k] = MISSING if p is None or r is None else dcell(
+                deltas, k, (src, "from_scratch"), (bb, "full"), d, r["metric"], _exact(p, r))
             for ab, x in (("full", p), ("from_scratch", r)):
                 if x is not None:
                     numbers.append(dict(backbone=bb, benchmark=k, ablation=ab, metric=x["metric"], mean=x["mean"],
-                                        std=x["std"], n_seeds=x["n_seeds"], n_episodes=x["n_episodes"],
-                                        delta_scratch_minus_pretrained=d))
+                                        std=x["std"], ci_low=x["ci_low"], ci_high=x["ci_high"], n_seeds=x["n_seeds"],
+                                        n_episodes=x["n_episodes"], delta_scratch_minus_pretrained=d))
         rows += [pre, scr, delta]
     return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
 def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str], missing: str = NOT_RUN,
-                       vqa: dict[str, dict[str, dict]] | None = None):
+                       vqa: dict[str, dict[str, dict]] | None = None, deltas=None):
     """Embodied-SFT variants (config ``embodied_sft``: key -> base, dataset) grouped under their base: the
     base row (full fine-tuning) first, then each variant (its results carry backbone = the variant key)
     with the difference to its base; cells without results read ``missing``. ``vqa``: measured VQA
@@ -204,7 +207,7 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
     variants = config.get("embodied_sft") or {}
     if not variants:
         return None
-    s = summarize(results)
+    s = summary(results)
     s = s[(s["task"] == ALL) & (s["ablation"] == "full")].set_index(["backbone", "benchmark"])
     benches = ordered([*benchmarks, *s.index.get_level_values("benchmark")], benchmarks)
     numbers, rows = [], []
@@ -221,16 +224,18 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
                 d = np.nan if r is None or b is None else r["mean"] - b["mean"]
                 row[k] = missing if r is None else rcell(r)
                 if entry:
-                    row[f"Δ {k} vs base"] = MISSING if r is None else signed(d, r["metric"], _exact(r, b))
+                    row[f"Δ {k} vs base"] = MISSING if r is None else dcell(deltas, k, (name, "full"), (base, "full"), d,
+                                                                            r["metric"], _exact(r, b))
                 if r is not None:
                     numbers.append(dict(base=base, backbone=name, dataset=entry["dataset"] if entry else None, benchmark=k,
-                                        metric=r["metric"], mean=r["mean"], std=r["std"], n_seeds=r["n_seeds"],
-                                        n_episodes=r["n_episodes"], delta_vs_base=d,
+                                        metric=r["metric"], mean=r["mean"], std=r["std"], ci_low=r["ci_low"],
+                                        ci_high=r["ci_high"], n_seeds=r["n_seeds"], n_episodes=r["n_episodes"], delta_vs_base=d,
                                         **{f"vqa_{n}": (v.get(name) or {}).get("score") for n, v in sorted((vqa or {}).items())}))
             rows.append(row)
     cols = (["base", "model", "SFT dataset"] + [f"VQA {n}" for n in sorted(vqa or {})]
             + [c for k in benches for c in (k, f"Δ {k} vs base")])
-    numbers = pd.DataFrame(numbers, columns=["base", "backbone", "dataset", "benchmark", "metric", "mean", "std", "n_seeds",
+    numbers = pd.DataFrame(numbers, columns=["base", "backbone", "dataset", "benchmark", "metric", "mean", "std", "ci_low",
+                                             "ci_high", "n_seeds",
                                              "n_episodes", "delta_vs_base", *[f"vqa_{n}" for n in sorted(vqa or {})]])
     return numbers, pd.DataFrame(rows).reindex(columns=cols).fillna(MISSING)
 
@@ -239,7 +244,7 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
     """Each reproduced cell (task 'all') beside its published value and the difference (reproduced -
     published). ``published``: ``vlm4vla_core.data.published_results(config)`` (names already mapped to
     the config's keys); a cell without a published counterpart says why."""
-    s = summarize(results)
+    s = summary(results)
     s = s[s["task"] == ALL]
     pub = published.set_index(["backbone", "benchmark", "ablation"])
     sft = set(config.get("embodied_sft") or {})
@@ -269,7 +274,7 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
                     why, p = f"published metric {p['metric']!r} differs from the run's {r['metric']!r}", None
                 diff = np.nan if p is None else r["mean"] - p["value"]
                 numbers.append(dict(benchmark=bench, backbone=bb, ablation=abl, metric=r["metric"], mean=r["mean"],
-                                    std=r["std"], n_seeds=r["n_seeds"], n_episodes=r["n_episodes"],
+                                    std=r["std"], ci_low=r["ci_low"], ci_high=r["ci_high"], n_seeds=r["n_seeds"], n_episodes=r["n_episodes"],
                                     published=np.nan if p is None else p["value"], difference=diff,
                                     published_table=None if p is None else p.get("table"),
                                     published_source=None if p is None else p["source"], note=why))
@@ -281,22 +286,24 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
     return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
-def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[str]):
-    """CALVIN success (%) at chain lengths 1..5 and the average length, from ``stats.calvin_length_success``."""
+def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[str], intervals: pd.DataFrame):
+    """CALVIN success (%) at chain lengths 1..5 and the average length: the numbers from
+    ``stats.calvin_length_success``, the cells with their intervals from ``inference.length_cells``."""
+    keys = ["backbone", "benchmark", "ablation", "length"]
+    lengths = lengths.merge(intervals, on=keys, how="left", validate="one_to_one")
     rows = []
     for bench in ordered(lengths["benchmark"], benchmarks):
         lb = lengths[lengths["benchmark"] == bench]
         for bb in backbone_order(lb["backbone"], config):
             for abl in ordered(lb[lb["backbone"] == bb]["ablation"], ["none", *ABLATIONS]):
-                g = lb[(lb["backbone"] == bb) & (lb["ablation"] == abl)].set_index("length")
+                g = lb[(lb["backbone"] == bb) & (lb["ablation"] == abl)].set_index("length")["cell"]
                 row = {"benchmark": bench, "backbone": bb, "ablation": abl}
                 for L in CHAIN_LENGTHS:
-                    x = g.loc[L]
-                    row[f"success ≥{L} (%)"] = cell(x["mean"], x["std"], x["n_episodes"], "success_rate")
-                x = g.loc[0]
-                row["avg. length"] = cell(x["mean"], x["std"], x["n_episodes"], "avg_len")
+                    row[f"success ≥{L} (%)"] = g.get(L, MISSING)
+                row["avg. length"] = g.get(0, MISSING)
                 rows.append(row)
-    numbers = lengths.assign(quantity=np.where(lengths["length"] == 0, "avg_len", "success_rate_at_length"))
+    numbers = lengths.drop(columns=["cell", "per_seed"]).assign(
+        quantity=np.where(lengths["length"] == 0, "avg_len", "success_rate_at_length"))
     return numbers, pd.DataFrame(rows)
 
 
@@ -308,8 +315,7 @@ def _config_tasks(config: dict, benchmark: str) -> list[str]:
 def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str], videos: dict | None = None):
     """Every task of every (benchmark, backbone, regime); ``videos``: (backbone, benchmark, ablation) ->
     Markdown links to its rollout videos (a ``rollouts`` column when given)."""
-    s = summarize(results)
-    s = s.assign(cell=cells(s))
+    s = summary(results)
     tasks = ordered(sorted(t for t in s["task"].unique() if t != ALL),
                     [t for b in benchmarks for t in _config_tasks(config, b)]) + [ALL]
     rows = []
@@ -321,14 +327,21 @@ def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str], v
                 rows.append({"benchmark": bench, "backbone": bb, "ablation": abl, **{t: g.get(t, MISSING) for t in tasks}})
                 if videos:
                     rows[-1]["rollouts"] = videos.get((bb, bench, abl), MISSING)
-    return s, pd.DataFrame(rows)
+    return s.drop(columns=["cell", "per_seed"]), pd.DataFrame(rows)
 
 
 def modes_table(modes: pd.DataFrame, config: dict, benchmarks: list[str]):
-    """Value of every execution mode (reported mode or not), mean over seeds."""
-    g = modes.groupby(["backbone", "benchmark", "ablation", "mode", "metric"], sort=False)
+    """Value of every execution mode (reported mode or not), mean over seeds with a 95% interval from the
+    runs' values (``inference.seed_value_cells``: the modes not reported keep no episode records), the
+    seed variance pooled over the cells of a benchmark and mode."""
+    keys = ["backbone", "benchmark", "ablation", "mode"]
+    g = modes.groupby([*keys, "metric"], sort=False)
     s = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
     s = s.assign(n_episodes=g["n_episodes"].sum(), times_reported=g["reported"].sum()).reset_index()
+    iv = inf.seed_value_cells(modes, keys, ["benchmark", "mode"])
+    s = s.merge(iv[[*keys, "ci_low", "ci_high", "interval", "per_seed"]], on=keys, how="left", validate="one_to_one")
+    s = s.assign(cell=[inf.cell_label(r["mean"], r["ci_low"], r["ci_high"], int(r["n_seeds"]), r["per_seed"],
+                                      r["metric"], r["interval"]) for _, r in s.iterrows()])
     rows = []
     for bench in ordered(s["benchmark"], benchmarks):
         sb = s[s["benchmark"] == bench]
@@ -337,15 +350,17 @@ def modes_table(modes: pd.DataFrame, config: dict, benchmarks: list[str]):
                 r = sb[(sb["backbone"] == bb) & (sb["ablation"] == abl)].set_index("mode")
                 row = {"benchmark": bench, "backbone": bb, "ablation": abl}
                 for m in ordered(r.index, MODES):
-                    x = r.loc[m]
-                    row[m] = cell(x["mean"], x["std"], x["n_episodes"], x["metric"])
+                    row[m] = r.loc[m, "cell"]
                 row["reported"] = ", ".join(f"{m}×{int(r.loc[m, 'times_reported'])}" for m in ordered(r.index, MODES)
                                             if r.loc[m, "times_reported"] > 0)
                 rows.append(row)
-    return s, pd.DataFrame(rows).fillna(MISSING)
+    return s.drop(columns=["cell", "per_seed"]), pd.DataFrame(rows).fillna(MISSING)
 
 
-def baseline_table(rows: list[dict]):
+def baseline_table(rows: list[dict], deltas=None):
+    """Each policy vs the zero-action baseline: pooled k/n, odds ratio and Fisher's p (episodes as independent
+    trials) and, with ``deltas`` (``inference.Deltas``, episode records), the contrast of the two arms with its
+    95% interval, which keeps seeds and shared episodes apart."""
     numbers = pd.DataFrame(rows)
     if numbers.empty:
         return numbers, pd.DataFrame({"note": ["no comparison with a zero-action baseline was possible"]})
@@ -357,42 +372,52 @@ def baseline_table(rows: list[dict]):
         "odds ratio": [f"{o:.2f}" if math.isfinite(o) else "inf" for o in numbers["odds_ratio"]],
         "p (Fisher, one-sided)": [f"{p:.3g}" for p in numbers["p_value"]],
     })
+    got = [deltas.label(b, (bb, a), (ZERO, "none")) if deltas is not None else None
+           for b, bb, a in zip(numbers["benchmark"], numbers["backbone"], numbers["ablation"])]
+    if any(g is not None for g in got):
+        shown["policy − zero-action [95% CI]"] = [MISSING if g is None else g for g in got]
     return numbers.drop(columns="seeds"), shown
 
 
-def _loo_cell(loo: list[dict], slope: float) -> str:
-    """Range of the slope over the leave-one-out fits, and the fit that moves it most."""
-    if not loo:
-        return f"too few backbones (needs {MIN_POINTS + 1})"
-    slopes = [f["slope"] for f in loo]
-    top = max(loo, key=lambda f: abs(f["slope"] - slope))
-    return (f"slope {min(slopes):.3g} to {max(slopes):.3g}; without {top['left_out']}: {top['slope']:.3g} "
-            f"[{top['slope_ci95'][0]:.3g}, {top['slope_ci95'][1]:.3g}], p {top['p_value']:.3g}")
+def _ci(v: list | None) -> str:
+    return MISSING if not v or v[0] is None else f"[{v[0]:.3g}, {v[1]:.3g}]"
 
 
-def regression_table(regs: dict[str, dict]):
+def regression_table(fits: dict[str, dict]):
+    """One row per benchmark from ``slopes.fit_points`` (inference/slopes.json): OLS with its t interval,
+    Theil-Sen, the exact permutation p of Spearman, the errors-in-variables slope, the points flagged by
+    influence with the slope refitted without them, and the minimum detectable slope."""
     rows, shown = [], []
-    for bench, r in regs.items():
-        base = {"benchmark": bench, "metric": r["metric"], "n": r["n"]}
+    for bench, r in fits.items():
         if r["status"] != "ok":
-            rows.append({**base, "status": r["status"]})
-            shown.append({"benchmark": bench, "n": r["n"], "result": r["status"]})
+            rows.append({"benchmark": bench, "n": r.get("n"), "status": r["status"]})
+            shown.append({"benchmark": bench, "n": r.get("n"), "result": r["status"]})
             continue
-        boot = r["bootstrap"].get("slope_ci95")
-        rows.append({**base, "status": "ok", **{k: r[k] for k in (
-            "slope", "intercept", "r2", "p_value", "spearman_rho", "spearman_p", "kendall_tau", "kendall_p")},
-            "slope_ci95_low": r["slope_ci95"][0], "slope_ci95_high": r["slope_ci95"][1],
-            "boot_slope_ci95_low": boot[0] if boot else np.nan, "boot_slope_ci95_high": boot[1] if boot else np.nan,
-            "bootstrap": r["bootstrap"]["method"]})
+        ts, sp, eiv = r["theil_sen"], r["spearman"], r.get("errors_in_variables") or {}
+        wo = r.get("without_flagged")
+        infl = {i["backbone"]: i for i in r["influence"]}
+        mds = (r.get("power") or {}).get("minimum_detectable_slope")
+        rows.append(dict(
+            benchmark=bench, n=r["n"], status="ok", slope=r["slope"], intercept=r["intercept"], r2=r["r2"],
+            p_value=r["p_value"], slope_ci95_low=r["slope_ci95"][0], slope_ci95_high=r["slope_ci95"][1],
+            theil_sen_slope=ts["slope"], theil_sen_ci95_low=ts["ci95"][0], theil_sen_ci95_high=ts["ci95"][1],
+            spearman_rho=sp["rho"], spearman_p_permutation=sp["p_permutation"], eiv_slope=eiv.get("slope"),
+            eiv_reliability=eiv.get("reliability"), flagged=";".join(r["flagged"]),
+            slope_without_flagged=wo["slope"] if wo else np.nan, minimum_detectable_slope=mds))
+        flagged = "; ".join(f"{b} (Cook's D {infl[b]['cooks_distance']:.3g}, leverage {infl[b]['leverage']:.2f})"
+                            for b in r["flagged"]) or "none"
+        if wo:
+            flagged += f"; without: {wo['slope']:.3g} {_ci(wo['slope_ci95'])}, p {wo['p_value']:.3g}"
         shown.append({
             "benchmark": bench, "n": r["n"],
-            "slope [95% CI]": f"{r['slope']:.3g} [{r['slope_ci95'][0]:.3g}, {r['slope_ci95'][1]:.3g}]",
-            "intercept": f"{r['intercept']:.3g}", "R²": f"{r['r2']:.3f}", "p": f"{r['p_value']:.3g}",
-            "Spearman ρ (p)": f"{r['spearman_rho']:.3f} ({r['spearman_p']:.3g})",
-            "Kendall τ (p)": f"{r['kendall_tau']:.3f} ({r['kendall_p']:.3g})",
-            "bootstrap slope 95%": f"[{boot[0]:.3g}, {boot[1]:.3g}] ({r['bootstrap']['method']})" if boot
-            else r["bootstrap"]["note"],
-            "leaving one backbone out": _loo_cell(r.get("leave_one_out") or [], r["slope"]),
+            "OLS slope [95% CI]": f"{r['slope']:.3g} {_ci(r['slope_ci95'])}",
+            "R²": f"{r['r2']:.3f}", "p": f"{r['p_value']:.3g}",
+            "Theil-Sen slope [95% CI]": f"{ts['slope']:.3g} {_ci(ts['ci95'])}",
+            "Spearman ρ (permutation p)": f"{sp['rho']:.3f} ({sp['p_permutation']:.3g}, {sp['permutation']})",
+            "errors-in-variables slope": (f"{eiv['slope']:.3g} (reliability of x {eiv['reliability']:.2f})"
+                                          if eiv.get("slope") is not None else eiv.get("note", MISSING)),
+            "influential points": flagged,
+            "min. detectable slope": MISSING if mds is None else f"{mds:.3g}",
         })
     return pd.DataFrame(rows), pd.DataFrame(shown).fillna(MISSING)
 
