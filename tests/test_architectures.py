@@ -96,12 +96,13 @@ def test_table_is_current_enough():
     assert set(SAMPLE) <= set(_working()) and len(_working()) >= 30
 
 
-def test_readme_table_is_the_scripts_output():
+def test_docs_table_is_the_scripts_output():
     from vlm4vla_core.backbones.sweep import END, START, markdown
 
-    readme = (TABLE.parents[1] / "README.md").read_text()
+    page = (TABLE.parents[1] / "docs" / "architectures.md").read_text()
     version, rows = load_table(TABLE)
-    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == markdown(rows, version).strip()
+    assert page.split(START, 1)[1].split(END, 1)[0].strip() == markdown(rows, version).strip()
+    assert START not in (TABLE.parents[1] / "README.md").read_text()  # the README holds no generated table
     assert TABLE.with_suffix(".md").read_text() == markdown(rows, version)
 
 
@@ -131,3 +132,18 @@ def test_every_working_architecture(tmp_path, model_type):
     _skip_unless_table_version()
     row = run_one(model_type, tmp_path)
     assert row["status"] == "works", row
+
+
+def test_the_sweep_writes_its_table_to_a_docs_page_never_the_readme(tmp_path):
+    from vlm4vla_core.backbones.sweep import END, START, main, page_with_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{START}\nold\n{END}\n")
+    with pytest.raises(SystemExit, match="not to the README"):
+        main(["--out", str(tmp_path / "a.json"), "--docs", str(readme), "--only"])
+    page = tmp_path / "docs" / "architectures.md"
+    page.parent.mkdir()
+    page.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- architectures:start -->"):
+        main(["--out", str(tmp_path / "a.json"), "--docs", str(page), "--only"])
+    assert page_with_table(f"a\n{START}\nold\n{END}\nb\n", "new\n") == f"a\n{START}\nnew\n{END}\nb\n"

@@ -1,0 +1,66 @@
+"""The documentation: the README as a short front page, the site under docs/ built strictly (a broken
+internal link or anchor fails), and no file of the repository pointing outside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for command in ("make demo", "make test", ". .venv/bin/activate", "snakemake --profile slurm",
+                    "snakemake --configfile config/demo.yaml --report results/demo/report.html"):
+        assert command in text, command
+    # every page of the site is on the README's map
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    linked = {p for p in pages if f"(docs/{p})" in text}
+    assert linked == pages, sorted(pages - linked)
+
+
+def _nav_pages(nav) -> list[str]:
+    out = []
+    for item in nav:
+        for value in (item.values() if isinstance(item, dict) else [item]):
+            out += _nav_pages(value) if isinstance(value, list) else [value]
+    return out
+
+
+def test_every_docs_page_is_in_the_nav_and_validation_is_strict():
+    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert sorted(_nav_pages(cfg["nav"])) == sorted(pages)
+    assert cfg["strict"] is True
+    assert {k: cfg["validation"][k] for k in ("not_found", "anchors", "absolute_links", "unrecognized_links",
+                                              "omitted_files")} == dict.fromkeys(
+        ("not_found", "anchors", "absolute_links", "unrecognized_links", "omitted_files"), "warn")
+
+
+def test_the_site_builds_strictly(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is in the core lock (the docs extra); make setup installs it")
+    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "site" / "benchmarks" / "calvin" / "index.html").is_file()
+
+
+def test_no_file_refers_to_a_path_outside_the_repository():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    bad = []
+    needles = ("PROTOCOLS.md", "shared/benchmarks", "/work/")
+    for name in files:
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".smk", ".sh", ".txt", ".rst", ".cfg", ".toml", ""}:
+            continue
+        if name == "tests/test_docs.py" or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        bad += [f"{name}: {n}" for n in needles if n in text]
+    assert not bad, bad
