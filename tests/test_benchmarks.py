@@ -18,7 +18,7 @@ from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS, NOOP, libero_image
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes.source import TrainingSet
 
-from libero_fixtures import write_libero_hdf5
+from vlm4vla_core.testing.libero import write_libero_hdf5
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBERO = benchmarks.get("libero10")
