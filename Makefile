@@ -71,16 +71,16 @@ test-latest: system-deps
 	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test]'
 	$(LATEST)/bin/python -m vlm4vla_core lock-check --drift
 	$(LATEST)/bin/python -m vlm4vla_core architectures --out $(LATEST)/architectures.json \
-	  --compare benchmarks/architectures.json
+	  --compare tools/architectures.json
 	PATH=$(abspath $(LATEST)/bin):$$PATH $(LATEST)/bin/pytest -q
 
 # LIBERO-10's simulator in its own environment (the policy reaches it over a websocket)
 libero-env: system-deps
 	envs/setup-libero-venv.sh .venv-libero
 
-# a real LIBERO-10 evaluation through the policy server, with a tiny policy (benchmarks/libero_check.py)
+# a real LIBERO-10 evaluation through the policy server, with a tiny policy (tools/libero_check.py)
 libero-check: setup libero-env
-	$(BIN)/python benchmarks/libero_check.py
+	$(BIN)/python tools/libero_check.py
 
 # lmms-eval in its own environment (it needs torchvision, which the core environment never gets):
 # the vqa-lmms stage, a vqa_sets entry with framework: lmms-eval and python: .venv-lmms/bin/python

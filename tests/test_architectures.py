@@ -5,7 +5,7 @@ The default run takes a sample (Gemma 3 writes a begin-of-image marker in the pr
 other tokens; Qwen2-VL and LLaVA expand their image token; Qwen3-VL needs the image processor's patch size
 from its tower; Idefics3 needs its tokens per image from the model's image features; GLM-4.1V-MoE has
 partial rotary mrope sections); ``-m all_archs`` runs every row that
-``benchmarks/architectures.json`` (``python -m vlm4vla_core architectures``) lists as working."""
+``tools/architectures.json`` (``python -m vlm4vla_core architectures``) lists as working."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from transformers import AutoConfig
 from vlm4vla_core.backbones.generic import config_problems
 from vlm4vla_core.backbones.sweep import load_table, run_one
 
-TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "architectures.json"
+TABLE = Path(__file__).resolve().parents[1] / "tools" / "architectures.json"
 SAMPLE = ["gemma3", "qwen2_vl", "llava", "qwen3_vl", "idefics3", "glm4v_moe"]
 
 
@@ -31,7 +31,7 @@ def _skip_unless_table_version():
     make test-latest says what changed."""
     made_with = load_table(TABLE)[0]
     if transformers.__version__ != made_with:
-        pytest.skip(f"benchmarks/architectures.json was made with transformers {made_with}, "
+        pytest.skip(f"tools/architectures.json was made with transformers {made_with}, "
                     f"{transformers.__version__} is installed: make setup installs the locked version; "
                     "make test-latest reports the drift (refresh the lock and the table together)")
 

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         "markers of this documentation page (docs/architectures.md)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
     parser.add_argument("--compare", type=Path, help="an earlier table: print the architectures added, removed "
-                        "and changed since (e.g. benchmarks/architectures.json)")
+                        "and changed since (e.g. tools/architectures.json)")
     args = parser.parse_args(argv)
     if args.docs is not None:
         check_docs_page(args.docs)

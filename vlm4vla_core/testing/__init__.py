@@ -1,4 +1,4 @@
-"""Fixture factories shared by the test suite and the checks under ``benchmarks/``: small data sets in
+"""Fixture factories shared by the test suite and the checks under ``tools/``: small data sets in
 each benchmark's native layout, fake simulators that record their calls, and a small study laid out as
 the pipeline writes it. Nothing in the stages imports this package.
 

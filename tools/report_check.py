@@ -1,6 +1,6 @@
 """Look at the results pages in a real browser: headless Chromium screenshots of a small study's pages.
 
-    python benchmarks/report_check.py --out /tmp/report-check [--report results/published/report.html]
+    python tools/report_check.py --out /tmp/report-check [--report results/published/report.html]
 
 Builds the small study of ``vlm4vla_core/testing/report.py`` (two backbones, a zero-action baseline, two
 Meta-World tasks, training metrics, rollout videos), aggregates it into ``OUT/results``, and takes

@@ -1,7 +1,7 @@
 """A real CALVIN evaluation through the policy server, with a tiny policy, on the first K chains.
 
     envs/setup-calvin-venv.sh .venv-calvin ../calvin_env     # once: calvin_env from a local git clone
-    python benchmarks/calvin_check.py [--chains 4] [--max-steps 360] [--workers 2]
+    python tools/calvin_check.py [--chains 4] [--max-steps 360] [--workers 2]
 
 Writes a small task_ABC_D in the native layout (synthetic frames and rel_actions, as the tests do),
 imports it with the data stage, trains a tiny Qwen2.5-VL policy for a few DeepSpeed steps, then

@@ -1,7 +1,7 @@
 """A real LIBERO-10 evaluation through the policy server, with a tiny policy.
 
     envs/setup-libero-venv.sh .venv-libero      # once: LIBERO's own environment
-    python benchmarks/libero_check.py [--episodes-per-task 2] [--max-steps 60] [--workers 2]
+    python tools/libero_check.py [--episodes-per-task 2] [--max-steps 60] [--workers 2]
 
 Writes a small LIBERO demo set in the official HDF5 layout (synthetic frames and actions, as the
 tests do), imports it with the data stage, trains a tiny Qwen2.5-VL policy for a few DeepSpeed
