@@ -71,7 +71,7 @@ test-latest: system-deps
 	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test]'
 	$(LATEST)/bin/python -m vlm4vla_core lock-check --drift
 	$(LATEST)/bin/python -m vlm4vla_core architectures --out $(LATEST)/architectures.json \
-	  --compare tools/architectures.json
+	  --compare docs/architectures.json
 	PATH=$(abspath $(LATEST)/bin):$$PATH $(LATEST)/bin/pytest -q
 
 # LIBERO-10's simulator in its own environment (the policy reaches it over a websocket)

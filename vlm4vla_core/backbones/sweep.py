@@ -10,7 +10,8 @@ builds to place the image features (``get_placeholder_mask``), where it has one.
 Each row: ``works``, ``refused`` (the adapter's reason, before any weight) or
 ``fails`` (the first error of the tiny build or run; nothing was skipped silently).
 Writes a JSON file (``{"transformers": version, "architectures": rows}``: the table holds for
-that transformers version) and a Markdown table. ``--compare TABLE`` also prints the drift from an
+that transformers version) and a Markdown table: into the table markers of the documentation page
+``--docs`` names (docs/architectures.md), or else next to the JSON file (.md). ``--compare TABLE`` also prints the drift from an
 earlier table: the architectures added and removed, and those whose status changed.
 """
 
@@ -187,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop at the first error with its traceback (debugging one architecture)")
     parser.add_argument("--docs", type=Path, help="also replace the table between the architecture-table "
                         "markers of this documentation page (docs/architectures.md)")
-    parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file; without --docs the Markdown table goes next to it (.md)")
     parser.add_argument("--compare", type=Path, help="an earlier table: print the architectures added, removed "
-                        "and changed since (e.g. tools/architectures.json)")
+                        "and changed since (e.g. docs/architectures.json)")
     args = parser.parse_args(argv)
     if args.docs is not None:
         check_docs_page(args.docs)
+    elif (beside := args.out.with_suffix(".md")).is_file() and START in beside.read_text():
+        raise SystemExit(f"architectures: {beside} is a documentation page; pass --docs {beside} to write its table")
     import transformers
 
     from vlm4vla_core.backbones.zoo import architectures
@@ -211,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
     version = transformers.__version__
     write_json(args.out, {"transformers": version, "architectures": rows})
-    write_text(args.out.with_suffix(".md"), markdown(rows, version))
-    if args.docs:
+    if not args.docs:
+        write_text(args.out.with_suffix(".md"), markdown(rows, version))
+    else:
         write_text(args.docs, page_with_table(args.docs.read_text(), markdown(rows, version)))
     if old is not None:  # with --only: the drift of those architectures alone
         before = [r for r in old[1] if not args.only or r["model_type"] in todo]
