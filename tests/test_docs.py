@@ -3,6 +3,8 @@ internal link or anchor fails), and no file of the repository pointing outside i
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +66,39 @@ def test_no_file_refers_to_a_path_outside_the_repository():
         text = path.read_text(errors="replace")
         bad += [f"{name}: {n}" for n in needles if n in text]
     assert not bad, bad
+
+
+def _code(text: str) -> list[str]:
+    """The documentation's code: fenced blocks' lines and inline code spans."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        out += [line] if fenced else re.findall(r"`([^`]+)`", line)
+    return out
+
+
+def test_the_commands_the_docs_show_name_what_exists():
+    """Every stage of `vlm4vla <stage>` / `python -m vlm4vla_core <stage>`, every module run with
+    `python -m`, every script run with `python PATH` and every make target the docs show exists."""
+    from vlm4vla_core.__main__ import STAGES
+
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    bad, seen = [], 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for code in _code(page.read_text()):
+            code = code.split("#")[0]
+            for stage in re.findall(r"(?:python -m vlm4vla_core|\bvlm4vla) ([a-z][\w-]*)", code):
+                seen += 1
+                bad += [] if stage in STAGES else [f"{page.name}: stage {stage}"]
+            for module in re.findall(r"python -m (vlm4vla_core\.[\w.]+)", code):
+                seen += 1
+                bad += [] if importlib.util.find_spec(module) else [f"{page.name}: module {module}"]
+            for script in re.findall(r"python ((?:tools|tests)/[\w/]+\.py)", code):
+                seen += 1
+                bad += [] if (ROOT / script).is_file() else [f"{page.name}: script {script}"]
+            for target in re.findall(r"^\s*make ([a-z][\w-]*)", code):
+                seen += 1
+                bad += [] if target in targets else [f"{page.name}: make {target}"]
+    assert seen > 50 and not bad, bad
