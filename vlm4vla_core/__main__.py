@@ -36,6 +36,18 @@ STAGES = {
                        "CALVIN's SR@1..5, average length and per-subtask success of a run's eval.json"),
     "bridge-report": ("vlm4vla_core.benchmarks.simpler_bridge.report", "main",
                       "SimplerEnv-Bridge's per-task success with intervals of an eval.json"),
+    # run by the workflow or inside a simulator's environment (also as python -m <module>)
+    "launch": ("vlm4vla_core.launch", "main", "Run a stage as one DeepSpeed process per GPU (srun, torchrun or python)"),
+    "sim-worker": ("vlm4vla_core.benchmarks.worker", "main",
+                   "Play a benchmark's episodes against a policy server (in the simulator's environment)"),
+    "libero-replay": ("vlm4vla_core.benchmarks.libero10.replay", "main",
+                      "Replay LIBERO demos in the simulator (in the LIBERO environment)"),
+    "libero-rlds": ("vlm4vla_core.benchmarks.libero10.rlds", "main",
+                    "Convert OpenVLA's LIBERO-10 RLDS set to a LeRobot copy (in a TensorFlow environment)"),
+    "bridge-rlds": ("vlm4vla_core.benchmarks.simpler_bridge.rlds", "main",
+                    "Convert the Bridge V2 RLDS original to a LeRobot copy (in a TensorFlow environment)"),
+    "simpler-check": ("vlm4vla_core.benchmarks.simpler_bridge.sim", "main",
+                      "With --check-vulkan: exit non-zero unless SimplerEnv finds a usable Vulkan device"),
 }
 
 
