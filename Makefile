@@ -68,7 +68,7 @@ lock: $(TOOLS)/bin/uv
 # the ranges allow, what differs from the lock, the architecture sweep against its table, then the suite
 test-latest: system-deps
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test]'
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test,docs]'
 	$(LATEST)/bin/python -m vlm4vla_core lock-check --drift
 	$(LATEST)/bin/python -m vlm4vla_core architectures --out $(LATEST)/architectures.json \
 	  --compare docs/architectures.json
