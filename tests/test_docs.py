@@ -102,3 +102,13 @@ def test_the_commands_the_docs_show_name_what_exists():
                 seen += 1
                 bad += [] if target in targets else [f"{page.name}: make {target}"]
     assert seen > 50 and not bad, bad
+
+
+def test_the_map_names_every_top_level_folder_and_every_module():
+    index = (ROOT / "docs" / "index.md").read_text()
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    folders = {f.split("/")[0] for f in files if "/" in f}
+    missing = [f"{d}/" for d in sorted(folders) if f"`{d}/`" not in index]
+    modules = [f.removeprefix("vlm4vla_core/") for f in files if f.startswith("vlm4vla_core/") and f.endswith(".py")]
+    missing += [m for m in modules if f"| `{m}` |" not in index]
+    assert not missing, missing
