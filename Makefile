@@ -1,5 +1,5 @@
 # Quick start:  make demo   (set up, then run the miniature study into results/demo/)
-#               make test   (set up, then run the tests)
+#               make test   (set up, build the docs strictly, then run the tests)
 # Environments: make setup installs the core environment from envs/vlm4vla-lock.txt; make lock
 # rewrites that lock (UPGRADE=1: the newest versions pyproject.toml's ranges allow); make test-latest
 # runs the suite and the drift reports in .venv-latest, with the newest versions (docs/environments.md).
@@ -22,7 +22,7 @@ TOOLS ?= .venv-tools
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 LATEST ?= .venv-latest
 
-.PHONY: setup system-deps demo test lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long mutants
+.PHONY: setup system-deps demo test docs lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long mutants
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -41,9 +41,13 @@ setup: system-deps $(BIN)/.installed
 demo: setup
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
 
-test: setup
+test: setup docs
 	$(BIN)/python -m vlm4vla_core lock-check
 	$(BIN)/pytest -q
+
+# the documentation site (mkdocs.yml, docs/) into site/; any warning fails, a broken internal link or anchor too
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet
 
 $(TOOLS)/bin/uv:
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -54,7 +58,7 @@ $(TOOLS)/bin/uv:
 # envs/vlm4vla.yaml records the lock's sha256, so that a changed lock rebuilds Snakemake's conda environment
 lock: $(TOOLS)/bin/uv
 	printf 'torch==%s+cpu\n' $(TORCH) > $(TOOLS)/torch-cpu.txt
-	$(TOOLS)/bin/uv pip compile pyproject.toml --extra metaworld --extra workflow --extra test \
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra metaworld --extra workflow --extra test --extra docs \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --find-links $(TORCH_WHEELS) --override $(TOOLS)/torch-cpu.txt --no-emit-package torch \
 	  --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
@@ -64,19 +68,19 @@ lock: $(TOOLS)/bin/uv
 # the ranges allow, what differs from the lock, the architecture sweep against its table, then the suite
 test-latest: system-deps
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test]'
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager torch==$(TORCH) -e '.[metaworld,workflow,test,docs]'
 	$(LATEST)/bin/python -m vlm4vla_core lock-check --drift
 	$(LATEST)/bin/python -m vlm4vla_core architectures --out $(LATEST)/architectures.json \
-	  --compare benchmarks/architectures.json
+	  --compare docs/architectures.json
 	PATH=$(abspath $(LATEST)/bin):$$PATH $(LATEST)/bin/pytest -q
 
 # LIBERO-10's simulator in its own environment (the policy reaches it over a websocket)
 libero-env: system-deps
 	envs/setup-libero-venv.sh .venv-libero
 
-# a real LIBERO-10 evaluation through the policy server, with a tiny policy (benchmarks/libero_check.py)
+# a real LIBERO-10 evaluation through the policy server, with a tiny policy (tools/libero_check.py)
 libero-check: setup libero-env
-	$(BIN)/python benchmarks/libero_check.py
+	$(BIN)/python tools/libero_check.py
 
 # lmms-eval in its own environment (it needs torchvision, which the core environment never gets):
 # the vqa-lmms stage, a vqa_sets entry with framework: lmms-eval and python: .venv-lmms/bin/python

@@ -5,7 +5,7 @@ The default run takes a sample (Gemma 3 writes a begin-of-image marker in the pr
 other tokens; Qwen2-VL and LLaVA expand their image token; Qwen3-VL needs the image processor's patch size
 from its tower; Idefics3 needs its tokens per image from the model's image features; GLM-4.1V-MoE has
 partial rotary mrope sections); ``-m all_archs`` runs every row that
-``benchmarks/architectures.json`` (``python -m vlm4vla_core architectures``) lists as working."""
+``docs/architectures.json`` (``python -m vlm4vla_core architectures``) lists as working."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from transformers import AutoConfig
 from vlm4vla_core.backbones.generic import config_problems
 from vlm4vla_core.backbones.sweep import load_table, run_one
 
-TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "architectures.json"
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "architectures.json"
 SAMPLE = ["gemma3", "qwen2_vl", "llava", "qwen3_vl", "idefics3", "glm4v_moe"]
 
 
@@ -31,7 +31,7 @@ def _skip_unless_table_version():
     make test-latest says what changed."""
     made_with = load_table(TABLE)[0]
     if transformers.__version__ != made_with:
-        pytest.skip(f"benchmarks/architectures.json was made with transformers {made_with}, "
+        pytest.skip(f"docs/architectures.json was made with transformers {made_with}, "
                     f"{transformers.__version__} is installed: make setup installs the locked version; "
                     "make test-latest reports the drift (refresh the lock and the table together)")
 
@@ -96,13 +96,18 @@ def test_table_is_current_enough():
     assert set(SAMPLE) <= set(_working()) and len(_working()) >= 30
 
 
-def test_readme_table_is_the_scripts_output():
+def test_docs_table_is_the_scripts_output():
     from vlm4vla_core.backbones.sweep import END, START, markdown
 
-    readme = (TABLE.parents[1] / "README.md").read_text()
+    page = (TABLE.parents[1] / "docs" / "architectures.md").read_text()
     version, rows = load_table(TABLE)
-    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == markdown(rows, version).strip()
-    assert TABLE.with_suffix(".md").read_text() == markdown(rows, version)
+    assert page.split(START, 1)[1].split(END, 1)[0].strip() == markdown(rows, version).strip()
+    assert START not in (TABLE.parents[1] / "README.md").read_text()  # the README holds no generated table
+    import subprocess
+
+    md = subprocess.run(["git", "ls-files", "*.md"], cwd=TABLE.parents[1], capture_output=True, text=True,
+                        check=True).stdout.split()
+    assert [f for f in md if START in (TABLE.parents[1] / f).read_text()] == ["docs/architectures.md"]  # one home
 
 
 def test_table_is_made_with_the_locked_transformers():
@@ -131,3 +136,22 @@ def test_every_working_architecture(tmp_path, model_type):
     _skip_unless_table_version()
     row = run_one(model_type, tmp_path)
     assert row["status"] == "works", row
+
+
+def test_the_sweep_writes_its_table_to_a_docs_page_never_the_readme(tmp_path):
+    from vlm4vla_core.backbones.sweep import END, START, main, page_with_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{START}\nold\n{END}\n")
+    with pytest.raises(SystemExit, match="not to the README"):
+        main(["--out", str(tmp_path / "a.json"), "--docs", str(readme), "--only"])
+    page = tmp_path / "docs" / "architectures.md"
+    page.parent.mkdir()
+    page.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- architectures:start -->"):
+        main(["--out", str(tmp_path / "a.json"), "--docs", str(page), "--only"])
+    assert page_with_table(f"a\n{START}\nold\n{END}\nb\n", "new\n") == f"a\n{START}\nnew\n{END}\nb\n"
+    # without --docs the table goes next to the JSON, unless that file is a documentation page
+    (tmp_path / "docs" / "t.md").write_text(f"{START}\n{END}\n")
+    with pytest.raises(SystemExit, match="is a documentation page; pass --docs"):
+        main(["--out", str(tmp_path / "docs" / "t.json"), "--only"])

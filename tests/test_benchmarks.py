@@ -18,7 +18,7 @@ from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS, NOOP, libero_image
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes.source import TrainingSet
 
-from libero_fixtures import write_libero_hdf5
+from vlm4vla_core.testing.libero import write_libero_hdf5
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBERO = benchmarks.get("libero10")
@@ -329,9 +329,9 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
                     simulator_python=".venv-calvin/bin/python", eval_workers=2)),
 ])
 def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
-    """benchmarks/libero_check.py and calvin_check.py cut the demo config to one run: whatever the demo
+    """tools/libero_check.py and calvin_check.py cut the demo config to one run: whatever the demo
     adds (its embodied-SFT axis names backbones the check drops), their study must stay valid."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "tools"))
     from stage_runner import check_study
 
     from vlm4vla_core import study

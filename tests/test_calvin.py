@@ -18,7 +18,7 @@ from vlm4vla_core.benchmarks.calvin.protocol import chain_metrics, condition_see
 from vlm4vla_core.config import ConfigError
 from vlm4vla_core.episodes.source import TrainingSet
 
-from calvin_fixtures import FakeCalvin, frame_image, rel_action, write_task_abc_d
+from vlm4vla_core.testing.calvin import FakeCalvin, frame_image, rel_action, write_task_abc_d
 
 CALVIN = benchmarks.get("calvin")
 

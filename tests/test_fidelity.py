@@ -211,7 +211,7 @@ def test_official_statistics_are_the_default_and_are_shipped(kind, trajectories,
     for value, match in ((str(tmp_path / "none.json"), "cannot read"), (str(bad), "action.q01")):
         with pytest.raises(ConfigError, match=f"benchmarks.b.norm_stats.*{match}"):
             bench.check("b", {**PAPER[kind][0], "norm_stats": value})
-    if kind == "simpler_bridge":  # the Bridge statistics the README quotes
+    if kind == "simpler_bridge":  # the Bridge statistics docs/fidelity.md quotes
         assert shipped["action"]["q01"][0] == pytest.approx(-0.02872725307941437)
         assert shipped["action"]["q99"][0] == pytest.approx(0.028309678435325586)
 

@@ -411,8 +411,8 @@ def test_platform_component_from_an_episode_frame_and_in_platform_check():
     assert (t0["platform_variance"] == 0).all() and t0["platform_variance_source"].iloc[0].startswith("none")
 
 
-def test_readme_demo_intervals_from_the_runs_per_seed_counts():
-    """The README's demo cells with intervals: the per-seed successes out of 18 of that run
+def test_demo_page_intervals_from_the_runs_per_seed_counts():
+    """The demo page's cells with intervals (docs/demo.md): the per-seed successes out of 18 of that run
     (results/demo/episodes.csv); a nested design's cells depend on nothing else."""
     from vlm4vla_core.aggregate.results import Results
 

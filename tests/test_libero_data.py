@@ -22,7 +22,7 @@ from vlm4vla_core.benchmarks.libero10.replay import SETTLE_ACTION, is_noop, noop
 from vlm4vla_core.episodes.source import TrainingSet
 
 from bridge_fixtures import tf_python
-from libero_fixtures import write_libero_hdf5
+from vlm4vla_core.testing.libero import write_libero_hdf5
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBERO = benchmarks.get("libero10")

@@ -1,4 +1,4 @@
-"""benchmarks/check_planner.py: the activation bytes it counts, and its smoke run (the GPU check's CPU form)."""
+"""tools/check_planner.py: the activation bytes it counts, and its smoke run (the GPU check's CPU form)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import check_planner  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vlm4vla_core <stage> [options]``.
+"""Command line: ``vlm4vla <stage> [options]`` (the console script), or ``python -m vlm4vla_core <stage> [options]``.
 
 Every stage of the Snakemake DAG is one command here, so each runs outside
 Snakemake too. A stage is a function ``(argv) -> int`` of a module.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 STAGES = {
     "validate-config": ("vlm4vla_core.study", "main", "Validate a study config and print its jobs"),
@@ -31,7 +32,28 @@ STAGES = {
     "plan": ("vlm4vla_core.aggregate.inference_outputs", "plan_main", "Seeds or episodes needed to detect an effect"),
     "platform-check": ("vlm4vla_core.aggregate.inference_outputs", "platform_main",
                        "Does a rerun on another machine agree with a reference run?"),
+    "calvin-metrics": ("vlm4vla_core.benchmarks.calvin.metrics", "main",
+                       "CALVIN's SR@1..5, average length and per-subtask success of a run's eval.json"),
+    "bridge-report": ("vlm4vla_core.benchmarks.simpler_bridge.report", "main",
+                      "SimplerEnv-Bridge's per-task success with intervals of an eval.json"),
+    # run by the workflow or inside a simulator's environment (also as python -m <module>)
+    "launch": ("vlm4vla_core.launch", "main", "Run a stage as one DeepSpeed process per GPU (srun, torchrun or python)"),
+    "sim-worker": ("vlm4vla_core.benchmarks.worker", "main",
+                   "Play a benchmark's episodes against a policy server (in the simulator's environment)"),
+    "libero-replay": ("vlm4vla_core.benchmarks.libero10.replay", "main",
+                      "Replay LIBERO demos in the simulator (in the LIBERO environment)"),
+    "libero-rlds": ("vlm4vla_core.benchmarks.libero10.rlds", "main",
+                    "Convert OpenVLA's LIBERO-10 RLDS set to a LeRobot copy (in a TensorFlow environment)"),
+    "bridge-rlds": ("vlm4vla_core.benchmarks.simpler_bridge.rlds", "main",
+                    "Convert the Bridge V2 RLDS original to a LeRobot copy (in a TensorFlow environment)"),
+    "simpler-check": ("vlm4vla_core.benchmarks.simpler_bridge.sim", "main",
+                      "With --check-vulkan: exit non-zero unless SimplerEnv finds a usable Vulkan device"),
 }
+
+
+def program() -> str:
+    """How the command line was called: ``vlm4vla`` (the console script) or ``python -m vlm4vla_core``."""
+    return "vlm4vla" if Path(sys.argv[0]).name == "vlm4vla" else "python -m vlm4vla_core"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
         width = max(map(len, STAGES))
         lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in STAGES.items()]
-        msg = "usage: python -m vlm4vla_core <stage> [options]\n\nstages:\n" + "\n".join(lines)
+        msg = f"usage: {program()} <stage> [options]\n\nstages:\n" + "\n".join(lines)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown stage {argv[0]!r}\n\n{msg}", file=sys.stderr)
             return 2

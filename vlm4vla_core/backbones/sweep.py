@@ -10,7 +10,8 @@ builds to place the image features (``get_placeholder_mask``), where it has one.
 Each row: ``works``, ``refused`` (the adapter's reason, before any weight) or
 ``fails`` (the first error of the tiny build or run; nothing was skipped silently).
 Writes a JSON file (``{"transformers": version, "architectures": rows}``: the table holds for
-that transformers version) and a Markdown table. ``--compare TABLE`` also prints the drift from an
+that transformers version) and a Markdown table: into the table markers of the documentation page
+``--docs`` names (docs/architectures.md), or else next to the JSON file (.md). ``--compare TABLE`` also prints the drift from an
 earlier table: the architectures added and removed, and those whose status changed.
 """
 
@@ -185,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="model_types to run (default: every registered one)")
     parser.add_argument("--raise", dest="raise_errors", action="store_true",
                         help="stop at the first error with its traceback (debugging one architecture)")
-    parser.add_argument("--readme", type=Path, help="also replace the table between the architecture-table "
-                        "markers of this Markdown file (the README)")
-    parser.add_argument("--out", type=Path, required=True, help="JSON file; the Markdown table goes next to it (.md)")
+    parser.add_argument("--docs", type=Path, help="also replace the table between the architecture-table "
+                        "markers of this documentation page (docs/architectures.md)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file; without --docs the Markdown table goes next to it (.md)")
     parser.add_argument("--compare", type=Path, help="an earlier table: print the architectures added, removed "
-                        "and changed since (e.g. benchmarks/architectures.json)")
+                        "and changed since (e.g. docs/architectures.json)")
     args = parser.parse_args(argv)
+    if args.docs is not None:
+        check_docs_page(args.docs)
+    elif (beside := args.out.with_suffix(".md")).is_file() and START in beside.read_text():
+        raise SystemExit(f"architectures: {beside} is a documentation page; pass --docs {beside} to write its table")
     import transformers
 
     from vlm4vla_core.backbones.zoo import architectures
@@ -209,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model_type:28s} {row['status']:8s} {row.get('reason', '')[:120]}", flush=True)
     version = transformers.__version__
     write_json(args.out, {"transformers": version, "architectures": rows})
-    write_text(args.out.with_suffix(".md"), markdown(rows, version))
-    if args.readme:
-        write_text(args.readme, readme_with_table(args.readme.read_text(), markdown(rows, version)))
+    if not args.docs:
+        write_text(args.out.with_suffix(".md"), markdown(rows, version))
+    else:
+        write_text(args.docs, page_with_table(args.docs.read_text(), markdown(rows, version)))
     if old is not None:  # with --only: the drift of those architectures alone
         before = [r for r in old[1] if not args.only or r["model_type"] in todo]
         print(drift_text(old[0], version, drift(before, rows)))
@@ -221,10 +227,22 @@ def main(argv: list[str] | None = None) -> int:
 START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 
 
-def readme_with_table(text: str, table: str) -> str:
+def check_docs_page(page: Path) -> None:
+    """The table goes to a documentation page under docs/ that has the markers, never to the README."""
+    if page.name.lower() == "readme.md" or "docs" not in page.resolve().parent.parts:
+        raise SystemExit(f"architectures: --docs {page}: the table goes to a page under docs/ "
+                         "(docs/architectures.md), not to the README")
+    if not page.is_file():
+        raise SystemExit(f"architectures: --docs {page}: no such file")
+    text = page.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"architectures: --docs {page}: no {START} ... {END} section")
+
+
+def page_with_table(text: str, table: str) -> str:
     """``text`` with the part between the architecture-table markers replaced by ``table``."""
     if START not in text or END not in text:
-        raise ValueError(f"the README has no {START} ... {END} section")
+        raise ValueError(f"the page has no {START} ... {END} section")
     head, rest = text.split(START, 1)
     return f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
 

@@ -1,32 +1,8 @@
 """CALVIN ABC->D: 1000 chains of 5 language-conditioned subtasks in scene D.
 
-Protocol (each point's official source is pinned in tests/test_protocol_pins.py; ``protocol.py`` holds the data):
-
-- Episodes: one per chain of VLM4VLA's ``eval_sequences.json`` (1000, in file order; ``chains: K``
-  takes the first K). Training seeds do not change them.
-- Per chain: the env is reset once, at the chain's start, to the state of its initial condition
-  (``protocol.initial_state``: the official block placement under pyhash's fnv1_32 seed). Then for
-  each subtask: the policy is reset (``Obs(reset=True)``: the action queue is dropped and a fresh
-  chunk is planned), ``start_info = env.get_info()``, and at most ``max_steps`` (360) environment
-  steps follow, counted per ``env.step`` whatever the chunk length. The subtask succeeds as soon as
-  the task oracle reports it after any step; the chain stops at its first failed subtask. The env is
-  not reset between subtasks.
-- Instruction: the first validation instruction of each subtask.
-- Image: ``rgb_static`` (200x200) as rendered, resized by the policy to ``image_size``.
-- Actions: canonical actions are CALVIN's ``rel_actions`` (xyz x50, Euler xyz x20, world frame,
-  clipped to [-1, 1]) with the gripper flipped to the layer's sign (+1 closed); ``action_to_env``
-  flips it back and sends exactly -1 (close) or +1 (open). The arm is normalised as the official
-  CALVIN pipeline does, with no dataset percentiles: ``rel_actions`` (already in [-1, 1]) are
-  clipped to norm_min/norm_max (+-0.65) and rescaled to [-1, 1] (``action_bounds`` is the identity
-  range [-1, 1], so the policy's official arm range is exactly that clip; docs/fidelity.md).
-- Records: ``completed`` (0..5 subtasks done in a row), ``success`` (all 5), ``steps`` (environment
-  steps of the chain), ``subtask_results`` (task, success, env steps of every attempted subtask) and
-  the scene source. Metric ``avg_len``; ``python -m vlm4vla_core.benchmarks.calvin.metrics`` prints
-  SR@1..5, the average length, per-subtask success and bootstrap intervals over chains.
-
-Data (``data_path``): the released ``task_ABC_D`` (``training/``: one .npz per frame,
-``ep_start_end_ids.npy``, ``lang_annotations/auto_lang_ann.npy``), converted one language window per
-episode (``data.py``), or a LeRobot copy of CALVIN.
+The protocol, point by point, its data sources and where it differs from the official evaluator:
+docs/benchmarks/calvin.md (each constant's official file and line is pinned in
+tests/test_protocol_pins.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The scene is built the official way when the dataset is there: ``PlayTableSimEnv
 does (scene D, the robot, cameras and rates the validation data was rendered with). Without the dataset
 the same env is composed from calvin_env's own conf, as CALVIN's RL notebook does:
 ``config_data_collection`` with ``cameras=static_and_gripper`` and its default ``scene=calvin_scene_D``,
-no GUI, no VR, scene info on. ``scene_source`` records which; ``benchmarks/calvin_scene_diff.py``
+no GUI, no VR, scene info on. ``scene_source`` records which; ``tools/calvin_scene_diff.py``
 compares the two configurations.
 
 Either way only the static camera is kept (``get_env``'s ``obs_space`` does the same; the policy sees

@@ -1,39 +1,8 @@
 """LIBERO-10 (LIBERO-Long): 10 long-horizon tasks x 50 fixed initial states.
 
-Protocol (each point's official source is pinned in tests/test_protocol_pins.py):
-
-- Episodes: the suite's 10 tasks in order, initial states ``0 .. episodes_per_task - 1``
-  (50 in the paper: 500 episodes). Training seeds do not change them (the init states are fixed);
-  the env is seeded once per task env with ``env_seed`` (0, as OpenVLA and VLM4VLA do).
-- Per episode: ``env.reset()``, ``set_init_state``, then ``wait_steps`` no-op steps
-  ``[0,0,0,0,0,0,-1]`` (gripper open) whose ``done`` is ignored, then at most ``max_steps``
-  policy steps (520). Success is the first ``done`` (every BDDL goal predicate true); the
-  episode stops there.
-  *Where the codes differ:* VLM4VLA's evaluator lacks a ``continue`` in its wait loop, so it
-  interleaves 5 no-ops with its first 5 policy actions and allows 525 policy actions. This
-  evaluator follows OpenVLA and openpi (10 no-ops first, then 520 policy steps), the loop the
-  VLM4VLA code means to run.
-- Image: ``agentview`` rendered at ``camera_size`` (256), rotated 180 degrees (``[::-1, ::-1]``,
-  as the training images of the OpenVLA RLDS and openpi LeRobot copies are), then resized by the
-  policy to ``image_size``.
-  *Where the codes differ:* VLM4VLA evaluates with a centre crop of 0.9 of the area because it
-  trains with random-resized-crop augmentation; this project trains without augmentation, so the
-  crop is off by default. ``center_crop: 0.9`` turns it on for policies trained with it.
-- Actions: the canonical action is LIBERO's own (OSC_POSE deltas in [-1, 1], gripper +1 close /
-  -1 open), so it goes to ``env.step`` unchanged after the policy's un-normalisation: the
-  official arm range (the head's [-1, 1] -> norm range +-0.65 -> the 1st/99th percentiles of
-  ``norm_stats``, by default the published ``libero_10_no_noops`` statistics; docs/fidelity.md).
-- Metric: success rate over all episodes.
-
-Data (``data_path``): the official LIBERO HDF5 demos (``*_demo.hdf5``: data/demo_N/obs/agentview_rgb,
-actions, states, the instruction from problem_info; images stored upside-down, rotated 180 degrees on
-import), either converted as they are (128 px, every demo; no-op actions dropped by OpenVLA's rule)
-or, with ``regenerate: true``, replayed in the simulator as OpenVLA regenerated the set the paper
-trained on (``camera_size`` px, no-ops removed, failed replays dropped and counted); OpenVLA's
-regenerated RLDS set itself (``libero_10_no_noops``, converted with ``rlds_python``); or a LeRobot copy
-of LIBERO (openpi's conversion: image, wrist_image, state, actions, task; images already rotated),
-read in place with its LIBERO-10 episodes selected by instruction. See ``data.py`` and
-docs/libero-data.md.
+The protocol, point by point, its data sources and where it differs from the official evaluator:
+docs/benchmarks/libero10.md (each constant's official file and line is pinned in
+tests/test_protocol_pins.py).
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Embedded Meta-World benchmark: scripted-expert demonstrations and closed-loop rollouts.
 
-The miniature study's benchmark. Its simulator shares the policy's Python environment,
-so evaluation runs in process (the policy server is used only when ``simulator_python``
-is set). An episode succeeds when ``info["success"]`` is true at any step; it stops
-then, or after ``max_steps`` steps. Actions are 4-D: xyz end-effector deltas (1 unit =
-1 cm per step) and the gripper effort (+1 close, -1 open), which is already the
-canonical convention. Images are rendered upright at ``image_size`` by the env.
-
-Arm range: ``full`` (the policy's executed actions span the demonstrations' whole 1st/99th
-percentile range). Meta-World is the project's own miniature study, with no official code to
-match; its published numbers in the README were measured with this range (docs/fidelity.md).
+The miniature study's benchmark; its protocol (episodes, success, actions, arm range) is
+stated in docs/benchmarks/metaworld.md.
 
 MuJoCo reads ``MUJOCO_GL`` when it is imported, so it is chosen here, before any submodule
 imports mujoco: ``egl`` when libEGL is present, else ``osmesa`` (an explicit setting wins).

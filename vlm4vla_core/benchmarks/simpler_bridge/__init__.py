@@ -1,34 +1,8 @@
 """SimplerEnv-Bridge: WidowX visual matching, 4 tasks x 24 episodes, trained on Bridge V2.
 
-Protocol (VLM4VLA's scripts/bridge.bash; each point's official source is pinned in tests/test_protocol_pins.py):
-
-- Tasks (``tasks``: short names, mapped to the official env ids in ``TASKS``): spoon on towel, carrot on
-  plate, green cube on yellow cube, eggplant in basket. The first three in scene ``bridge_table_1_v1``
-  with robot ``widowx``, overlay ``real_inpainting/bridge_real_eval_1.png``, robot at (0.147, 0.028);
-  the eggplant in ``bridge_table_1_v2`` with ``widowx_sink_camera_setup``, overlay
-  ``real_inpainting/bridge_sink.png``, robot at (0.127, 0.06). Robot orientation quaternion (0, 0, 0, 1).
-- Episodes: ``episode_id`` 0 .. 23 per task (``obj_variation_mode episode``): the id picks the objects'
-  placement deterministically; training seeds change nothing. 96 episodes.
-- Control 5 Hz, simulation 500 Hz, ``obs_mode rgbd`` with segmentation, no ray tracing, control mode
-  ``arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos``. The policy sees the 640x480
-  ``3rd_view_camera`` image (overlaid with the real scene), resized by the policy.
-- Per episode: a new env (built and reset as the official evaluator does for every episode; the
-  previous one is closed), the env's own instruction; the policy is reset at the start (and if the instruction
-  changes); every episode runs until the env truncates it at ``max_episode_steps``: 60 steps, 120 for
-  the eggplant (no early stop: the official evaluator never predicts termination).
-- Success: the env's ``success`` **at the final step** (the official evaluator overwrites it every
-  step). ``success_any_step`` (the predicate held at some step, as some other papers count) is recorded
-  alongside; ``success: any_step`` makes it the reported one, labelled so in the records.
-- Actions: canonical (xyz m and rpy rad deltas of the reached states, gripper +1 closed / -1 open)
-  -> xyz, Euler -> axis-angle, absolute gripper +1 open / -1 close (``convert.to_controller``), then
-  the gripper rule ``gripper_filter``: ``consecutive_open_2`` (VLM4VLA: open only after 2 consecutive
-  open predictions) or ``none``.
-- Metric: success rate per task and the mean over the 4 tasks, with Wilson 95% intervals (``summary``).
-
-Data (``data_path``): a LeRobot copy of Bridge V2 (e.g. IPEC-COMMUNITY/bridge_orig_lerobot:
-``observation.images.image_0..3`` videos, ``observation.state`` and ``action``), read in place with
-standardised actions beside it; or the RLDS/TFDS original (``bridge_dataset``), converted to such a
-copy first by ``rlds.py`` in a TensorFlow environment (``rlds_python``). See ``data.py``.
+The protocol, point by point, its data sources and where it differs from the official evaluator:
+docs/benchmarks/simpler-bridge.md (each constant's official file and line is pinned in
+tests/test_protocol_pins.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ canonical action to the SimplerEnv WidowX controller.
 
 Imported by the data stage and by the simulator worker (numpy only: no torch, no TensorFlow).
 
-Training labels (OpenVLA's ``bridge_orig`` transform, which VLM4VLA trains on; PROTOCOLS.md §2.2):
+Training labels (OpenVLA's ``bridge_orig`` transform, which VLM4VLA trains on; its sources: docs/benchmarks/simpler-bridge.md):
 
 1. drop step 0 of every trajectory (its action is all zeros in Bridge V2);
 2. binarise the gripper: > 0.95 open (1), < 0.05 closed (0); a value in between takes the value of

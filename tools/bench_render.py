@@ -1,6 +1,6 @@
 """Render cost per Meta-World frame: fast settings (no multisampling/shadows/reflections) vs defaults.
 
-Run: ``python benchmarks/bench_render.py [--task drawer-open-v3] [--camera corner] [--sizes 112 224]``.
+Run: ``python tools/bench_render.py [--task drawer-open-v3] [--camera corner] [--sizes 112 224]``.
 Both settings are timed in the same process on the same scene, interleaved in rounds.
 """
 

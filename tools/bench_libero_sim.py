@@ -1,7 +1,7 @@
 """Quick check of the LIBERO-10 simulator: every task runs, speed, image shapes, determinism.
 
 Run with the simulator environment's Python (``envs/setup-libero-venv.sh VENV_DIR`` first):
-``VENV_DIR/bin/python benchmarks/bench_libero_sim.py [--size 256] [--steps 20] [--no-wrist]``.
+``VENV_DIR/bin/python tools/bench_libero_sim.py [--size 256] [--steps 20] [--no-wrist]``.
 
 For tasks 0..9 and init states 0 and 1: reset, then ``--steps`` no-op steps ``[0,0,0,0,0,0,-1]``
 (gripper open); prints the time of each reset (the first one of a task builds its env) and the

@@ -1,6 +1,6 @@
 """Per-GPU memory of the paper study's train jobs (config.yaml) under ZeRO-2 and ZeRO-3, as a Markdown table.
 
-    python benchmarks/plan_table.py [config.yaml]
+    python tools/plan_table.py [config.yaml]
 
 One row per backbone at the heaviest benchmark (the largest micro-batch); the last column gives the
 verdict of the configured stage on every benchmark. Meta device only: no weights are read.

@@ -1,6 +1,6 @@
 """Compare the dataset's scene D configuration with the one composed from calvin_env's conf.
 
-    .venv-calvin/bin/python benchmarks/calvin_scene_diff.py TASK_ABC_D/validation [--json diff.json]
+    .venv-calvin/bin/python tools/calvin_scene_diff.py TASK_ABC_D/validation [--json diff.json]
 
 The evaluator builds scene D from ``<task_ABC_D>/validation/.hydra/merged_config.yaml`` when the
 dataset is there (the official way) and from calvin_env's ``config_data_collection`` with

@@ -1,6 +1,6 @@
 """Training steps/s of the VLA training stage on the demo's backbones, this tree against a baseline revision.
 
-    python benchmarks/bench_train_step.py [--baseline REV] [--repeats 2] [--steps 40] [--families qwen2_5_vl paligemma]
+    python tools/bench_train_step.py [--baseline REV] [--repeats 2] [--steps 40] [--families qwen2_5_vl paligemma]
 
 Builds what a demo training job reads: tiny random-weight backbones (``make_tiny``, 112 px) and a LeRobot
 v2.1 training set of 112 px frames (``bench_loader.write``: rendered-looking frames, 4-D actions, three

@@ -1,7 +1,7 @@
 """Time of ``snakemake -n`` on a study (default: the paper study, config.yaml), this tree against a baseline
 revision in the same run.
 
-    python benchmarks/bench_dryrun.py [--baseline REV] [--repeats 3] [--configfile FILE]
+    python tools/bench_dryrun.py [--baseline REV] [--repeats 3] [--configfile FILE]
 
 The baseline (default: ``git merge-base HEAD main``) is exported with ``git archive`` into a temporary
 folder; each tree plans with its own package on PYTHONPATH. Runs alternate between the two trees, and

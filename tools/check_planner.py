@@ -1,6 +1,6 @@
 """The memory planner's activation term, and a training step's speed, measured per paper family.
 
-    python benchmarks/check_planner.py [--device cpu|cuda] [--layers 2] [--micro-batch 2] [--dtypes fp32 bf16]
+    python tools/check_planner.py [--device cpu|cuda] [--layers 2] [--micro-batch 2] [--dtypes fp32 bf16]
                                        [--families ...] [--smoke] [--out FILE.json]
 
 For one backbone of each family of the paper study (config.yaml), the published config is built with

@@ -1,6 +1,6 @@
 """Training input throughput against what a training step consumes, on a synthetic LeRobot dataset.
 
-Run: ``python benchmarks/bench_loader.py [--episodes 30] [--length 100] [--micro-batch 32]``.
+Run: ``python tools/bench_loader.py [--episodes 30] [--length 100] [--micro-batch 32]``.
 Writes a LeRobot v2.1 dataset of 112 px frames to a temporary folder, then times in the same process
 (a) TrainStream (PNG decode + action chunks + the tiny Qwen2.5-VL processor as ``encode_fn``) with
 0 and 2 workers, (b) the same batches taken from frames decoded into memory up front (the way a

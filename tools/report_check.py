@@ -1,8 +1,8 @@
 """Look at the results pages in a real browser: headless Chromium screenshots of a small study's pages.
 
-    python benchmarks/report_check.py --out /tmp/report-check [--report results/published/report.html]
+    python tools/report_check.py --out /tmp/report-check [--report results/published/report.html]
 
-Builds the small study of ``tests/test_report_pages.py`` (two backbones, a zero-action baseline, two
+Builds the small study of ``vlm4vla_core/testing/report.py`` (two backbones, a zero-action baseline, two
 Meta-World tasks, training metrics, rollout videos), aggregates it into ``OUT/results``, and takes
 screenshots of a table page (per_task_table, with its rollout links), a figure page (the task
 heatmap), the learning curves and the rollout page (embedded MP4s). With ``--report``, also of a
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--report", type=Path, help="a Snakemake report to screenshot as well")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_report_pages import study_config, write_study  # the test's small study
+    from vlm4vla_core.testing.report import study_config, write_study  # the tests' small study
 
     from vlm4vla_core.aggregate import aggregate
 

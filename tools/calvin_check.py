@@ -1,7 +1,7 @@
 """A real CALVIN evaluation through the policy server, with a tiny policy, on the first K chains.
 
     envs/setup-calvin-venv.sh .venv-calvin ../calvin_env     # once: calvin_env from a local git clone
-    python benchmarks/calvin_check.py [--chains 4] [--max-steps 360] [--workers 2]
+    python tools/calvin_check.py [--chains 4] [--max-steps 360] [--workers 2]
 
 Writes a small task_ABC_D in the native layout (synthetic frames and rel_actions, as the tests do),
 imports it with the data stage, trains a tiny Qwen2.5-VL policy for a few DeepSpeed steps, then
@@ -22,7 +22,7 @@ from pathlib import Path
 from stage_runner import check_study, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     if not Path(args.simulator_python.split()[0]).exists():
         sys.exit(f"{args.simulator_python}: no CALVIN environment; run envs/setup-calvin-venv.sh .venv-calvin "
                  "CALVIN_ENV_CLONE first")
-    from calvin_fixtures import write_task_abc_d
+    from vlm4vla_core.testing.calvin import write_task_abc_d
 
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.benchmarks.calvin.metrics import format_table, summarise

@@ -1,7 +1,7 @@
 """A real LIBERO-10 evaluation through the policy server, with a tiny policy.
 
     envs/setup-libero-venv.sh .venv-libero      # once: LIBERO's own environment
-    python benchmarks/libero_check.py [--episodes-per-task 2] [--max-steps 60] [--workers 2]
+    python tools/libero_check.py [--episodes-per-task 2] [--max-steps 60] [--workers 2]
 
 Writes a small LIBERO demo set in the official HDF5 layout (synthetic frames and actions, as the
 tests do), imports it with the data stage, trains a tiny Qwen2.5-VL policy for a few DeepSpeed
@@ -22,7 +22,7 @@ from pathlib import Path
 from stage_runner import check_study, run_chain
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
@@ -36,7 +36,7 @@ def main() -> int:
     args = p.parse_args()
     if not Path(args.simulator_python.split()[0]).exists():
         sys.exit(f"{args.simulator_python}: no LIBERO environment; run envs/setup-libero-venv.sh .venv-libero first")
-    from libero_fixtures import write_libero_hdf5
+    from vlm4vla_core.testing.libero import write_libero_hdf5
 
     from vlm4vla_core.backbones import get_adapter
 
