@@ -98,3 +98,56 @@ def test_diagnostics_and_rollouts_in_the_report_pages(tmp_path):
     assert rollouts.count("data:video/mp4;base64,") == len(vids)
     index = (out / "index.md").read_text()
     assert "(videos/metaworld/qwen/full/reach-v3_success_seed0.mp4" in index and "(html/rollouts_metaworld.html" in index
+
+
+CLAIMS = "claims:\n  - 'qwen > pali on metaworld by 5'\n  - 'pali/freeze_vision < pali on metaworld'\n"
+SNAKEFILE = """from vlm4vla_core.aggregate import pages
+report: {rst!r}
+rule aggregate:
+    output:
+        report(directory("results/pages/html"), patterns=["{{name}}.html"],
+               category=lambda wc: pages.category(wc.name), labels={{"result": "{{name}}"}}),
+    shell: "exit 1"
+"""
+
+
+def test_report_landing_page_opens_on_the_findings(tmp_path):
+    """A real `snakemake --report` with the project's landing page (workflow/report/workflow.rst) and the report
+    pages declared as aggregate.smk declares them: the landing page starts with one line per claim, its verdict,
+    estimate and interval, and links that open the pages behind it; every page a finding cites was written."""
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "claims.yaml").write_text(CLAIMS)
+    out = tmp_path / "results" / "pages"
+    aggregate(write_study(tmp_path), study_config(), out, n_boot=20, claims=tmp_path / "claims.yaml")
+    claims = json.loads((out / "inference" / "claims.json").read_text())["claims"]
+
+    index = (out / "index.md").read_text()
+    section = index.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    for link in re.findall(r"\]\((html/[^)]+)\)", section):
+        assert (out / link).is_file(), link
+    rst = (out / "findings.rst").read_text()
+    cited = re.findall(r"`([\w.-]+\.html)`_", rst)
+    assert "inference_contrasts.html" in cited and "inference_regimes_table.html" in cited
+    for name in cited:
+        assert (out / "html" / name).is_file(), name
+
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(rst=str(root / "workflow" / "report" / "workflow.rst")))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(study_config()))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml",
+                          "--report", "report.html"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text()
+    desc = json.loads(re.search(r"var workflow_desc = (\".*?\");\n", page).group(1))
+    assert desc.index("Findings of study pages") < desc.index("About this study")
+    for c in claims:
+        line = desc.split(f"<strong>{c['verdict']}</strong>: {c['text'].replace('>', '&gt;').replace('<', '&lt;')}", 1)
+        assert len(line) == 2, c["text"]
+        line = line[1].split("</li>", 1)[0]
+        assert f"estimate {c['estimate']:.3g} [{c['ci95'][0]:.3g}, {c['ci95'][1]:.3g}]" in line, line
+        assert "app.showResultInfo('results/pages/html/inference_contrasts.html')" in line

@@ -9,7 +9,6 @@ atomically, with index.md listing what was written and why anything is absent.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -247,32 +246,26 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
     written += inf_written
     notes += inf_notes
+    found = []
+    if out / "inference" / "claims.json" in written:  # the findings: index.md's first section, the report's landing page
+        from vlm4vla_core.aggregate import findings
+        from vlm4vla_core.aggregate.tables import to_html
+
+        name = findings.CLAIMS_PAGE
+        shown = pd.DataFrame(findings.claims_page_rows(out))
+        written.append(write_text(out / "html" / f"{name}.html", to_html(shown, pages.title(name), footer(prov),
+                                                                          pages.caption(name, shown))))
+        found = findings.lines(out, claims, config, {p.stem for p in written if p.parent == out / "html"})
+        written.append(write_text(out / "findings.rst", findings.rst(found, config.get("study", out.name))))
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
-    written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
+    written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes, found)))
     return written
 
 
-def _findings(out: Path, written: list[Path]) -> list[str]:
-    """The study's findings first: one line per declared claim with its verdict, estimate and interval
-    (inference/claims.json of this aggregation), linking to the claims table; nothing without a claims file."""
-    path = out / "inference" / "claims.json"
-    if path not in written:
-        return []
-    lines = ["## Findings", "", "Each question the claims file declares, with the verdict of the inference layer "
-             "([inference/claims.md](inference/claims.md): adjusted p, smallest effect of interest, minimum detectable "
-             "effect; docs/statistics.md):", ""]
-    def g(x, f="{:.3g}"):  # an unbounded interval end (no degrees of freedom) is stored as null
-        return "unbounded" if x is None or not math.isfinite(x) else f.format(x)
+def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str],
+           found: list[dict]) -> str:
+    from vlm4vla_core.aggregate import findings
 
-    for r in read_json(path, "claims verdicts")["claims"]:
-        est = (f"{g(r['estimate'])} [{g(r['ci95'][0])}, {g(r['ci95'][1])}]" if "estimate" in r else "no estimate: "
-               + r["status"])
-        p = r.get("p_claim_adjusted")
-        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {g(p, '{:.2g}')})" if p is not None else ")"))
-    return lines + [""]
-
-
-def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str]) -> str:
     from vlm4vla_core.aggregate.tables import footer
 
     r = res.results
@@ -303,7 +296,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     if commits or hashes:
         lines.append(f"Runs were produced at commit(s) {', '.join(commits) or 'unknown'} "
                      f"under config hash(es) {', '.join(hashes) or 'unknown'}.")
-    lines[2:2] = _findings(out, written)
+    lines[2:2] = findings.markdown(found)
     lines += ["", "## Artefacts", ""]
     rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
     stems = {}

@@ -4,7 +4,7 @@
 Categories follow the study's questions, in this order: which backbone is best (main results),
 does freezing or training from scratch hurt (training regimes), does embodied SFT help, does VQA
 ability predict control, then diagnostics (learning curves, baseline, execution modes, rollout
-videos) and provenance. The Snakemake report sorts categories by name, hence the numbers.
+videos) and provenance; the claims and their verdicts come first (the findings). The Snakemake report sorts categories by name, hence the numbers.
 
 Captions live here, one per kind of output; a caption states only what its table shows: the
 sentence on "mean ± std over seeds" is added exactly when the table has such cells.
@@ -20,15 +20,20 @@ import pandas as pd
 
 from vlm4vla_core.io import write_text
 
-CATEGORIES = ("1. Main results", "2. Training regimes", "3. Embodied SFT", "4. VQA vs control", "5. Diagnostics",
+CATEGORIES = ("0. Findings", "1. Main results", "2. Training regimes", "3. Embodied SFT", "4. VQA vs control", "5. Diagnostics",
               "6. Provenance")
-MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
+FINDINGS, MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
 
 SPREAD = ("Cells read mean ± standard deviation over seeds (n/a with one seed), n = evaluation episodes summed "
           "over seeds (? where the count is unknown, as for transcribed published numbers).")
 
 #: name -> (category, title, caption); names ending in "_" match as a prefix (per benchmark or VQA set)
 PAGES: dict[str, tuple[str, str, str]] = {
+    "inference_claims": (FINDINGS, "Findings: the declared claims and their verdicts",
+                         "Each claim of the claims file with its verdict from the inference layer (supported, "
+                         "contradicted, equivalent, inconclusive), the estimate and its 95% interval, the p-value in "
+                         "the claimed direction adjusted within the claim's family, the smallest effect of interest "
+                         "(SESOI) and the minimum detectable effect (MDE) at this study's precision."),
     "main_table": (MAIN, "Main results: full fine-tuning",
                    "Backbone x benchmark under full fine-tuning (CALVIN: average completed length 0-5; other "
                    "benchmarks: success rate in %), with the zero-action baseline where it was evaluated."),
