@@ -617,3 +617,22 @@ def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratc
     assert list(sft["VQA mw"]) == ["10.0", "60.0"]  # the measured score beside the control result it went with
     assert sft["Δ metaworld vs base"].iloc[1].startswith("+")
     assert list(pd.read_csv(out / "embodied_sft_table.csv")["vqa_mw"]) == [10.0, 60.0]
+
+
+def test_vqa_and_published_figures_draw_the_cells_intervals(paper_out):
+    """The VQA-vs-control points and the reproduced-vs-published points are the inference layer's cells with
+    their 95% intervals (the CSV beside each figure), the published value beside the reproduced one."""
+    cells = pd.read_csv(paper_out / "inference" / "cells.csv")
+    full = cells[cells["ablation"] == "full"].set_index(["benchmark", "backbone"])
+    vqa = pd.read_csv(paper_out / "figures" / "vqa_calv.csv").set_index("backbone")
+    for bb, r in vqa.iterrows():
+        assert np.allclose(r[["estimate", "ci_low", "ci_high"]].astype(float),
+                           full.loc[("calv", bb), ["estimate", "ci_low", "ci_high"]].astype(float)), bb
+    assert vqa.loc["qwen", "published"] == 3.856 and np.isnan(vqa.loc["pali", "published"])  # paper: Qwen2.5VL-3B CALVIN
+    pub = pd.read_csv(paper_out / "figures" / "published_vs_reproduced.csv")
+    table = pd.read_csv(paper_out / "published_table.csv")
+    assert len(pub) == table["published"].notna().sum() > 0
+    merged = pub.merge(cells, on=["benchmark", "backbone", "ablation"], suffixes=("", "_cell"))
+    assert len(merged) == len(pub) and np.allclose(merged["reproduced"], merged["estimate"])
+    assert np.allclose(merged[["ci_low", "ci_high"]], merged[["ci_low_cell", "ci_high_cell"]])
+    assert {"published_vs_reproduced", "contrasts", "vqa_calv"} <= {p.stem for p in (paper_out / "html").glob("*.html")}

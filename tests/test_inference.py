@@ -407,12 +407,15 @@ def test_a_contrast_of_single_episode_cells_has_no_interval():
 
 def test_findings_show_an_unbounded_interval(tmp_path):
     """A claim whose interval has no bound (stored as null in claims.json) still gets its findings line."""
-    from vlm4vla_core.aggregate import _findings
+    from vlm4vla_core.aggregate import findings
 
     path = tmp_path / "inference" / "claims.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"claims": [dict(verdict="inconclusive", text="a beats b", estimate=100.0,
+    path.write_text(json.dumps({"claims": [dict(id="c", verdict="inconclusive", text="a beats b", estimate=100.0,
                                                 ci95=[None, None], status="ok", p_claim_adjusted=1.0)]}))
-    lines = _findings(tmp_path, [path])
-    assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
-    assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read
+    claims = {"claims": [dict(id="c", kind="contrast", a="a", b="b", benchmark="mw")]}
+    found = findings.lines(tmp_path, claims, {}, {"inference_contrasts"})
+    assert ("- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1) — "
+            "[inference_contrasts](html/inference_contrasts.html)") in findings.markdown(found)
+    assert "(estimate 100 [unbounded, unbounded]; p adj. 1) — `inference_contrasts.html`_" in findings.rst(found, "s")
+    assert findings.lines(tmp_path, None, {}, set()) == []  # no claims file: no findings

@@ -151,3 +151,38 @@ def test_report_landing_page_opens_on_the_findings(tmp_path):
         line = line[1].split("</li>", 1)[0]
         assert f"estimate {c['estimate']:.3g} [{c['ci95'][0]:.3g}, {c['ci95'][1]:.3g}]" in line, line
         assert "app.showResultInfo('results/pages/html/inference_contrasts.html')" in line
+
+
+def test_figures_draw_the_inference_layers_intervals(tmp_path, monkeypatch):
+    """The training-regime bars and the contrasts plot draw exactly the 95% intervals of inference/cells.csv and
+    inference/contrasts.csv (read back from the matplotlib artists), and write those numbers beside the figure."""
+    from matplotlib.container import ErrorbarContainer
+
+    from vlm4vla_core.aggregate import figures
+
+    drawn = {}
+    save = figures._save
+
+    def capture(fig, out, name, note=None, plotted=None):
+        drawn[name] = [seg for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)
+                       for seg in c.lines[2][0].get_segments()]
+        return save(fig, out, name, note, plotted)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    (tmp_path / "claims.yaml").write_text(CLAIMS)
+    out = tmp_path / "results"
+    aggregate(write_study(tmp_path), study_config(), out, n_boot=20, claims=tmp_path / "claims.yaml")
+
+    cells = pd.read_csv(out / "inference" / "cells.csv")
+    policy = cells[cells["backbone"] != "zero-action"]
+    bars = sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in drawn["ablation"])  # vertical: (x, lo), (x, hi)
+    assert bars == sorted((round(lo, 6), round(hi, 6)) for lo, hi in zip(policy["ci_low"], policy["ci_high"]))
+    beside = pd.read_csv(out / "figures" / "ablation.csv")
+    assert np.allclose(beside.sort_values(["backbone", "ablation"])[["estimate", "ci_low", "ci_high"]],
+                       cells.sort_values(["backbone", "ablation"])[["estimate", "ci_low", "ci_high"]])
+
+    contrasts = pd.read_csv(out / "inference" / "contrasts.csv")
+    lines = sorted((round(s[0][0], 6), round(s[1][0], 6)) for s in drawn["contrasts"])  # horizontal: (lo, y), (hi, y)
+    assert lines == sorted((round(lo, 6), round(hi, 6)) for lo, hi in zip(contrasts["ci_low"], contrasts["ci_high"]))
+    assert (pd.read_csv(out / "figures" / "contrasts.csv")["prob_improvement"] == contrasts["prob_improvement"]).all()
+    assert "contrasts" in check_pages(out)

@@ -29,7 +29,7 @@ from vlm4vla_core.aggregate.results import (
     vqa_scores,
 )
 from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
-from vlm4vla_core.config import variants
+from vlm4vla_core.config import variants, with_sft_variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
 
@@ -54,7 +54,9 @@ DESCRIPTIONS = {
     "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
     "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
-    "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
+    "figures/ablation": "bar chart of the training regimes per benchmark (error bars: 95% intervals, inference/cells)",
+    "figures/contrasts": "every contrast with its 95% interval, P(improvement) and adjusted p (inference/contrasts)",
+    "figures/published_vs_reproduced": "reproduced vs published per cell, with y = x and the reproduced 95% interval",
     "figures/heatmap": "backbone x task success under full fine-tuning, each cell annotated with k/n",
     "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
     "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
@@ -148,12 +150,14 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     elif (res.results["metric"] == "avg_len").any():
         notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
                      "figures/calvin_lengths are not written")
+    published = None  # the published table's numbers, where a reproduced cell has a published counterpart
     if res.episodes is not None:
         from vlm4vla_core.data import published_results
 
         pub = published_results(config)
         pub_numbers, pub_shown = tables.published_table(res.results, config, bench_order, pub)
         if pub_numbers["published"].notna().any():
+            published = pub_numbers
             written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
                                           "Reproduced vs published (difference = reproduced - published)", prov)
         else:
@@ -182,6 +186,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
         comparisons=base_rows, notes=base_notes, provenance=prov)))
 
+    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
+    written += inf_written
+    notes += inf_notes
+    cells_csv, contrasts_csv = out / "inference" / "cells.csv", out / "inference" / "contrasts.csv"
+    cells = pd.read_csv(cells_csv) if cells_csv in written else None  # the figures' intervals: one home
+    slopes = read_json(out / "inference" / "slopes.json", "slopes")["slopes"]
+    families = {b: e.get("family", b) for b, e in with_sft_variants(config).get("backbones", {}).items()}
     f = out / "figures"
     # the sourced scores of the config, then each measured VQA set (vqa-eval stage), each its own regression
     groups = [("", vqa_scores(config), "a VQA score given in the config")]
@@ -199,9 +210,14 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         for bench, r in regs.items():
             stem = f"vqa{suffix}_{bench}"
             if r["status"] == "ok":
+                within = slopes.get(suffix[1:] or "config", {}).get(bench, {}).get("within_family")
+                pub = {} if published is None else published[(published["benchmark"] == bench)
+                                                             & (published["ablation"] == "full")].set_index(
+                                                                 "backbone")["published"].dropna().to_dict()
                 written += figures.vqa_scatter(r, f, stem, note=footer(prov),
                                                xlabel=f"measured VQA score on {suffix[1:]}" if suffix else "VQA score",
-                                               sources=f"regression{suffix}.json")
+                                               sources=f"regression{suffix}.json", cells=cells, within=within,
+                                               families=families, published=pub)
                 r["figure"] = f"figures/{stem}.png"
             else:
                 r["figure"] = None
@@ -213,7 +229,11 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
             regressions=regs, provenance=prov)))
 
     f.mkdir(parents=True, exist_ok=True)
-    written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov))
+    written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov), cells=cells)
+    if contrasts_csv in written:
+        written += figures.contrasts_plot(pd.read_csv(contrasts_csv), f, "contrasts", note=footer(prov))
+    if published is not None:
+        written += figures.published_scatter(published, cells, f, "published_vs_reproduced", note=footer(prov))
     if lengths is not None and not lengths.empty:
         written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov))
     if res.modes is not None:
@@ -243,9 +263,6 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     written.append(pages.provenance_page(out, prov, [{k: p.get(k, "unknown") for k in ("git_commit", "config_hash")}
                                                      for p in res.provenance], footer(prov)))
 
-    inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
-    written += inf_written
-    notes += inf_notes
     found = []
     if out / "inference" / "claims.json" in written:  # the findings: index.md's first section, the report's landing page
         from vlm4vla_core.aggregate import findings

@@ -49,6 +49,10 @@ PAGES: dict[str, tuple[str, str, str]] = {
                        "Share of chains with at least L subtasks completed in a row, L = 1..5, full fine-tuning "
                        "(and the zero-action baseline); point = mean over seeds, error bar = standard deviation "
                        "over seeds."),
+    "published_vs_reproduced": (MAIN, "Reproduced vs published: y = x",
+                                "Each reproduced cell with a published counterpart against the published value, "
+                                "the reproduced cell's 95% interval (inference/cells) as an error bar, and the "
+                                "line y = x; the numbers drawn are in figures/published_vs_reproduced.csv."),
     "published_table": (MAIN, "Reproduced vs published",
                         "Each reproduced cell beside the value published in the VLM4VLA paper for the same "
                         "backbone (matched by hub id), benchmark kind and training regime, and the difference "
@@ -64,8 +68,15 @@ PAGES: dict[str, tuple[str, str, str]] = {
                       "The same architecture fine-tuned from the pretrained VLM weights and from a random "
                       "initialisation, and the difference."),
     "ablation": (REGIMES, "Training regimes per benchmark",
-                 "Each backbone under each training regime it ran; bar = mean over seeds, error bar = standard "
-                 "deviation over seeds; the dashed line (labelled with its value) is the zero-action baseline."),
+                 "Each backbone under each training regime it ran; bar = the cell's estimate, error bar = its 95% "
+                 "interval from the inference layer (inference/cells; no error bar where the input is a results "
+                 "table without episodes); the dashed line (labelled with its value) is the zero-action baseline. "
+                 "The numbers drawn are in figures/ablation.csv."),
+    "contrasts": (REGIMES, "Contrasts with 95% intervals",
+                  "Every comparison of the inference layer (regime vs full, SFT variant vs base, backbone pairs, "
+                  "policy vs zero-action), one panel per family: the difference a − b with its 95% interval, "
+                  "labelled with the probability of improvement and the p-value adjusted within the family; the "
+                  "numbers drawn are in figures/contrasts.csv."),
     "embodied_sft_table": (SFT, "Embodied-SFT variants",
                            "Each variant under the base backbone it was fine-tuned from, with its measured VQA "
                            "scores and the difference (Δ) of its control result to the base's."),
@@ -83,9 +94,13 @@ PAGES: dict[str, tuple[str, str, str]] = {
                     "p-value, Spearman and Kendall correlations, a bootstrap 95% interval of the slope; "
                     "n = backbones measured."),
     "vqa_": (VQA, "Control vs VQA score",
-             "One point per backbone with a VQA score (full fine-tuning; mean over seeds, error bar = standard "
-             "deviation over seeds), the OLS fit and its pointwise 95% confidence band for the mean; the numbers "
-             "are in the matching regression table."),
+             "One point per backbone with a VQA score (full fine-tuning; the cell's estimate, error bar = its 95% "
+             "interval from the inference layer, inference/cells; no error bar without episode records), the OLS "
+             "fit and its pointwise 95% confidence band for the mean; where the backbones come from two or more "
+             "families and the within-family fit (family as a covariate, inference/slopes.json) exists, one dotted "
+             "line per family with that common slope; where the paper publishes a backbone's value, a hollow "
+             "diamond beside the reproduced point. The numbers drawn are in the figure's CSV (figures/), the "
+             "fits in the matching regression table."),
     "learning_curves": (DIAGNOSTICS, "Learning curves",
                         "Training loss (log scale) and gripper accuracy against the optimizer step, full "
                         "fine-tuning, one line per backbone: the mean over seeds, the band spans the seeds' range "
