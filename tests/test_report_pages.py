@@ -186,3 +186,52 @@ def test_figures_draw_the_inference_layers_intervals(tmp_path, monkeypatch):
     assert lines == sorted((round(lo, 6), round(hi, 6)) for lo, hi in zip(contrasts["ci_low"], contrasts["ci_high"]))
     assert (pd.read_csv(out / "figures" / "contrasts.csv")["prob_improvement"] == contrasts["prob_improvement"]).all()
     assert "contrasts" in check_pages(out)
+
+
+def test_outcomes_of_hand_made_episode_records():
+    """Each plug-in names how an episode ended and when it succeeded, from what its record holds."""
+    from vlm4vla_core.benchmarks import get
+
+    mw, calvin, bridge = get("metaworld"), get("calvin"), get("simpler_bridge")
+    entry = {"max_steps": 120}
+    assert mw.outcome(dict(success=True, steps=37), entry) == "success" and mw.success_step(dict(success=True, steps=37)) == 37
+    assert mw.outcome(dict(success=False, steps=120), entry) == "timed out"
+    assert mw.outcome(dict(success=False, steps=50), entry) == "ended early"
+    assert mw.outcome(mw.failure_record("RuntimeError: boom"), entry) == "raised"
+    assert mw.success_step(dict(success=False, steps=120)) is None
+    chain = dict(success=False, completed=2, steps=500, subtask_results=[{"task": "a", "success": True, "steps": 40}] * 2
+                 + [{"task": "c", "success": False, "steps": 360}])
+    assert calvin.outcome(chain, {"max_steps": 360}) == "stopped at subtask 3"
+    assert calvin.outcome(dict(success=True, completed=5, steps=700), {"max_steps": 360}) == "success"
+    undone = dict(success=False, success_any_step=True, first_success_step=30, steps=60, truncated=True)
+    assert bridge.outcome(undone, {}) == "succeeded, then undone"
+    assert bridge.outcome(dict(undone, success_any_step=False), {}) == "timed out"
+    assert bridge.success_step(dict(undone, success=True)) == 30  # the episode ran on to its limit
+
+
+def test_outcomes_table_and_figure(tmp_path):
+    """Time to success and the failure breakdown from hand-made records, one written before outcomes existed."""
+    eps = [dict(task="t", episode_seed=i, success=s, steps=st, outcome=o, success_step=st if s else None)
+           for i, (s, st, o) in enumerate([(True, 10, "success"), (True, 30, "success"), (True, 20, "success"),
+                                           (False, 120, "timed out"), (False, None, "raised")])]
+    old = [dict(task="t", episode_seed=i, success=s, steps=st) for i, (s, st) in enumerate([(True, 40), (False, 120)])]
+    paths = []
+    for bb, episodes in (("qwen", eps), ("pali", old)):
+        run = tmp_path / bb
+        run.mkdir()
+        (run / "eval.json").write_text(json.dumps(dict(
+            study="pages", backbone=bb, family="f", benchmark="metaworld", ablation="full", seed=0, metric="success_rate",
+            modes={"full": {"execute_steps": 4, "episodes": episodes}}, reported_mode="full", mode_selection="full")))
+        paths.append(run / "eval.json")
+    out = tmp_path / "out"
+    aggregate(paths, study_config(), out, n_boot=10)
+    table = pd.read_csv(out / "outcomes_table.csv").set_index("backbone")
+    q = table.loc["qwen"]
+    assert (q["episodes"], q["successes"], q["n_success"], q["n_timed out"], q["n_raised"], q["n_failed"]) == (5, 3, 3, 1, 1, 0)
+    assert (q["steps_median"], q["steps_q1"], q["steps_q3"], q["steps_mean"]) == (20, 15, 25, 20)
+    p = table.loc["pali"]
+    assert (p["n_success"], p["n_failed"], p["steps_median"]) == (1, 1, 40)
+    md = (out / "outcomes_table.md").read_text()
+    assert "| 20 [15, 25] (20.0) " in md and "| 1/5 " in md
+    assert (out / "figures" / "outcomes.png").is_file() and (out / "html" / "outcomes.html").is_file()
+    assert "outcomes_table" in check_pages(out)  # the notes of the outcomes present, and only those

@@ -46,6 +46,9 @@ DESCRIPTIONS = {
     "figures/learning_curves": "loss and gripper accuracy against the step per backbone (band: range over seeds)",
     "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
     "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
+    "outcomes_table": "per (benchmark, backbone, regime): steps to success (median, quartiles, mean) and each outcome "
+                      "(success, timed out, raised, CALVIN's subtask the chain stopped at) as k/n",
+    "figures/outcomes": "outcome shares (stacked bars) and steps to success (box plots) per backbone and regime",
     "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
     "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
     "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",
@@ -177,6 +180,10 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     else:
         notes.append("no per-mode results in a results CSV: modes_table and figures/modes are not written")
 
+    if res.episodes is not None:  # how the episodes ended: time to success, failures by kind
+        counts = diagnostics.outcome_counts(res.episodes, config, bench_order)
+        written += tables.write_table(out, "outcomes_table", *diagnostics.outcomes_table(counts),
+                                      "How episodes ended: time to success and failures", prov)
     base_rows, base_notes = baseline_comparison(res)
     notes += base_notes
     written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows),
@@ -244,6 +251,8 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
             if (eb["metric"] == "success_rate").all() and len(eb):
                 written += diagnostics.task_heatmap(res.episodes, config, bench, f, f"heatmap_{bench}",
                                                    note=footer(prov))
+    if res.episodes is not None:
+        written += diagnostics.outcomes_plot(counts, res.episodes, bench_order, f, "outcomes", note=footer(prov))
     curves = diagnostics.training_curves(res.modes)
     if len(curves) and (curves["ablation"] == "full").any():
         written += diagnostics.learning_curves(curves, config, bench_order, f, "learning_curves", note=footer(prov))

@@ -105,6 +105,14 @@ PAGES: dict[str, tuple[str, str, str]] = {
                         "Training loss (log scale) and gripper accuracy against the optimizer step, full "
                         "fine-tuning, one line per backbone: the mean over seeds, the band spans the seeds' range "
                         "(from each run's metrics.jsonl)."),
+    "outcomes_table": (DIAGNOSTICS, "How episodes ended: time to success and failures",
+                       "Per benchmark, backbone and training regime (reported execution mode, pooled over seeds and "
+                       "tasks): the environment steps to success over the successful episodes, as median [first "
+                       "quartile, third quartile] (mean), and each outcome as episodes k of n."),
+    "outcomes": (DIAGNOSTICS, "How episodes ended",
+                 "Left: the share of each outcome (as in the outcomes table) per backbone and training regime; "
+                 "right: the steps to success of the successful episodes (box: quartiles, line: median, whiskers: "
+                 "1.5 IQR). The numbers are in figures/outcomes.csv."),
     "baseline_table": (DIAGNOSTICS, "Policies vs the zero-action baseline",
                        "Each policy against the zero-action baseline on the same episodes: successes k/n, odds "
                        "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds."),
@@ -145,8 +153,16 @@ PAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
-#: sentences about a column, added to a table's caption exactly when the table has that column
+#: sentences about a column, added to a table's caption exactly when the table has a column whose name starts so
 COLUMN_NOTES: dict[str, dict[str, str]] = {
+    "outcomes_table": {"timed out": "Timed out: the step budget ran out.",
+                       "ended early": "Ended early: the episode stopped before its budget without success.",
+                       "stopped at subtask": "Stopped at subtask k (CALVIN): the chain's k-th subtask ran out of "
+                                             "steps.",
+                       "succeeded, then undone": "Succeeded, then undone (SimplerEnv, final-step rule): success at "
+                                                 "some step but not at the last.",
+                       "raised": "Raised: the simulator or the protocol raised (the record keeps the error).",
+                       "failed": "Failed: a failure recorded before episode records named their outcome."},
     "per_task_table": {"rollouts": "The rollouts column links the row's rollout videos (files under videos/ of the "
                                    "results folder); the report's rollout pages play them."},
 }
@@ -170,7 +186,7 @@ def caption(name: str, shown: pd.DataFrame | None = None) -> str:
     """The caption of ``name``; for a table, the spread convention only where its cells carry a ±."""
     text = _entry(name)[2]
     for column, note in COLUMN_NOTES.get(name, {}).items():
-        if shown is not None and column in shown:
+        if shown is not None and any(str(c).startswith(column) for c in shown.columns):
             text += " " + note
     if shown is not None and shown.astype(str).apply(lambda c: c.str.contains("±", regex=False)).to_numpy().any():
         text += " " + SPREAD

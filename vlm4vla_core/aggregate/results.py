@@ -78,6 +78,11 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
                 episode_id=episode_id(ep, i),
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
+                # time to success and how the episode ended (benchmarks.base: outcome, success_step); records
+                # written before these fields: the steps of a success, and success / raised / failed
+                success_step=ep.get("success_step", ep.get("steps") if ep.get("success") else None),
+                outcome=ep.get("outcome") or ("success" if ep.get("success") else "raised" if ep.get("error")
+                                              else "failed"),
                 value=value_of(ep),
                 video=(path.parent / ep["video"]).as_posix() if ep.get("video") else None,  # a rollout video
             )
