@@ -543,6 +543,8 @@ def check_pages(out: Path):
             md = (out / "inference" / f"{name.removeprefix('inference_')}.md" if name.startswith("inference_")
                   else out / f"{name}.md").read_text()
             assert text in md, name  # the Markdown copy carries the same caption
+            assert md.startswith(f"### {pages.title(name)}\n"), name  # and the same title: one home, PAGES
+        assert f"<h3>{html_lib.escape(pages.title(name))}</h3>" in page, name
     return names
 
 

@@ -115,41 +115,37 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     stamp = dict(git_commit=prov.get("git_commit", "unknown"), config_hash=prov.get("config_hash", "unknown"))
     written.append(write_text(out / "results.csv", res.results.assign(**stamp).to_csv(index=False)))
     written += tables.write_table(out, "backbones_table", *tables.backbones_table(config, load_reports(reports or [], config)),
-                                  "Backbones", prov)
+                                  prov)
     if res.episodes is not None:
         written.append(write_text(out / "episodes.csv", res.episodes.assign(**stamp).to_csv(index=False)))
 
-    written += tables.write_table(out, "main_table", *tables.main_table(res.results, config, bench_order),
-                                  "Main results: full fine-tuning", prov)
-    written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order),
-                                  "Training regimes (Δ: difference to full fine-tuning)", prov)
+    written += tables.write_table(out, "main_table", *tables.main_table(res.results, config, bench_order), prov)
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(res.results, config, bench_order), prov)
     measured = measured_vqa(vqa or [])
     optional = [
         ("freezing_table", tables.freezing_table(res.results, config, bench_order),
-         "Module freezing (Δ: difference to all trained)", "no run froze a module"),
+         "no run froze a module"),
         ("scratch_table", tables.scratch_table(res.results, config, bench_order),
-         "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
+         "no from_scratch run"),
         ("embodied_sft_table", tables.embodied_sft_table(res.results, config, bench_order,
                                                          tables.NOT_RUN if res.episodes is not None else "no result",
                                                          vqa=measured),
-         "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
+         "the config lists no embodied_sft variants"),
     ]
-    for name, table, title, why in optional:
+    for name, table, why in optional:
         if table is None:
             notes.append(f"{name} not written: {why}")
         else:
-            written += tables.write_table(out, name, *table, title, prov)
+            written += tables.write_table(out, name, *table, prov)
     videos = pd.DataFrame()
     if res.episodes is not None:
         videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
         written += copied
     written += tables.write_table(out, "per_task_table", *tables.per_task_table(res.results, config, bench_order,
-                                                                                diagnostics.video_links(videos)),
-                                  "Per-task results", prov)
+                                                                                diagnostics.video_links(videos)), prov)
     lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
     if lengths is not None and not lengths.empty:
-        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order),
-                                      "CALVIN: success rate at chain lengths 1..5 and average length", prov)
+        written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(lengths, config, bench_order), prov)
     elif (res.results["metric"] == "avg_len").any():
         notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
                      "figures/calvin_lengths are not written")
@@ -161,8 +157,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         pub_numbers, pub_shown = tables.published_table(res.results, config, bench_order, pub)
         if pub_numbers["published"].notna().any():
             published = pub_numbers
-            written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
-                                          "Reproduced vs published (difference = reproduced - published)", prov)
+            written += tables.write_table(out, "published_table", pub_numbers, pub_shown, prov)
         else:
             notes.append("published_table not written: no reproduced cell has a published counterpart "
                          "(" + "; ".join(sorted(set(pub_numbers["note"].dropna()))) + ")")
@@ -175,19 +170,16 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     else:
         notes.append("published_table not written: the input is a results table, not a study's runs")
     if res.modes is not None:
-        written += tables.write_table(out, "modes_table", *tables.modes_table(res.modes, config, bench_order),
-                                      "Execution modes (steps executed before re-planning)", prov)
+        written += tables.write_table(out, "modes_table", *tables.modes_table(res.modes, config, bench_order), prov)
     else:
         notes.append("no per-mode results in a results CSV: modes_table and figures/modes are not written")
 
     if res.episodes is not None:  # how the episodes ended: time to success, failures by kind
         counts = diagnostics.outcome_counts(res.episodes, config, bench_order)
-        written += tables.write_table(out, "outcomes_table", *diagnostics.outcomes_table(counts),
-                                      "How episodes ended: time to success and failures", prov)
+        written += tables.write_table(out, "outcomes_table", *diagnostics.outcomes_table(counts), prov)
     base_rows, base_notes = baseline_comparison(res)
     notes += base_notes
-    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows),
-                                  "Policies vs the zero-action baseline (one-sided Fisher exact test)", prov)
+    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows), prov)
     written.append(write_json(out / "baseline.json", dict(
         test="scipy.stats.fisher_exact, alternative='greater' (policy succeeds more often than zero-action)",
         pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
@@ -211,9 +203,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
                              + (" (the measured sets have their own regression tables)" if len(groups) > 1 else ""))
             continue
         regs = regressions(res, scores, bench_order, n_boot=n_boot, boot_seed=boot_seed)
-        title = f"Control vs measured VQA score on {suffix[1:]}" if suffix else "Control vs VQA score"
-        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(regs),
-                                      f"{title} (full fine-tuning, mean over seeds)", prov)
+        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(regs), prov)
         for bench, r in regs.items():
             stem = f"vqa{suffix}_{bench}"
             if r["status"] == "ok":
