@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "config.yaml").write_text(yaml.safe_dump(study_config()))
     subprocess.run([sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml", "--report",
                     "report.html"], cwd=args.out, check=True, capture_output=True, timeout=600)
-    shoot(browser, args.out / "report.html", shots / "study_report_landing.png")
+    shoot(browser, args.out / "report.html", shots / "study_report_landing.png", "1400,1500")  # the app centres it
     print(f"small study's report landing page: {shots / 'study_report_landing.png'}")
     for name in PAGES:
         page = results / "html" / f"{name}.html"
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = f", {videos_loaded(browser, page, args.out)}" if "<video" in page.read_text() else ""
         print(f"{name}: {shots / f'{name}.png'}{extra}")
     if args.report:
-        shoot(browser, args.report.resolve(), shots / "report_landing.png")
+        shoot(browser, args.report.resolve(), shots / "report_landing.png", "1400,1500")
         print(f"report landing page: {shots / 'report_landing.png'}")
     return 0
 
