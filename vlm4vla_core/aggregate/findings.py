@@ -20,25 +20,26 @@ def _regime(arm: str) -> str:
     return arm.partition("/")[2] or "full"
 
 
-def evidence(claim: dict, config: dict) -> list[str]:
-    """The report pages (``html/<name>.html``) that show a claim's evidence, most specific first; the caller
-    keeps those that were written."""
+def evidence(claim: dict, config: dict) -> list[tuple[str, ...]]:
+    """The report pages (``html/<name>.html``) that show a claim's evidence, most specific first; each entry
+    lists alternatives, of which the caller keeps the first that was written (the table with intervals, else
+    the plain table, as for a results CSV without episodes)."""
     from vlm4vla_core.config import variants
 
     if claim["kind"] == "contrast":
         arms = (claim["a"], claim["b"])
-        names = ["inference_contrasts"]
+        names = [("inference_contrasts",)]
         if any(_regime(a) not in ("full", "none") for a in arms):
-            names.append("inference_regimes_table")
+            names.append(("inference_regimes_table", "ablation_table"))
         if any(a.partition("/")[0] in variants(config) for a in arms):
-            names.append("embodied_sft_table")
-        names += ["inference_main_table", "ablation"]
+            names.append(("embodied_sft_table",))
+        names += [("inference_main_table", "main_table"), ("ablation",)]
         return names
     scores = claim.get("vqa", "config")
     suffix = "" if scores == "config" else f"_{scores}"
-    names = [f"regression{suffix}_table"]
+    names = [(f"regression{suffix}_table",)]
     if claim.get("benchmark"):
-        names.append(f"vqa{suffix}_{claim['benchmark']}")
+        names.append((f"vqa{suffix}_{claim['benchmark']}",))
     return names
 
 
@@ -59,12 +60,15 @@ def lines(out: Path, claims: dict | None, config: dict, pages: set[str]) -> list
     by_id = {c["id"]: c for c in claims["claims"]}
     found = []
     for r in rows:
-        est = (f"{_g(r['estimate'])} [{_g(r['ci95'][0])}, {_g(r['ci95'][1])}]" if "estimate" in r
-               else "no estimate: " + r["status"])
+        if "estimate" in r:
+            est = f"estimate {_g(r['estimate'])} [{_g(r['ci95'][0])}, {_g(r['ci95'][1])}]"
+        else:  # an interaction is a test without an estimate; a claim without evidence says why
+            est = r["detail"] if r["status"] == "ok" else "no estimate: " + r["status"]
         p = r.get("p_claim_adjusted")
-        behind = [n for n in evidence(by_id[r["id"]], config) if n in pages]
+        behind = [next(n for n in alt if n in pages) for alt in evidence(by_id[r["id"]], config)
+                  if any(n in pages for n in alt)]
         found.append(dict(verdict=r["verdict"], text=r["text"],
-                          summary=f"estimate {est}" + (f"; p adj. {_g(p, '{:.2g}')}" if p is not None else ""),
+                          summary=est + (f"; p adj. {_g(p, '{:.2g}')}" if p is not None else ""),
                           pages=behind))
     return found
 
