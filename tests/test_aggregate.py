@@ -638,3 +638,24 @@ def test_vqa_and_published_figures_draw_the_cells_intervals(paper_out):
     assert len(merged) == len(pub) and np.allclose(merged["reproduced"], merged["estimate"])
     assert np.allclose(merged[["ci_low", "ci_high"]], merged[["ci_low_cell", "ci_high_cell"]])
     assert {"published_vs_reproduced", "contrasts", "vqa_calv"} <= {p.stem for p in (paper_out / "html").glob("*.html")}
+
+
+def test_calvin_lengths_draw_intervals_of_the_inference_layer(paper_out):
+    """Each point of the chain-length figure is the table's success rate at that length, with a 95% interval
+    around it from the inference layer (a success-rate cell of 'at least L subtasks done')."""
+    from vlm4vla_core.aggregate import inference as inf
+    from vlm4vla_core.aggregate.results import Results
+    from vlm4vla_core.aggregate.stats import calvin_length_intervals
+
+    drawn = pd.read_csv(paper_out / "figures" / "calvin_lengths.csv")
+    assert set(drawn["length"]) == {1, 2, 3, 4, 5} and np.allclose(drawn["drawn"], drawn["mean"])
+    assert ((drawn["lo"] <= drawn["drawn"] + 1e-9) & (drawn["drawn"] <= drawn["hi"] + 1e-9)).all()
+    qwen = drawn[(drawn["backbone"] == "qwen") & (drawn["length"] == 1)].iloc[0]
+    assert qwen["hi"] > qwen["lo"]  # two seeds: a real interval
+    # the same cell by hand: the episode frame's outcome at L = 1 as a success-rate arm
+    eps = pd.read_csv(paper_out / "episodes.csv")
+    calv = eps[(eps["metric"] == "avg_len")].assign(value=lambda e: 100.0 * (e["value"] >= 1), metric="success_rate")
+    frame = inf.episode_frame(Results(calv.iloc[:0], calv, None, [], "test"))
+    cell = inf.cells(inf.components(frame)).set_index("arm").loc["qwen"]
+    assert (qwen["lo"], qwen["hi"]) == pytest.approx((cell["ci_low"], cell["ci_high"]))
+    assert calvin_length_intervals(Results(calv.iloc[:0], None, None, [], "csv")).empty

@@ -28,7 +28,8 @@ from vlm4vla_core.aggregate.results import (
     measured_vqa,
     vqa_scores,
 )
-from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, regressions, summarize
+from vlm4vla_core.aggregate.stats import (baseline_comparison, calvin_length_intervals, calvin_length_success,
+                                          regressions, summarize)
 from vlm4vla_core.config import variants, with_sft_variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
@@ -56,7 +57,7 @@ DESCRIPTIONS = {
     "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with their measured VQA scores and the difference to the base",
     "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
-    "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
+    "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: 95% intervals of the inference layer)",
     "figures/ablation": "bar chart of the training regimes per benchmark (error bars: 95% intervals, inference/cells)",
     "figures/contrasts": "every contrast with its 95% interval, P(improvement) and adjusted p (inference/contrasts)",
     "figures/published_vs_reproduced": "reproduced vs published per cell, with y = x and the reproduced 95% interval",
@@ -232,7 +233,8 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
     if published is not None:
         written += figures.published_scatter(published, cells, f, "published_vs_reproduced", note=footer(prov))
     if lengths is not None and not lengths.empty:
-        written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov))
+        written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov),
+                                          intervals=calvin_length_intervals(res))
     if res.modes is not None:
         written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
     if res.episodes is not None:

@@ -242,17 +242,31 @@ def mode_bars(modes: pd.DataFrame, config: dict, benchmarks: list[str], out: Pat
 
 
 def calvin_lengths(lengths: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
-                   note: str | None = None) -> list[Path]:
+                   note: str | None = None, intervals: pd.DataFrame | None = None) -> list[Path]:
     """CALVIN success rate at chain lengths 1..5 (``stats.calvin_length_success``), one line per backbone
-    under full fine-tuning (and the zero-action baseline), error bars = std over seeds."""
+    under full fine-tuning (and the zero-action baseline). ``intervals`` (``stats.calvin_length_intervals``):
+    each point is its cell's estimate with the 95% interval as error bar; without, the mean over seeds with the
+    standard deviation over seeds. The numbers drawn go to <name>.csv."""
     lengths = lengths[lengths["ablation"].isin(["full", "none"]) & (lengths["length"] > 0)]
+    if intervals is not None and len(intervals):
+        keys = ["backbone", "benchmark", "ablation", "length"]
+        lengths = lengths.merge(intervals[keys + ["estimate", "ci_low", "ci_high"]], on=keys, how="left")
+        lo, hi = lengths["ci_low"], lengths["ci_high"]
+        drawn, kind = lengths["estimate"], "estimate with its 95% interval"
+    else:
+        lo, hi = lengths["mean"] - lengths["std"], lengths["mean"] + lengths["std"]
+        drawn, kind = lengths["mean"], "mean ± std over seeds"
+    lengths = lengths.assign(drawn=drawn, lo=lo, hi=hi)
     benches = ordered(lengths["benchmark"], benchmarks)
     fig, axes = plt.subplots(1, len(benches), figsize=(6.5 * len(benches), 4.5), squeeze=False)
     for ax, bench in zip(axes[0], benches):
         lb = lengths[lengths["benchmark"] == bench]
-        for i, bb in enumerate(backbone_order(lb["backbone"], config)):
+        order = backbone_order(lb["backbone"], config)
+        for i, bb in enumerate(order):
             g = lb[lb["backbone"] == bb].set_index("length").reindex(CHAIN_LENGTHS)
-            ax.errorbar(CHAIN_LENGTHS, g["mean"], yerr=np.nan_to_num(g["std"].to_numpy(float)), marker="o", capsize=3,
+            err = [np.nan_to_num((g["drawn"] - g["lo"]).to_numpy(float)), np.nan_to_num((g["hi"] - g["drawn"]).to_numpy(float))]
+            dodge = (i - (len(order) - 1) / 2) * 0.08  # side by side, so that the intervals do not hide each other
+            ax.errorbar(np.asarray(CHAIN_LENGTHS) + dodge, g["drawn"], yerr=err, marker="o", capsize=3,
                         color="black" if bb == ZERO else COLORS[i % len(COLORS)], ls="--" if bb == ZERO else "-",
                         label=f"{bb} (n={int(g['n_episodes'].iloc[0])} chains)")
         ax.set_xticks(CHAIN_LENGTHS)
@@ -262,5 +276,6 @@ def calvin_lengths(lengths: pd.DataFrame, config: dict, benchmarks: list[str], o
         ax.set_title(bench)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("CALVIN: chains with ≥ L subtasks done (full fine-tuning, mean ± std over seeds)")
-    return _save(fig, out, name, note)
+    fig.suptitle(f"CALVIN: chains with ≥ L subtasks done (full fine-tuning, {kind})")
+    cols = ["benchmark", "backbone", "ablation", "length", "mean", "std", "n_episodes", "drawn", "lo", "hi"]
+    return _save(fig, out, name, note, lengths[cols])

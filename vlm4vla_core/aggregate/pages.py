@@ -47,8 +47,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
                             "L = 1..5, and the average completed length (their sum / 100)."),
     "calvin_lengths": (MAIN, "CALVIN: success by chain length",
                        "Share of chains with at least L subtasks completed in a row, L = 1..5, full fine-tuning "
-                       "(and the zero-action baseline); point = mean over seeds, error bar = standard deviation "
-                       "over seeds."),
+                       "(and the zero-action baseline); point = the estimate, error bar = its 95% interval from "
+                       "the inference layer (a success-rate cell of the chains' outcome 'at least L subtasks "
+                       "done'); the numbers drawn are in figures/calvin_lengths.csv."),
     "published_vs_reproduced": (MAIN, "Reproduced vs published: y = x",
                                 "Each reproduced cell with a published counterpart against the published value, "
                                 "the reproduced cell's 95% interval (inference/cells) as an error bar, and the "
