@@ -71,6 +71,8 @@ DESCRIPTIONS = {
     "inference/mixed_model": "reference analysis: statsmodels MixedLM marginal means beside the simple means",
     "inference/slopes": "VQA-vs-control: OLS, Theil-Sen, influence, exact Spearman p, errors-in-variables, "
                         "equivalence, power, slope x benchmark interaction",
+    "findings": "the findings (a line per claim: verdict, estimate, interval, the pages behind it) that the "
+                "Snakemake report's landing page includes",
     "inference/claims": "a verdict per claim of the claims file (supported, contradicted, equivalent, inconclusive)",
 }
 
@@ -325,6 +327,8 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
             stem = "videos"
         elif p.startswith("html/") and f"figures/{stem}" in figs:
             stem = f"figures/{stem}"
+        elif p.startswith("html/inference_"):  # an inference table's page, listed with its files under inference/
+            stem = "inference/" + stem.removeprefix("inference_")
         elif p.startswith("html/") and (stem.startswith("rollouts_") or stem == "provenance"):
             stem = "html"
         if stem.startswith("regression") and not stem.endswith("_table"):
