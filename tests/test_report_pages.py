@@ -187,6 +187,14 @@ def test_figures_draw_the_inference_layers_intervals(tmp_path, monkeypatch):
     assert (pd.read_csv(out / "figures" / "contrasts.csv")["prob_improvement"] == contrasts["prob_improvement"]).all()
     assert "contrasts" in check_pages(out)
 
+    # the execution modes: each mode's cell; here every run has one mode, the reported one, so its cells are
+    # the inference layer's (read from every mode's episodes rather than the reported mode's)
+    full = policy[policy["ablation"] == "full"]
+    modes = sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in drawn["modes"])
+    assert modes == sorted((round(lo, 6), round(hi, 6)) for lo, hi in zip(full["ci_low"], full["ci_high"]))
+    beside = pd.read_csv(out / "figures" / "modes.csv").set_index("backbone")
+    assert np.allclose(beside.loc[full["backbone"], "mean"], full["estimate"])
+
 
 def test_outcomes_of_hand_made_episode_records():
     """Each plug-in names how an episode ended and when it succeeded, from what its record holds."""

@@ -29,7 +29,7 @@ from vlm4vla_core.aggregate.results import (
     vqa_scores,
 )
 from vlm4vla_core.aggregate.stats import (baseline_comparison, calvin_length_intervals, calvin_length_success,
-                                          regressions, summarize)
+                                          mode_intervals, regressions, summarize)
 from vlm4vla_core.config import variants, with_sft_variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
@@ -62,7 +62,7 @@ DESCRIPTIONS = {
     "figures/contrasts": "every contrast with its 95% interval, P(improvement) and adjusted p (inference/contrasts)",
     "figures/published_vs_reproduced": "reproduced vs published per cell, with y = x and the reproduced 95% interval",
     "figures/heatmap": "backbone x task success under full fine-tuning, each cell annotated with k/n",
-    "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
+    "figures/modes": "bar chart of the execution modes per benchmark (error bars: 95% intervals of each mode's cell)",
     "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
     "inference/main_table": "main table with every cell as estimate [95% interval], seeds x episodes",
     "inference/regimes_table": "training regimes with intervals and each regime's paired contrast to full fine-tuning",
@@ -238,7 +238,8 @@ def aggregate(inputs, config: dict, out_dir: str | Path, n_boot: int = 2000, boo
         written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov),
                                           intervals=calvin_length_intervals(res))
     if res.modes is not None:
-        written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
+        written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov),
+                                     intervals=mode_intervals(res))
     if res.episodes is not None:
         for bench in bench_order:
             eb = res.episodes[res.episodes["benchmark"] == bench]

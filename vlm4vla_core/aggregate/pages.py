@@ -122,7 +122,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
                     "of it, one step) and how often each mode was the reported one."),
     "modes": (DIAGNOSTICS, "Success by execution mode",
               "Full fine-tuning evaluated executing the whole action chunk, half of it, or one step before "
-              "re-planning; bar = mean over seeds, error bar = standard deviation over seeds."),
+              "re-planning; bar = the mode's cell estimate, error bar = its 95% interval from the inference layer "
+              "(that mode's episodes); the numbers drawn are in figures/modes.csv."),
     "rollouts_": (DIAGNOSTICS, "Rollout videos",
                   "A successful and a failed episode (where there was one) per backbone, training regime and task, "
                   "from the reported execution mode of the lowest seed that has one; the instruction and the "

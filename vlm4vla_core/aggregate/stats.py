@@ -258,3 +258,15 @@ def calvin_length_intervals(res: Results) -> pd.DataFrame:
     return pd.concat([inf.cells(inf.components(frame.assign(y=100.0 * (frame["y"] >= L), metric="success_rate")))
                       .assign(length=L) for L in CHAIN_LENGTHS], ignore_index=True)
 
+
+def mode_intervals(res: Results) -> pd.DataFrame:
+    """Every execution mode's cell with its 95% interval from the inference layer: per mode, that mode's
+    episodes (``Results.mode_episodes``) as an episode frame. Rows: the cells' columns and ``mode``; empty
+    without episode records."""
+    from vlm4vla_core.aggregate import inference as inf
+
+    if res.mode_episodes is None or res.mode_episodes.empty:
+        return pd.DataFrame(columns=["benchmark", "backbone", "ablation", "mode", "estimate", "ci_low", "ci_high"])
+    return pd.concat([inf.cells(inf.components(inf.episode_frame(Results(res.results, e)))).assign(mode=mode)
+                      for mode, e in res.mode_episodes.groupby("mode", sort=False)], ignore_index=True)
+
