@@ -40,7 +40,8 @@ def write_study(root: Path) -> list[Path]:
         eps = []
         for t, ss in succ.items():
             for i, s in enumerate(ss):
-                ep = dict(task=t, episode_seed=1000 * seed + i, success=bool(s), steps=10)
+                ep = dict(task=t, episode_seed=1000 * seed + i, success=bool(s), steps=10 + 5 * i if s else 30,
+                          outcome="success" if s else "timed out", success_step=10 + 5 * i if s else None)
                 if i < 2:  # the first two episodes of each task were filmed
                     ep["video"] = f"eval/videos/shard0/full/{t}_{i}.mp4"
                     write_mp4(run / ep["video"], [frame, frame + 100])
