@@ -244,3 +244,36 @@ def test_outcomes_table_and_figure(tmp_path):
     assert "| 20 [15, 25] (20.0) " in md and "| 1/5 " in md
     assert (out / "figures" / "outcomes.png").is_file() and (out / "html" / "outcomes.html").is_file()
     assert "outcomes_table" in check_pages(out)  # the notes of the outcomes present, and only those
+
+
+def test_vqa_scatter_draws_a_line_per_family_with_the_within_family_slope(tmp_path, monkeypatch):
+    """With family as a covariate (y ~ x + C(family)), each family's fitted line has the common slope and
+    passes through the family's mean point: drawn so, and equal to statsmodels' fitted values."""
+    import statsmodels.formula.api as smf
+
+    from vlm4vla_core.aggregate import figures
+    from vlm4vla_core.aggregate.slopes import within_family
+
+    x = np.array([10.0, 20.0, 30.0, 15.0, 25.0, 35.0])
+    y = np.array([12.0, 19.0, 33.0, 40.0, 47.0, 58.0])
+    fam = ["a", "a", "a", "b", "b", "b"]
+    names = [f"m{i}" for i in range(6)]
+    reg = dict(benchmark="mw", metric="success_rate", n=6, slope=1.0, r2=0.5, p_value=0.1, spearman_rho=0.5,
+               points=[dict(backbone=b, vqa_score=xi, mean=yi, std=None) for b, xi, yi in zip(names, x, y)])
+    within = within_family(x, y, fam)
+    lines = {}
+    save = figures._save
+
+    def capture(fig, out, name, note=None, plotted=None):
+        lines.update({ln.get_label(): ln.get_xydata() for ln in fig.axes[0].get_lines()
+                      if ln.get_label().startswith("family")})
+        return save(fig, out, name, note, plotted)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    figures.vqa_scatter(reg, tmp_path, "vqa_mw", within=within, families=dict(zip(names, fam)))
+    fit = smf.ols("y ~ x + C(family)", pd.DataFrame(dict(x=x, y=y, family=fam))).fit()
+    assert len(lines) == 2
+    for label, xy in lines.items():
+        f = "a" if label.startswith("family a") else "b"
+        expected = fit.predict(pd.DataFrame(dict(x=xy[:, 0], family=[f] * len(xy))))
+        assert np.allclose(xy[:, 1], expected), label
