@@ -278,5 +278,5 @@ def outcomes_plot(counts: pd.DataFrame, episodes: pd.DataFrame, benchmarks: list
         axt.set_xlabel("steps to success (successful episodes)")
         axt.set_title(f"{bench}: time to success", fontsize=9, loc="left")
         axt.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.6, wspace=0.55)  # room for the legend and the arms' labels
     return _save(fig, out, name, note, counts)

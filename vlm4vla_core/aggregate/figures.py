@@ -172,7 +172,7 @@ def contrasts_plot(contrasts: pd.DataFrame, out: Path, name: str, note: str | No
         ax.set_title(fam, fontsize=9, loc="left")
         ax.set_xlabel(metric_label(g["metric"].iloc[0]) + " difference (a − b), 95% interval", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.9 if len(fams) > 1 else 0.2)  # room for each panel's axis label and title
     cols = ["family", "benchmark", "a", "b", "metric", "difference", "ci_low", "ci_high", "prob_improvement",
             "p_adjusted"]
     return _save(fig, out, name, note, c[cols])
