@@ -269,7 +269,7 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
     findings = index.split("## Findings", 1)[1].split("\n## ", 1)[0]  # first, one line per claim with its verdict
     assert index.index("## Findings") < index.index("## Artefacts")
     for r in rows.values():
-        assert f"- **{r['verdict']}**: {r['text']} (estimate" in findings
+        assert f"- **{r['verdict']}**: {r['text']} ({'estimate' if 'estimate' in r else 'no estimate: '}" in findings
     claims.write_text("claims:\n  - 'qwen > nobody on calv'\n")
     with pytest.raises(ResultsError, match=r"claims.0 \(qwen > nobody on calv\): b 'nobody'"):
         aggregate(paths, cfg, tmp_path / "out2", claims=claims)
@@ -481,15 +481,39 @@ def test_a_contrast_of_single_episode_cells_has_no_interval():
 
 def test_findings_show_an_unbounded_interval(tmp_path):
     """A claim whose interval has no bound (stored as null in claims.json) still gets its findings line."""
-    from vlm4vla_core.aggregate import _findings
+    from vlm4vla_core.aggregate import findings
 
     path = tmp_path / "inference" / "claims.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"claims": [dict(verdict="inconclusive", text="a beats b", estimate=100.0,
+    path.write_text(json.dumps({"claims": [dict(id="c", verdict="inconclusive", text="a beats b", estimate=100.0,
                                                 ci95=[None, None], status="ok", p_claim_adjusted=1.0)]}))
-    lines = _findings(tmp_path, [path])
-    assert "- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1)" in lines
-    assert _findings(tmp_path, []) == []  # a claims.json this aggregation did not write is not read
+    claims = {"claims": [dict(id="c", kind="contrast", a="a", b="b", benchmark="mw")]}
+    found = findings.lines(tmp_path, claims, {}, {"inference_contrasts"})
+    assert ("- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1) — "
+            "[inference_contrasts](html/inference_contrasts.html)") in findings.markdown(found)
+    assert "(estimate 100 [unbounded, unbounded]; p adj. 1) — `inference_contrasts.html`_" in findings.rst(found, "s")
+    assert findings.lines(tmp_path, None, {}, set()) == []  # no claims file: no findings
+
+
+def test_findings_of_a_results_table_link_the_plain_tables(tmp_path):
+    """Without episodes (a results CSV) a contrast links the plain tables in place of the ones with intervals;
+    an interaction, a test without an estimate, shows its F test."""
+    from vlm4vla_core.aggregate import findings
+
+    path = tmp_path / "inference" / "claims.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"claims": [
+        dict(id="c", verdict="inconclusive", text="freezing hurts", status="no episode records", detail=""),
+        dict(id="i", verdict="supported", text="slopes differ", status="ok", detail="F(2, 18) = 3.76",
+             p_claim_adjusted=0.01)]}))
+    claims = {"claims": [dict(id="c", kind="contrast", a="q/freeze_vision", b="q", benchmark="mw"),
+                         dict(id="i", kind="interaction")]}
+    pages = {"ablation_table", "main_table", "ablation", "regression_table"}
+    found = findings.markdown(findings.lines(tmp_path, claims, {}, pages))
+    assert ("- **inconclusive**: freezing hurts (no estimate: no episode records) — [ablation_table]"
+            "(html/ablation_table.html), [main_table](html/main_table.html), [ablation](html/ablation.html)") in found
+    assert ("- **supported**: slopes differ (F(2, 18) = 3.76; p adj. 0.01) — [regression_table]"
+            "(html/regression_table.html)") in found
 
 
 def test_a_task_cell_of_one_episode_says_it_has_no_interval():

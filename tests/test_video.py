@@ -72,3 +72,19 @@ def test_merge_eval_rebases_video_paths(tmp_path):
                        "--out", str(run / "eval.json")]) == 0
     eps = json.loads((run / "eval.json").read_text())["modes"]["full"]["episodes"]
     assert eps[1]["video"] == "eval/videos/shard1/full/t_success_ep00001.mp4" and "video" not in eps[0]
+
+
+def test_the_caption_names_how_the_episode_ended(tmp_path, monkeypatch):
+    """A failed episode's caption says how it ended where its record tells (the benchmark's ``outcome``)."""
+    import numpy as np
+
+    from vlm4vla_core.benchmarks import video
+
+    seen = []
+    real = video.caption_frame
+    monkeypatch.setattr(video, "caption_frame", lambda f, lines, width: seen.append(lines) or real(f, lines, width))
+    films = video.RolloutVideos(tmp_path, 1)
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 2
+    films.offer(dict(task="t", index=3, success=False, steps=30, outcome="timed out", instruction="go"), frames)
+    films.offer(dict(task="t", index=4, success=True, steps=9, outcome="success", instruction="go"), frames)
+    assert seen[0][0] == "failure: timed out | 30 steps | episode 3" and seen[-1][0] == "success | 9 steps | episode 4"

@@ -3,12 +3,15 @@
     python tools/report_check.py --out /tmp/report-check [--report results/published/report.html]
 
 Builds the small study of ``vlm4vla_core/testing/report.py`` (two backbones, a zero-action baseline, two
-Meta-World tasks, training metrics, rollout videos), aggregates it into ``OUT/results``, and takes
-screenshots of a table page (per_task_table, with its rollout links), a figure page (the task
-heatmap), the learning curves and the rollout page (embedded MP4s). With ``--report``, also of a
-Snakemake report's landing page (e.g. ``snakemake published --report results/published/report.html``).
-For each page it prints the screenshot and whether the page's videos loaded: the rollout page
-runs a script, in Chromium, that counts the <video> elements that reached HAVE_METADATA.
+Meta-World tasks, training metrics, rollout videos, two claims), aggregates it into ``OUT/results``, runs
+``snakemake --report`` on it with the project's landing page (workflow/report/workflow.rst, the pages
+declared as aggregate.smk declares them) and takes screenshots of the report's landing page (the
+findings), a table page (per_task_table, with its rollout links), figure pages (the training regimes
+with their intervals, the contrasts, the task heatmap, how episodes ended, the learning curves) and the
+rollout page (embedded MP4s). With ``--report``, also of another Snakemake report's landing page (e.g.
+``snakemake published --report results/published/report.html``). For each page it prints the screenshot
+and whether the page's videos loaded: the rollout page runs a script, in Chromium, that counts the
+<video> elements that reached HAVE_METADATA.
 Needs ``chromium`` (Debian: ``apt-get install chromium``).
 """
 
@@ -22,7 +25,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("per_task_table", "heatmap_metaworld", "learning_curves", "rollouts_metaworld")
+PAGES = ("per_task_table", "ablation", "contrasts", "heatmap_metaworld", "outcomes", "learning_curves",
+         "rollouts_metaworld")
 PROBE = """<script>
 window.addEventListener('load', () => setTimeout(() => {
   const v = [...document.querySelectorAll('video')];
@@ -60,23 +64,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--report", type=Path, help="a Snakemake report to screenshot as well")
     args = p.parse_args(argv)
-    from vlm4vla_core.testing.report import study_config, write_study  # the tests' small study
+    import yaml
+
+    from vlm4vla_core.testing.report import CLAIMS, SNAKEFILE, study_config, write_study  # the tests' small study
 
     from vlm4vla_core.aggregate import aggregate
 
     browser = chromium()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = args.out / "results"
-    aggregate(write_study(args.out / "study"), study_config(), results)
+    (args.out / "claims.yaml").write_text(CLAIMS)
+    results = args.out / "results" / "pages"
+    aggregate(write_study(args.out / "study"), study_config(), results, claims=args.out / "claims.yaml")
     shots = args.out / "screenshots"
     shots.mkdir(exist_ok=True)
+    (args.out / "Snakefile").write_text(SNAKEFILE.format(rst=str(ROOT / "workflow" / "report" / "workflow.rst")))
+    (args.out / "config.yaml").write_text(yaml.safe_dump(study_config()))
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml", "--report",
+                    "report.html"], cwd=args.out, check=True, capture_output=True, timeout=600)
+    shoot(browser, args.out / "report.html", shots / "study_report_landing.png", "1400,1500")  # the app centres it
+    print(f"small study's report landing page: {shots / 'study_report_landing.png'}")
     for name in PAGES:
         page = results / "html" / f"{name}.html"
         shoot(browser, page, shots / f"{name}.png")
         extra = f", {videos_loaded(browser, page, args.out)}" if "<video" in page.read_text() else ""
         print(f"{name}: {shots / f'{name}.png'}{extra}")
     if args.report:
-        shoot(browser, args.report.resolve(), shots / "report_landing.png")
+        shoot(browser, args.report.resolve(), shots / "report_landing.png", "1400,1500")
         print(f"report landing page: {shots / 'report_landing.png'}")
     return 0
 

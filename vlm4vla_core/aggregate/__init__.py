@@ -9,7 +9,6 @@ atomically, with index.md listing what was written and why anything is absent.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -29,8 +28,9 @@ from vlm4vla_core.aggregate.results import (
     measured_vqa,
     vqa_scores,
 )
-from vlm4vla_core.aggregate.stats import baseline_comparison, calvin_length_success, summarize
-from vlm4vla_core.config import variants
+from vlm4vla_core.aggregate.stats import (baseline_comparison, calvin_length_intervals, calvin_length_success,
+                                          mode_intervals, summarize)
+from vlm4vla_core.config import variants, with_sft_variants
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
 
@@ -47,6 +47,9 @@ DESCRIPTIONS = {
     "figures/learning_curves": "loss and gripper accuracy against the step per backbone (band: range over seeds)",
     "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
     "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
+    "outcomes_table": "per (benchmark, backbone, regime): steps to success (median, quartiles, mean) and each outcome "
+                      "(success, timed out, raised, CALVIN's subtask the chain stopped at) as k/n",
+    "figures/outcomes": "outcome shares (stacked bars) and steps to success (box plots) per backbone and regime",
     "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
     "regression_table": "control (full fine-tuning) on VQA score per benchmark: OLS, Theil-Sen, exact Spearman p, "
                         "errors-in-variables, influence, minimum detectable slope (numbers: inference/slopes.json)",
@@ -55,10 +58,12 @@ DESCRIPTIONS = {
     "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with their measured VQA scores and the difference to the base",
     "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
-    "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: std over seeds)",
-    "figures/ablation": "bar chart of the training regimes per benchmark (error bars: std over seeds)",
+    "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: 95% intervals of the inference layer)",
+    "figures/ablation": "bar chart of the training regimes per benchmark (error bars: 95% intervals, inference/cells)",
+    "figures/contrasts": "every contrast with its 95% interval, P(improvement) and adjusted p (inference/contrasts)",
+    "figures/published_vs_reproduced": "reproduced vs published per cell, with y = x and the reproduced 95% interval",
     "figures/heatmap": "backbone x task success under full fine-tuning, each cell annotated with k/n",
-    "figures/modes": "bar chart of the execution modes per benchmark (error bars: std over seeds)",
+    "figures/modes": "bar chart of the execution modes per benchmark (error bars: 95% intervals of each mode's cell)",
     "inference/cells": "every (benchmark, arm) as estimate [95% interval], seeds x episodes (docs/statistics.md)",
     "inference/main_table": "main table with every cell as estimate [95% interval], seeds x episodes",
     "inference/regimes_table": "training regimes with intervals and each regime's paired contrast to full fine-tuning",
@@ -67,6 +72,8 @@ DESCRIPTIONS = {
     "inference/mixed_model": "reference analysis: statsmodels MixedLM marginal means beside the simple means",
     "inference/slopes": "VQA-vs-control: OLS, Theil-Sen, influence, exact Spearman p, errors-in-variables, "
                         "equivalence, power, slope x benchmark interaction",
+    "findings": "the findings (a line per claim: verdict, estimate, interval, the pages behind it) that the "
+                "Snakemake report's landing page includes",
     "inference/claims": "a verdict per claim of the claims file (supported, contradicted, equivalent, inconclusive)",
 }
 
@@ -112,7 +119,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     stamp = dict(git_commit=prov.get("git_commit", "unknown"), config_hash=prov.get("config_hash", "unknown"))
     written.append(write_text(out / "results.csv", res.results.assign(**stamp).to_csv(index=False)))
     written += tables.write_table(out, "backbones_table", *tables.backbones_table(config, load_reports(reports or [], config)),
-                                  "Backbones", prov)
+                                  prov)
     if res.episodes is not None:
         written.append(write_text(out / "episodes.csv", res.episodes.assign(**stamp).to_csv(index=False)))
 
@@ -120,49 +127,44 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
 
     cells = inf.table_cells(res)  # every table cell with its 95% interval (docs/statistics.md)
     deltas = inf.Deltas(res, cells)  # every Δ cell with its contrast's interval
-    written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order),
-                                  "Main results: full fine-tuning", prov)
-    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order, deltas),
-                                  "Training regimes (Δ: difference to full fine-tuning)", prov)
+    written += tables.write_table(out, "main_table", *tables.main_table(cells, config, bench_order), prov)
+    written += tables.write_table(out, "ablation_table", *tables.ablation_table(cells, config, bench_order, deltas), prov)
     measured = measured_vqa(vqa or [])
     optional = [
-        ("freezing_table", tables.freezing_table(cells, config, bench_order, deltas),
-         "Module freezing (Δ: difference to all trained)", "no run froze a module"),
-        ("scratch_table", tables.scratch_table(cells, config, bench_order, deltas),
-         "From scratch vs pretrained (full fine-tuning)", "no from_scratch run"),
+        ("freezing_table", tables.freezing_table(cells, config, bench_order, deltas), "no run froze a module"),
+        ("scratch_table", tables.scratch_table(cells, config, bench_order, deltas), "no from_scratch run"),
         ("embodied_sft_table", tables.embodied_sft_table(cells, config, bench_order,
                                                          tables.NOT_RUN if res.episodes is not None else "no result",
                                                          vqa=measured, deltas=deltas),
-         "Embodied-SFT variants (Δ: difference to the base backbone)", "the config lists no embodied_sft variants"),
+         "the config lists no embodied_sft variants"),
     ]
-    for name, table, title, why in optional:
+    for name, table, why in optional:
         if table is None:
             notes.append(f"{name} not written: {why}")
         else:
-            written += tables.write_table(out, name, *table, title, prov)
+            written += tables.write_table(out, name, *table, prov)
     videos = pd.DataFrame()
     if res.episodes is not None:
         videos, copied = diagnostics.copy_videos(diagnostics.pick_videos(res.episodes, config), out)
         written += copied
     written += tables.write_table(out, "per_task_table", *tables.per_task_table(cells, config, bench_order,
-                                                                                diagnostics.video_links(videos)),
-                                  "Per-task results", prov)
+                                                                                diagnostics.video_links(videos)), prov)
     lengths = calvin_length_success(res.episodes) if res.episodes is not None else None
     if lengths is not None and not lengths.empty:
         written += tables.write_table(out, "calvin_length_table", *tables.calvin_length_table(
-            lengths, config, bench_order, inf.length_cells(inf.episode_frame(res))),
-                                      "CALVIN: success rate at chain lengths 1..5 and average length", prov)
+            lengths, config, bench_order, inf.length_cells(inf.episode_frame(res))), prov)
     elif (res.results["metric"] == "avg_len").any():
         notes.append("CALVIN results without episode records (results CSV): calvin_length_table and "
                      "figures/calvin_lengths are not written")
+    published = None  # the published table's numbers, where a reproduced cell has a published counterpart
     if res.episodes is not None:
         from vlm4vla_core.data import published_results
 
         pub = published_results(config)
         pub_numbers, pub_shown = tables.published_table(cells, config, bench_order, pub)
         if pub_numbers["published"].notna().any():
-            written += tables.write_table(out, "published_table", pub_numbers, pub_shown,
-                                          "Reproduced vs published (difference = reproduced - published)", prov)
+            published = pub_numbers
+            written += tables.write_table(out, "published_table", pub_numbers, pub_shown, prov)
         else:
             notes.append("published_table not written: no reproduced cell has a published counterpart "
                          "(" + "; ".join(sorted(set(pub_numbers["note"].dropna()))) + ")")
@@ -175,25 +177,30 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     else:
         notes.append("published_table not written: the input is a results table, not a study's runs")
     if res.modes is not None:
-        written += tables.write_table(out, "modes_table", *tables.modes_table(res.modes, config, bench_order),
-                                      "Execution modes (steps executed before re-planning)", prov)
+        written += tables.write_table(out, "modes_table", *tables.modes_table(res.modes, config, bench_order), prov)
     else:
         notes.append("no per-mode results in a results CSV: modes_table and figures/modes are not written")
 
+    if res.episodes is not None:  # how the episodes ended: time to success, failures by kind
+        counts = diagnostics.outcome_counts(res.episodes, config, bench_order)
+        written += tables.write_table(out, "outcomes_table", *diagnostics.outcomes_table(counts), prov)
     base_rows, base_notes = baseline_comparison(res)
     notes += base_notes
-    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows, deltas),
-                                  "Policies vs the zero-action baseline (one-sided Fisher exact test)", prov)
+    written += tables.write_table(out, "baseline_table", *tables.baseline_table(base_rows, deltas), prov)
     written.append(write_json(out / "baseline.json", dict(
         test="scipy.stats.fisher_exact, alternative='greater' (policy succeeds more often than zero-action)",
         pooling="success counts pooled over tasks and seeds, on the episodes both were evaluated on",
         comparisons=base_rows, notes=base_notes, provenance=prov)))
 
-    # the inference layer first: its slopes (inference/slopes.json) are the regression tables' and figures' numbers
+    # the inference layer first: its slopes (inference/slopes.json) are the regression tables' and figures' numbers,
+    # its cells (inference/cells.csv) the figures' intervals: one home
     inf_written, inf_notes = write_inference(res, config, out / "inference", prov, measured, claims)
     written += inf_written
     notes += inf_notes
+    cells_csv, contrasts_csv = out / "inference" / "cells.csv", out / "inference" / "contrasts.csv"
+    interval_cells = pd.read_csv(cells_csv) if cells_csv in written else None
     slopes = read_json(out / "inference" / "slopes.json", "slopes")["slopes"]
+    families = {b: e.get("family", b) for b, e in with_sft_variants(config).get("backbones", {}).items()}
     f = out / "figures"
     # the sourced scores of the config, then each measured VQA set (vqa-eval stage): one regression table each
     groups = [("", "config", vqa_scores(config))]
@@ -207,9 +214,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
             continue
         fits = {b: (slopes.get(source) or {}).get(b) or dict(status="no backbone run on this benchmark has a VQA score",
                                                             n=0) for b in bench_order}
-        title = f"Control vs measured VQA score on {suffix[1:]}" if suffix else "Control vs VQA score"
-        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(fits),
-                                      f"{title} (full fine-tuning)", prov)
+        written += tables.write_table(out, f"regression{suffix}_table", *tables.regression_table(fits), prov)
         for bench, r in fits.items():
             stem = f"vqa{suffix}_{bench}"
             if r["status"] != "ok":
@@ -219,22 +224,34 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
                         std=full["std"].get((bench, q["backbone"]), float("nan"))) for q in r["points"]]
             reg = dict(benchmark=bench, metric=full["metric"].get((bench, pts[0]["backbone"])), n=r["n"],
                        slope=r["slope"], r2=r["r2"], p_value=r["p_value"], spearman_rho=r["spearman"]["rho"], points=pts)
+            pub = {} if published is None else published[(published["benchmark"] == bench)
+                                                         & (published["ablation"] == "full")].set_index(
+                                                             "backbone")["published"].dropna().to_dict()
             written += figures.vqa_scatter(reg, f, stem, note=footer(prov),
                                            xlabel=f"measured VQA score on {suffix[1:]}" if suffix else "VQA score",
-                                           sources="inference/slopes.json")
+                                           sources="inference/slopes.json", cells=interval_cells,
+                                           within=r.get("within_family"), families=families, published=pub)
 
     f.mkdir(parents=True, exist_ok=True)
-    written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov))
+    written += figures.ablation_bars(res.results, config, bench_order, f, "ablation", note=footer(prov), cells=interval_cells)
+    if contrasts_csv in written:
+        written += figures.contrasts_plot(pd.read_csv(contrasts_csv), f, "contrasts", note=footer(prov))
+    if published is not None:
+        written += figures.published_scatter(published, interval_cells, f, "published_vs_reproduced", note=footer(prov))
     if lengths is not None and not lengths.empty:
-        written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov))
+        written += figures.calvin_lengths(lengths, config, bench_order, f, "calvin_lengths", note=footer(prov),
+                                          intervals=calvin_length_intervals(res))
     if res.modes is not None:
-        written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov))
+        written += figures.mode_bars(res.modes, config, bench_order, f, "modes", note=footer(prov),
+                                     intervals=mode_intervals(res))
     if res.episodes is not None:
         for bench in bench_order:
             eb = res.episodes[res.episodes["benchmark"] == bench]
             if (eb["metric"] == "success_rate").all() and len(eb):
                 written += diagnostics.task_heatmap(res.episodes, config, bench, f, f"heatmap_{bench}",
                                                    note=footer(prov))
+    if res.episodes is not None:
+        written += diagnostics.outcomes_plot(counts, res.episodes, bench_order, f, "outcomes", note=footer(prov))
     curves = diagnostics.training_curves(res.modes)
     if len(curves) and (curves["ablation"] == "full").any():
         written += diagnostics.learning_curves(curves, config, bench_order, f, "learning_curves", note=footer(prov))
@@ -254,32 +271,26 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     written.append(pages.provenance_page(out, prov, [{k: p.get(k, "unknown") for k in ("git_commit", "config_hash")}
                                                      for p in res.provenance], footer(prov)))
 
+    found = []
+    if out / "inference" / "claims.json" in written:  # the findings: index.md's first section, the report's landing page
+        from vlm4vla_core.aggregate import findings
+        from vlm4vla_core.aggregate.tables import to_html
+
+        name = findings.CLAIMS_PAGE
+        shown = pd.DataFrame(findings.claims_page_rows(out))
+        written.append(write_text(out / "html" / f"{name}.html", to_html(shown, pages.title(name), footer(prov),
+                                                                          pages.caption(name, shown))))
+        found = findings.lines(out, claims, config, {p.stem for p in written if p.parent == out / "html"})
+        written.append(write_text(out / "findings.rst", findings.rst(found, config.get("study", out.name))))
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
-    written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes)))
+    written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes, found)))
     return written
 
 
-def _findings(out: Path, written: list[Path]) -> list[str]:
-    """The study's findings first: one line per declared claim with its verdict, estimate and interval
-    (inference/claims.json of this aggregation), linking to the claims table; nothing without a claims file."""
-    path = out / "inference" / "claims.json"
-    if path not in written:
-        return []
-    lines = ["## Findings", "", "Each question the claims file declares, with the verdict of the inference layer "
-             "([inference/claims.md](inference/claims.md): adjusted p, smallest effect of interest, minimum detectable "
-             "effect; docs/statistics.md):", ""]
-    def g(x, f="{:.3g}"):  # an unbounded interval end (no degrees of freedom) is stored as null
-        return "unbounded" if x is None or not math.isfinite(x) else f.format(x)
+def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str],
+           found: list[dict]) -> str:
+    from vlm4vla_core.aggregate import findings
 
-    for r in read_json(path, "claims verdicts")["claims"]:
-        est = (f"{g(r['estimate'])} [{g(r['ci95'][0])}, {g(r['ci95'][1])}]" if "estimate" in r else "no estimate: "
-               + r["status"])
-        p = r.get("p_claim_adjusted")
-        lines.append(f"- **{r['verdict']}**: {r['text']} (estimate {est}" + (f"; p adj. {g(p, '{:.2g}')})" if p is not None else ")"))
-    return lines + [""]
-
-
-def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str]) -> str:
     from vlm4vla_core.aggregate.tables import footer
 
     r = res.results
@@ -311,7 +322,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     if commits or hashes:
         lines.append(f"Runs were produced at commit(s) {', '.join(commits) or 'unknown'} "
                      f"under config hash(es) {', '.join(hashes) or 'unknown'}.")
-    lines[2:2] = _findings(out, written)
+    lines[2:2] = findings.markdown(found)
     lines += ["", "## Artefacts", ""]
     rel = sorted({p.relative_to(out).as_posix() for p in written} - {"index.md"})
     stems = {}
@@ -322,6 +333,8 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
             stem = "videos"
         elif p.startswith("html/") and f"figures/{stem}" in figs:
             stem = f"figures/{stem}"
+        elif p.startswith("html/inference_"):  # an inference table's page, listed with its files under inference/
+            stem = "inference/" + stem.removeprefix("inference_")
         elif p.startswith("html/") and (stem.startswith("rollouts_") or stem == "provenance"):
             stem = "html"
         if stem.startswith("regression") and not stem.endswith("_table"):

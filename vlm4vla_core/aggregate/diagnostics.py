@@ -192,3 +192,91 @@ def video_links(videos: pd.DataFrame) -> dict[tuple, str]:
         links[key] = "; ".join(f"{task}: " + " ".join(f"[{o}]({f})" for o, f in zip(t["outcome"], t["file"]))
                                for task, t in g.groupby("task", sort=False))
     return links
+
+
+# -- how episodes end: time to success and the failure breakdown ---------------------------------
+def _outcome_order(outcomes) -> list[str]:
+    """success first, then the failures by kind (CALVIN's subtasks in order), raised last."""
+    rank = {"success": 0, "raised": 9}
+    return sorted(set(outcomes), key=lambda o: (rank.get(o, 5), o))
+
+
+def outcome_counts(episodes: pd.DataFrame, config: dict, benchmarks: list[str]) -> pd.DataFrame:
+    """One row per (benchmark, backbone, ablation) of the reported mode: episodes, successes, the steps to success
+    (median, quartiles, mean; from each record's ``success_step``) and the count of every outcome (records'
+    ``outcome``: success, timed out, raised, a plug-in's own kinds), pooled over seeds and tasks."""
+    rows = []
+    kinds = _outcome_order(episodes["outcome"])
+    for bench in ordered(episodes["benchmark"], benchmarks):
+        eb = episodes[episodes["benchmark"] == bench]
+        for bb in backbone_order(eb["backbone"], config):
+            ebb = eb[eb["backbone"] == bb]
+            for abl in ordered(ebb["ablation"], list(config.get("ablations") or ABLATIONS) + ["none"]):
+                g = ebb[ebb["ablation"] == abl]
+                t = pd.to_numeric(g.loc[g["success"].astype(bool), "success_step"], errors="coerce").dropna()
+                n = g["outcome"].value_counts()
+                rows.append(dict(benchmark=bench, backbone=bb, ablation=abl, episodes=len(g),
+                                 successes=int(g["success"].astype(bool).sum()), timed=len(t),
+                                 steps_median=t.median() if len(t) else np.nan,
+                                 steps_q1=t.quantile(0.25) if len(t) else np.nan,
+                                 steps_q3=t.quantile(0.75) if len(t) else np.nan,
+                                 steps_mean=t.mean() if len(t) else np.nan,
+                                 **{f"n_{k}": int(n.get(k, 0)) for k in kinds}))
+    return pd.DataFrame(rows)
+
+
+def outcomes_table(counts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, shown): the steps to success as median [quartiles] over the successful episodes, and each
+    outcome as k/n of the episodes."""
+    kinds = [c[2:] for c in counts.columns if c.startswith("n_")]
+    shown = pd.DataFrame({"benchmark": counts["benchmark"], "backbone": counts["backbone"],
+                          "training regime": counts["ablation"], "episodes": counts["episodes"]})
+    shown["steps to success: median [Q1, Q3] (mean)"] = [
+        "-" if not r["timed"] else f"{r['steps_median']:g} [{r['steps_q1']:g}, {r['steps_q3']:g}] ({r['steps_mean']:.1f})"
+        for _, r in counts.iterrows()]
+    for k in kinds:
+        shown[k] = [f"{r[f'n_{k}']}/{r['episodes']}" for _, r in counts.iterrows()]
+    return counts, shown
+
+
+def outcomes_plot(counts: pd.DataFrame, episodes: pd.DataFrame, benchmarks: list[str], out: Path, name: str,
+                  note: str | None = None) -> list[Path]:
+    """Per benchmark: the share of each outcome per (backbone, regime) as stacked bars, and the steps to success
+    of every successful episode (box plot), from the same counts as the outcomes table (<name>.csv beside it)."""
+    kinds = [c[2:] for c in counts.columns if c.startswith("n_")]
+    benches = ordered(counts["benchmark"], benchmarks)
+    fig, axes = plt.subplots(len(benches), 2, figsize=(12, 0.5 * counts.groupby("benchmark").size().max() * 1.2 + 2.5),
+                             squeeze=False)
+    failures = [COLORS[i] for i in (1, 3, 4, 5, 6, 8, 9)]  # tab10 without blue, green and gray
+    colors = {k: ("tab:green" if k == "success" else "dimgray" if k == "raised" else failures[i % len(failures)])
+              for i, k in enumerate(k for k in kinds if k not in ("success", "raised"))}
+    colors.update(success="tab:green", raised="dimgray")
+    for (ax, axt), bench in zip(axes, benches):
+        c = counts[counts["benchmark"] == bench].reset_index(drop=True)
+        labels = [f"{b}" + ("" if a in ("full", "none") else f"/{a}") for b, a in zip(c["backbone"], c["ablation"])]
+        y = np.arange(len(c))[::-1]
+        left = np.zeros(len(c))
+        for k in kinds:
+            share = 100 * c[f"n_{k}"] / c["episodes"]
+            if share.any():
+                ax.barh(y, share, left=left, color=colors[k], label=k)
+            left += share
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("share of episodes (%)")
+        ax.set_title(f"{bench}: how episodes ended", fontsize=9, loc="left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        e = episodes[(episodes["benchmark"] == bench) & episodes["success"].astype(bool)]
+        data = [pd.to_numeric(e[(e["backbone"] == b) & (e["ablation"] == a)]["success_step"], errors="coerce").dropna()
+                for b, a in zip(c["backbone"], c["ablation"])]
+        if any(len(d) for d in data):
+            axt.boxplot([d.to_numpy() if len(d) else [np.nan] for d in data], positions=y, orientation="horizontal",
+                        widths=0.5)
+        else:
+            axt.text(0.5, 0.5, "no successful episode records its steps", transform=axt.transAxes, ha="center")
+        axt.set_yticks(y, labels, fontsize=8)
+        axt.set_xlabel("steps to success (successful episodes)")
+        axt.set_title(f"{bench}: time to success", fontsize=9, loc="left")
+        axt.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(hspace=0.6, wspace=0.55)  # room for the legend and the arms' labels
+    return _save(fig, out, name, note, counts)

@@ -95,13 +95,11 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
         comp = inf.components(frame)
         cells = inf.cells(comp)
         shown = cells[["benchmark", "arm", "design", "cell"]].rename(columns={"cell": "estimate [95% CI], seeds x episodes"})
-        written += write_table(out, "cells", cells, shown, "Every cell with its 95% interval", prov, **page("cells"))
-        regimes_title = ("Training regimes with 95% intervals (Δ: contrast to full fine-tuning, paired on "
-                         "(seed, episode) where both ran the same episodes)")
-        for name, title, table in (("main_table", "Main results with 95% intervals", main_table(cells, config)),
-                                   ("regimes_table", regimes_title, regimes_table(cells, frame, comp, config))):
+        written += write_table(out, "cells", cells, shown, prov, **page("cells"))
+        for name, table in (("main_table", main_table(cells, config)),
+                            ("regimes_table", regimes_table(cells, frame, comp, config))):
             if table is not None:
-                written += write_table(out, name, *table, title, prov, **page(name))
+                written += write_table(out, name, *table, prov, **page(name))
         rows = inf.all_contrasts(frame, comp, config, correction)
         con = pd.DataFrame(rows)
         if not con.empty:
@@ -111,10 +109,9 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
                 "difference [95% CI]": [f"{x:+.{k}f} [{lo:+.{k}f}, {hi:+.{k}f}]" for x, lo, hi, k in
                                         zip(con["difference"], con["ci_low"], con["ci_high"], d)],
                 "P(improvement)": [f"{p:.2f}" for p in con["prob_improvement"]],
-                "p (adj.)": [f"{p:.3g}" for p in con["p_adjusted"]],
+                f"p (adj., {correction})": [f"{p:.3g}" for p in con["p_adjusted"]],
                 "pairing": np.where(con["paired"], "paired (seed, episode)", "unpaired")})
-            written += write_table(out, "contrasts", con, shown, f"Contrasts ({correction} within each family)", prov,
-                                   **page("contrasts"))
+            written += write_table(out, "contrasts", con, shown, prov, **page("contrasts"))
         written.append(write_json(out / "variance_components.json", dict(
             method="pooled method of moments over the cells of a benchmark (vlm4vla_core.aggregate.inference); "
                    "s2_platform: over the runs evaluated on two or more platforms (null when none was)",
@@ -127,8 +124,7 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
             provenance=prov)))
         mm = inf.mixed_model(frame)
         shown = mm.assign(**{c: mm[c].map(lambda v: f"{v:.3g}") for c in mm.columns if mm[c].dtype.kind == "f"})
-        written += write_table(out, "mixed_model", mm, shown, "Mixed model (arm fixed; seed-within-arm and episode "
-                               "random) beside the simple means", prov, **page("mixed_model"))
+        written += write_table(out, "mixed_model", mm, shown, prov, **page("mixed_model"))
     else:
         notes.append("inference: a results CSV has no episode records: no cell intervals, contrasts or mixed model")
     sesoi = {}

@@ -4,7 +4,7 @@
 Categories follow the study's questions, in this order: which backbone is best (main results),
 does freezing or training from scratch hurt (training regimes), does embodied SFT help, does VQA
 ability predict control, then diagnostics (learning curves, baseline, execution modes, rollout
-videos) and provenance. The Snakemake report sorts categories by name, hence the numbers.
+videos) and provenance; the claims and their verdicts come first (the findings). The Snakemake report sorts categories by name, hence the numbers.
 
 Captions live here, one per kind of output; a caption states only what its table shows: the
 sentence on the cells' intervals is added exactly when the table has such cells.
@@ -20,9 +20,9 @@ import pandas as pd
 
 from vlm4vla_core.io import write_text
 
-CATEGORIES = ("1. Main results", "2. Training regimes", "3. Embodied SFT", "4. VQA vs control", "5. Diagnostics",
+CATEGORIES = ("0. Findings", "1. Main results", "2. Training regimes", "3. Embodied SFT", "4. VQA vs control", "5. Diagnostics",
               "6. Provenance")
-MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
+FINDINGS, MAIN, REGIMES, SFT, VQA, DIAGNOSTICS, PROVENANCE = CATEGORIES
 
 SPREAD = ("Cells read estimate [95% interval], seeds x evaluation episodes per seed: the estimate is the mean over "
           "seeds; with episode records the interval is the inference layer's (seed variance pooled over the "
@@ -35,6 +35,11 @@ SPREAD_CELL = r"\d+ seeds? x [\d?-]+ ep"
 
 #: name -> (category, title, caption); names ending in "_" match as a prefix (per benchmark or VQA set)
 PAGES: dict[str, tuple[str, str, str]] = {
+    "inference_claims": (FINDINGS, "Findings: the declared claims and their verdicts",
+                         "Each claim of the claims file with its verdict from the inference layer (supported, "
+                         "contradicted, equivalent, inconclusive), the estimate and its 95% interval, the p-value in "
+                         "the claimed direction adjusted within the claim's family, the smallest effect of interest "
+                         "(SESOI) and the minimum detectable effect (MDE) at this study's precision."),
     "main_table": (MAIN, "Main results: full fine-tuning",
                    "Backbone x benchmark under full fine-tuning (CALVIN: average completed length 0-5; other "
                    "benchmarks: success rate in %), with the zero-action baseline where it was evaluated."),
@@ -50,8 +55,13 @@ PAGES: dict[str, tuple[str, str, str]] = {
                             "L = 1..5, and the average completed length (their sum / 100)."),
     "calvin_lengths": (MAIN, "CALVIN: success by chain length",
                        "Share of chains with at least L subtasks completed in a row, L = 1..5, full fine-tuning "
-                       "(and the zero-action baseline); point = mean over seeds, error bar = standard deviation "
-                       "over seeds."),
+                       "(and the zero-action baseline); point = the estimate, error bar = its 95% interval from "
+                       "the inference layer (a success-rate cell of the chains' outcome 'at least L subtasks "
+                       "done'); the numbers drawn are in figures/calvin_lengths.csv."),
+    "published_vs_reproduced": (MAIN, "Reproduced vs published: y = x",
+                                "Each reproduced cell with a published counterpart against the published value, "
+                                "the reproduced cell's 95% interval (inference/cells) as an error bar, and the "
+                                "line y = x; the numbers drawn are in figures/published_vs_reproduced.csv."),
     "published_table": (MAIN, "Reproduced vs published",
                         "Each reproduced cell beside the value published in the VLM4VLA paper for the same "
                         "backbone (matched by hub id), benchmark kind and training regime, and the difference "
@@ -74,8 +84,15 @@ PAGES: dict[str, tuple[str, str, str]] = {
                       "(paired on (seed, episode) where both ran the same episodes; from run values alone the "
                       "two cells' variances add; the plain difference where a cell has no variance to tell)."),
     "ablation": (REGIMES, "Training regimes per benchmark",
-                 "Each backbone under each training regime it ran; bar = mean over seeds, error bar = standard "
-                 "deviation over seeds; the dashed line (labelled with its value) is the zero-action baseline."),
+                 "Each backbone under each training regime it ran; bar = the cell's estimate, error bar = its 95% "
+                 "interval from the inference layer (inference/cells; no error bar where the input is a results "
+                 "table without episodes); the dashed line (labelled with its value) is the zero-action baseline. "
+                 "The numbers drawn are in figures/ablation.csv."),
+    "contrasts": (REGIMES, "Contrasts with 95% intervals",
+                  "Every comparison of the inference layer (regime vs full, SFT variant vs base, backbone pairs, "
+                  "policy vs zero-action), one panel per family: the difference a − b with its 95% interval, "
+                  "labelled with the probability of improvement and the p-value adjusted within the family; the "
+                  "numbers drawn are in figures/contrasts.csv."),
     "embodied_sft_table": (SFT, "Embodied-SFT variants",
                            "Each variant under the base backbone it was fine-tuned from, with its measured VQA "
                            "scores and the difference (Δ) of its control result to the base's. A Δ cell is the "
@@ -99,13 +116,25 @@ PAGES: dict[str, tuple[str, str, str]] = {
                     "regression table (OLS, Theil-Sen, permutation p of Spearman, errors-in-variables, influence, "
                     "minimum detectable slope); n = backbones measured; numbers in inference/slopes.json."),
     "vqa_": (VQA, "Control vs VQA score",
-             "One point per backbone with a VQA score (full fine-tuning; mean over seeds, error bar = standard "
-             "deviation over seeds), the OLS fit and its pointwise 95% confidence band for the mean; the numbers "
-             "are in the matching regression table."),
+             "One point per backbone with a VQA score (full fine-tuning; the cell's estimate, error bar = its 95% "
+             "interval from the inference layer, inference/cells; no error bar without episode records), the OLS "
+             "fit and its pointwise 95% confidence band for the mean; where the backbones come from two or more "
+             "families and the within-family fit (family as a covariate, inference/slopes.json) exists, one dotted "
+             "line per family with that common slope; where the paper publishes a backbone's value, a hollow "
+             "diamond beside the reproduced point. The numbers drawn are in the figure's CSV (figures/), the "
+             "fits in the matching regression table."),
     "learning_curves": (DIAGNOSTICS, "Learning curves",
                         "Training loss (log scale) and gripper accuracy against the optimizer step, full "
                         "fine-tuning, one line per backbone: the mean over seeds, the band spans the seeds' range "
                         "(from each run's metrics.jsonl)."),
+    "outcomes_table": (DIAGNOSTICS, "How episodes ended: time to success and failures",
+                       "Per benchmark, backbone and training regime (reported execution mode, pooled over seeds and "
+                       "tasks): the environment steps to success over the successful episodes, as median [first "
+                       "quartile, third quartile] (mean), and each outcome as episodes k of n."),
+    "outcomes": (DIAGNOSTICS, "How episodes ended",
+                 "Left: the share of each outcome (as in the outcomes table) per backbone and training regime; "
+                 "right: the steps to success of the successful episodes (box: quartiles, line: median, whiskers: "
+                 "1.5 IQR). The numbers are in figures/outcomes.csv."),
     "baseline_table": (DIAGNOSTICS, "Policies vs the zero-action baseline",
                        "Each policy against the zero-action baseline on the same episodes: successes k/n, odds "
                        "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds (Fisher's test "
@@ -119,7 +148,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
                     "the cells of a benchmark and mode)."),
     "modes": (DIAGNOSTICS, "Success by execution mode",
               "Full fine-tuning evaluated executing the whole action chunk, half of it, or one step before "
-              "re-planning; bar = mean over seeds, error bar = standard deviation over seeds."),
+              "re-planning; bar = the mode's cell estimate, error bar = its 95% interval from the inference layer "
+              "(that mode's episodes); the numbers drawn are in figures/modes.csv."),
     "rollouts_": (DIAGNOSTICS, "Rollout videos",
                   "A successful and a failed episode (where there was one) per backbone, training regime and task, "
                   "from the reported execution mode of the lowest seed that has one; the instruction and the "
@@ -151,8 +181,16 @@ PAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
-#: sentences about a column, added to a table's caption exactly when the table has that column
+#: sentences about a column, added to a table's caption exactly when the table has a column whose name starts so
 COLUMN_NOTES: dict[str, dict[str, str]] = {
+    "outcomes_table": {"timed out": "Timed out: the step budget ran out.",
+                       "ended early": "Ended early: the episode stopped before its budget without success.",
+                       "stopped at subtask": "Stopped at subtask k (CALVIN): the chain's k-th subtask ran out of "
+                                             "steps.",
+                       "succeeded, then undone": "Succeeded, then undone (SimplerEnv, final-step rule): success at "
+                                                 "some step but not at the last.",
+                       "raised": "Raised: the simulator or the protocol raised (the record keeps the error).",
+                       "failed": "Failed: a failure recorded before episode records named their outcome."},
     "per_task_table": {"rollouts": "The rollouts column links the row's rollout videos (files under videos/ of the "
                                    "results folder); the report's rollout pages play them."},
 }
@@ -176,7 +214,7 @@ def caption(name: str, shown: pd.DataFrame | None = None) -> str:
     """The caption of ``name``; for a table, the spread convention only where its cells carry an interval."""
     text = _entry(name)[2]
     for column, note in COLUMN_NOTES.get(name, {}).items():
-        if shown is not None and column in shown:
+        if shown is not None and any(str(c).startswith(column) for c in shown.columns):
             text += " " + note
     if shown is not None and shown.astype(str).apply(lambda c: c.str.contains(SPREAD_CELL)).to_numpy().any():
         text += " " + SPREAD

@@ -53,6 +53,7 @@ class Results:
     modes: pd.DataFrame | None = None
     provenance: list[dict] = field(default_factory=list)
     source: str = ""
+    mode_episodes: pd.DataFrame | None = None  # every mode's episodes (``episodes``: the reported mode's only)
 
 
 def metric_label(metric: str) -> str:
@@ -78,6 +79,11 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
                 episode_id=episode_id(ep, i),
                 success=bool(ep.get("success", False)),
                 steps=ep.get("steps"),
+                # time to success and how the episode ended (benchmarks.base: outcome, success_step); records
+                # written before these fields: the steps of a success, and success / raised / failed
+                success_step=ep.get("success_step", ep.get("steps") if ep.get("success") else None),
+                outcome=ep.get("outcome") or ("success" if ep.get("success") else "raised" if ep.get("error")
+                                              else "failed"),
                 value=value_of(ep),
                 video=(path.parent / ep["video"]).as_posix() if ep.get("video") else None,  # a rollout video
             )
@@ -141,7 +147,7 @@ def _check_against_config(path: Path, run: dict, config: dict) -> None:
 
 def load_runs(paths, config: dict | None = None) -> Results:
     """Read evaluation JSONs; check each against its own mode rule and (if given) the config."""
-    rows, episodes, modes, prov, seen = [], [], [], [], {}
+    rows, episodes, modes, prov, seen, all_modes = [], [], [], [], {}, []
     paths = [Path(p) for p in paths]
     if not paths:
         raise ResultsError("no run files given")
@@ -179,9 +185,11 @@ def load_runs(paths, config: dict | None = None) -> Results:
                      reported=mode == run["reported_mode"], mode_selection=run["mode_selection"],
                      run_file=path.as_posix())
             )
+            rows_of_mode = [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)
+                            for r in ep_rows]
+            all_modes += rows_of_mode
             if mode == run["reported_mode"]:
-                reported_rows = [dict(**ids, metric=run["metric"], mode=mode, platform=platform_id(run.get("provenance")), **r)
-                                 for r in ep_rows]
+                reported_rows = rows_of_mode
         # best of several modes: each episode also carries its held-out value (config.held_out_values)
         best_of = run["mode_selection"] == "best" and len(run["modes"]) > 1
         same = len({tuple(v) for v in index_by_mode.values()}) == 1
@@ -193,7 +201,8 @@ def load_runs(paths, config: dict | None = None) -> Results:
     episodes = pd.DataFrame(episodes)
     episodes["seed"] = episodes["seed"].astype(int)
     rows = _pool(episodes)
-    return Results(rows, episodes, pd.DataFrame(modes), prov, source=f"{len(paths)} run file(s)")
+    all_modes = pd.DataFrame(all_modes).assign(seed=lambda d: d["seed"].astype(int))
+    return Results(rows, episodes, pd.DataFrame(modes), prov, source=f"{len(paths)} run file(s)", mode_episodes=all_modes)
 
 
 def _pool(episodes: pd.DataFrame) -> pd.DataFrame:

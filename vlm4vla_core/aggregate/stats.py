@@ -130,3 +130,31 @@ def calvin_length_success(episodes: pd.DataFrame) -> pd.DataFrame:
     g = pd.DataFrame(per_run).groupby(["backbone", "benchmark", "ablation", "length"], sort=False)
     out = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
     return out.assign(n_episodes=g["n"].sum()).reset_index()
+
+
+def calvin_length_intervals(res: Results) -> pd.DataFrame:
+    """The success rate at each chain length L = 1..5 with its 95% interval from the inference layer: the
+    reported mode's chains as an episode frame (``inference.episode_frame``) with the outcome
+    ``100 * (completed >= L)``, a success-rate cell per (benchmark, arm). Rows: the cells' columns and
+    ``length``; empty without CALVIN episodes."""
+    from vlm4vla_core.aggregate import inference as inf
+
+    if res.episodes is None or not (res.episodes["metric"] == "avg_len").any():
+        return pd.DataFrame(columns=["benchmark", "backbone", "ablation", "length", "estimate", "ci_low", "ci_high"])
+    frame = inf.episode_frame(res)
+    frame = frame[frame["metric"] == "avg_len"]
+    return pd.concat([inf.cells(inf.components(frame.assign(y=100.0 * (frame["y"] >= L), metric="success_rate")))
+                      .assign(length=L) for L in CHAIN_LENGTHS], ignore_index=True)
+
+
+def mode_intervals(res: Results) -> pd.DataFrame:
+    """Every execution mode's cell with its 95% interval from the inference layer: per mode, that mode's
+    episodes (``Results.mode_episodes``) as an episode frame. Rows: the cells' columns and ``mode``; empty
+    without episode records."""
+    from vlm4vla_core.aggregate import inference as inf
+
+    if res.mode_episodes is None or res.mode_episodes.empty:
+        return pd.DataFrame(columns=["benchmark", "backbone", "ablation", "mode", "estimate", "ci_low", "ci_high"])
+    return pd.concat([inf.cells(inf.components(inf.episode_frame(Results(res.results, e)))).assign(mode=mode)
+                      for mode, e in res.mode_episodes.groupby("mode", sort=False)], ignore_index=True)
+

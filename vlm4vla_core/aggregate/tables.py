@@ -495,15 +495,15 @@ def to_html(shown: pd.DataFrame, title: str, foot: str, text: str = "") -> str:
     return page(title, text, table, foot)
 
 
-def write_table(out: Path, name: str, numbers: pd.DataFrame, shown: pd.DataFrame, title: str, prov: dict,
+def write_table(out: Path, name: str, numbers: pd.DataFrame, shown: pd.DataFrame, prov: dict,
                 page: str | None = None, html_dir: Path | None = None) -> list[Path]:
     """<name>.csv (numbers + provenance columns), <name>.md, <name>.tex and html/<name>.html (formatted) under
-    ``out``. ``page``: the report page's name (its caption and category; default ``name``), written to
-    ``html_dir`` (default ``out/html``) as ``<page>.html``."""
-    from vlm4vla_core.aggregate.pages import caption
+    ``out``. ``page``: the report page's name (its title, caption and category, all from
+    ``pages.PAGES``; default ``name``), written to ``html_dir`` (default ``out/html``) as ``<page>.html``."""
+    from vlm4vla_core.aggregate.pages import caption, title as page_title
 
     page = page or name
-    foot, text = footer(prov), caption(page, shown)
+    foot, text, title = footer(prov), caption(page, shown), page_title(page)
     csv = numbers.assign(git_commit=prov.get("git_commit", "unknown"), config_hash=prov.get("config_hash", "unknown"))
     md = f"### {title}\n\n{text}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n\n_{foot}_\n"
     tex = to_latex(shown, f"{title}. {foot}.")

@@ -258,6 +258,26 @@ class Benchmark:
         key = "completed" if self.metric == "avg_len" else "success"
         return float(np.mean([float(e[key]) for e in episodes])) if episodes else 0.0
 
+    def outcome(self, record: dict, entry: dict) -> str:
+        """How an episode ended, for the failure breakdown (the record's ``outcome``): ``success``, ``raised``
+        (the simulator or the protocol raised), ``timed out`` (the step budget ran out: ``truncated``, or
+        ``steps`` reached the episode's or the entry's ``max_steps``) or ``ended early`` (the episode stopped
+        before its budget without success). A plug-in may tell more (CALVIN: the subtask the chain stopped at)."""
+        if record.get("error"):
+            return "raised"
+        if record.get("success"):
+            return "success"
+        limit = record.get("max_steps", entry.get("max_steps"))
+        steps = record.get("steps")
+        if record.get("truncated") or (limit is not None and steps is not None and steps >= limit):
+            return "timed out"
+        return "ended early"
+
+    def success_step(self, record: dict) -> int | None:
+        """The environment step at which a successful episode succeeded (time to success; None for a failure).
+        Default: its ``steps``, the episode ending at success."""
+        return record.get("steps") if record.get("success") else None
+
     def failure_record(self, error: str) -> dict:
         """The record of an episode that raised: a failure, with its error (``steps`` unknown)."""
         record = dict(success=False, steps=None, error=error)
@@ -326,6 +346,7 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
     def finish(episode: Episode, agent: Agent, record: dict) -> None:
         record = dict(index=episode.index, task=episode.task, instruction=episode.instruction, **episode.params,
                       **record, execute_steps=execute, plans=agent.plans)
+        record.update(outcome=bench.outcome(record, entry), success_step=bench.success_step(record))
         if videos is not None:
             videos.offer(record, agent.frames)
         records.append(record)

@@ -108,7 +108,9 @@ class RolloutVideos:
             return
         outcome = "success" if ok else "failure"
         width = max(MIN_WIDTH, frames[0].shape[1])
-        lines = [f"{outcome} | {record.get('steps', '?')} steps | episode {record['index']}",
+        told = record.get("outcome")  # how it ended, where the benchmark tells (timed out, stopped at subtask k)
+        label = outcome if told in (None, "success") else f"{outcome}: {told}"
+        lines = [f"{label} | {record.get('steps', '?')} steps | episode {record['index']}",
                  record.get("instruction") or task]
         name = f"{_safe(task)}_{outcome}_ep{int(record['index']):05d}.mp4"
         write_mp4(self.folder / name, [caption_frame(f, lines, width) for f in frames], self.fps)

@@ -1,6 +1,7 @@
 """A small study laid out as the pipeline writes it, for the aggregate stage's report pages: two backbones
 and the zero-action baseline on two Meta-World tasks, each run with its eval.json, metrics.jsonl (a resumed
-run re-logs a step) and filmed rollouts."""
+run re-logs a step), episodes that name their outcome and step of success, filmed rollouts, and
+two claims with a Snakefile that reports the aggregated pages."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ RUNS = {("qwen", "full", 0): {"reach-v3": [1, 1, 0, 1], "push-v3": [0, 0, 0, 1]}
         ("pali", "freeze_vision", 0): {"reach-v3": [0, 1, 0, 0], "push-v3": [0, 0, 0, 0]},
         ("zero-action", "none", 0): {"reach-v3": [0, 0, 0, 0], "push-v3": [0, 0, 0, 0]}}
 
+#: the small study's claims (one-line contrasts)
+CLAIMS = "claims:\n  - 'qwen > pali on metaworld by 5'\n  - 'pali/freeze_vision < pali on metaworld'\n"
+#: a Snakefile whose report holds the aggregated pages as aggregate.smk declares them, with the landing page {rst}
+SNAKEFILE = """from vlm4vla_core.aggregate import pages
+report: {rst!r}
+rule aggregate:
+    output:
+        report(directory("results/pages/html"), patterns=["{{name}}.html"],
+               category=lambda wc: pages.category(wc.name), labels={{"result": "{{name}}"}}),
+    shell: "exit 1"
+"""
+
 
 def study_config() -> dict:
     return {"study": "pages", "seeds": [0, 1], "ablations": ["full", "freeze_vision"],
@@ -35,7 +48,8 @@ def write_study(root: Path) -> list[Path]:
         eps = []
         for t, ss in succ.items():
             for i, s in enumerate(ss):
-                ep = dict(task=t, episode_seed=1000 * seed + i, success=bool(s), steps=10)
+                ep = dict(task=t, episode_seed=1000 * seed + i, success=bool(s), steps=10 + 5 * i if s else 30,
+                          outcome="success" if s else "timed out", success_step=10 + 5 * i if s else None)
                 if i < 2:  # the first two episodes of each task were filmed
                     ep["video"] = f"eval/videos/shard0/full/{t}_{i}.mp4"
                     write_mp4(run / ep["video"], [frame, frame + 100])

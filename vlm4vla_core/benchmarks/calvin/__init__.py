@@ -105,6 +105,12 @@ class CalvinBenchmark(Benchmark):
         return dict(success=completed == protocol.CHAIN_LENGTH, completed=completed, steps=steps,
                     subtask_results=results, scene=getattr(sim, "scene_source", None))
 
+    def outcome(self, record: dict, entry: dict) -> str:
+        """A chain that did not complete stopped at subtask k (1..5): that subtask ran out of its steps."""
+        if record.get("error") or record.get("success"):
+            return super().outcome(record, entry)
+        return f"stopped at subtask {int(record.get('completed', 0)) + 1}"
+
     def step_budget(self, entry: dict, episode: Episode) -> dict:
         n = len(episode.params["subtasks"])  # every subtask to its limit: a chain that completes them all
         return dict(env_steps=n * entry["max_steps"], policy_steps=n * entry["max_steps"], segments=n)

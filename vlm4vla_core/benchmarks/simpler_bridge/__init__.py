@@ -138,6 +138,17 @@ class SimplerBridgeBenchmark(Benchmark):
                     steps=steps, truncated=bool(info.get("truncated", False)),
                     episode_stats=info.get("episode_stats", {}), env_instruction=instruction)
 
+    def outcome(self, record: dict, entry: dict) -> str:
+        """Under the final-step rule, an episode that succeeded at some step but not at the last one
+        (the object dropped or moved off again) is told apart from one that never succeeded."""
+        if not record.get("error") and not record.get("success") and record.get("success_any_step"):
+            return "succeeded, then undone"
+        return super().outcome(record, entry)
+
+    def success_step(self, record: dict):
+        """The episode runs to its limit whatever happens: time to success is the first step with success."""
+        return record.get("first_success_step") if record.get("success") else None
+
     def image_transform(self, entry: dict):
         return lambda image: np.ascontiguousarray(image)  # the 640x480 3rd-view frame; the policy resizes it
 
