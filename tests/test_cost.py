@@ -29,7 +29,7 @@ def small_study() -> dict:
         "policy": {"head_hidden": 4, "head_layers": 2, "loss": "huber", "gripper_weight": 0.01, "arm_norm": 0.65},
         "training": {"zero_stage": 2, "precision": "bf16", "micro_batch": 2, "grad_accum": 1, "grad_clip": 1.0,
                      "lr": 1e-3, "warmup_steps": 1, "max_steps": 10, "checkpoint_every": 10, "global_batch": 8},
-        "evaluation": {"modes": ["full", "single"], "mode_selection": "best", "baseline": True},
+        "evaluation": {"modes": ["whole_chunk", "single_step"], "mode_selection": "best", "baseline": True},
         "resources": {"train": {"gpus": 2, "gpu_model": "A100-80GB"},
                       "evaluate": {"gpus": 1, "gpu_model": "H100-80GB"},
                       "vqa_eval": {"gpus": 1, "gpu_model": "A100-80GB"}},

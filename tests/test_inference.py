@@ -349,7 +349,7 @@ def test_readme_demo_intervals_from_the_runs_per_seed_counts():
               ("tiny-paligemma-gen800", "full"): (9, 4), ("tiny-paligemma-gen800", "freeze_vision"): (3, 1),
               ("tiny-paligemma-gen800", "from_scratch"): (10, 12), ("tiny-paligemma-gen800-mwvqa", "full"): (8, 3),
               ("zero-action", "none"): (0, 0)}
-    rows = [dict(backbone=b, benchmark="metaworld", ablation=a, seed=s, metric="success_rate", mode="full", task="t",
+    rows = [dict(backbone=b, benchmark="metaworld", ablation=a, seed=s, metric="success_rate", mode="whole_chunk", task="t",
                  episode_id=f"t/{1000 * s + i}", platform="p", value=100.0 * (i < k))
             for (b, a), ks in counts.items() for s, k in enumerate(ks) for i in range(18)]
     comp = inf.components(inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows))))
@@ -396,7 +396,7 @@ def test_a_contrast_of_single_episode_cells_has_no_interval():
     reports an unbounded interval and p = 1 instead of failing (as a shrunk study does)."""
     from vlm4vla_core.aggregate.results import Results
 
-    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="full", task="t",
+    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="whole_chunk", task="t",
                  episode_id=f"t/{b}", platform="p", value=v) for b, v in (("a", 100.0), ("b", 0.0))]
     frame = inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows)))
     comp = inf.components(frame)

@@ -45,7 +45,7 @@ def test_regression_bootstrap_has_the_exact_95_percent_quantiles():
     mean is B / 8: the 95% interval is [(1 - 7/8) / 20, (1 - 1/8) / 20]."""
     rows = [("a", s, float(s % 2)) for s in range(8)] + [(b, s, 1.0) for b in "bc" for s in range(3)]
     frame = pd.DataFrame([dict(backbone=b, benchmark="bench", ablation="full", seed=s, task="all",
-                               metric="success_rate", value=v, n_episodes=np.nan, mode="full") for b, s, v in rows])
+                               metric="success_rate", value=v, n_episodes=np.nan, mode="whole_chunk") for b, s, v in rows])
     vqa = {b: {"score": x, "source": "t"} for b, x in zip("abc", (0.0, 10.0, 20.0))}
     reg = regressions(Results(results=frame), vqa, ["bench"], n_boot=N_BOOT, boot_seed=0)["bench"]
     assert reg["slope"] == pytest.approx((1 - 0.5) / 20)

@@ -19,7 +19,7 @@ OFFICIAL_STEPS = {"calvin": (10, [10]), "libero10": (4, [4, 2]), "simpler_bridge
 
 
 def study(**benches):
-    return {"study": "t", "evaluation": {"modes": ["full", "half"], "mode_selection": "best"},
+    return {"study": "t", "evaluation": {"modes": ["whole_chunk", "half_chunk"], "mode_selection": "best"},
             "benchmarks": {name: dict(kind=kind, chunk=chunk, data_path="x", **kw)
                            for name, (kind, chunk, kw) in benches.items()}}
 
@@ -32,10 +32,10 @@ def test_each_benchmark_runs_the_official_modes_by_default(kind):
 
 
 def test_modes_are_configurable_and_a_fixed_rule_must_name_one():
-    config = study(mw=("metaworld", 4, {}), lib=("libero10", 4, {"modes": ["single"], "mode_selection": "single"}))
-    assert benchmarks.modes_of(config, "mw") == (["full", "half"], "best", "evaluation.modes")
-    assert benchmarks.modes_of(config, "lib") == (["single"], "single", "benchmarks.lib.modes")
-    config["benchmarks"]["cal"] = dict(kind="calvin", chunk=10, data_path="x", mode_selection="half")
+    config = study(mw=("metaworld", 4, {}), lib=("libero10", 4, {"modes": ["single_step"], "mode_selection": "single_step"}))
+    assert benchmarks.modes_of(config, "mw") == (["whole_chunk", "half_chunk"], "best", "evaluation.modes")
+    assert benchmarks.modes_of(config, "lib") == (["single_step"], "single_step", "benchmarks.lib.modes")
+    config["benchmarks"]["cal"] = dict(kind="calvin", chunk=10, data_path="x", mode_selection="half_chunk")
     with pytest.raises(ConfigError, match=r"benchmarks\.cal\.mode_selection.*\['full'\]"):
         benchmarks.modes_of(config, "cal")
 
@@ -44,9 +44,9 @@ def test_held_out_values_by_hand():
     # mode a wins on the even positions only by luck; b is better on the odd ones
     a = np.array([1, 0, 1, 0, 1, 0])
     b = np.array([0, 1, 0, 1, 1, 1])
-    held, chosen = held_out_values({"full": a, "half": b})
+    held, chosen = held_out_values({"whole_chunk": a, "half_chunk": b})
     # even positions take the best on the odd ones (b: 3/3 > a: 0/3); odd take the best on the even (a: 3/3 > b 1/3)
-    assert chosen == ["half", "full"]
+    assert chosen == ["half_chunk", "whole_chunk"]
     assert held.tolist() == [0, 0, 0, 0, 1, 0]
     assert max(a.mean(), b.mean()) == pytest.approx(4 / 6) and held.mean() == pytest.approx(1 / 6)
 
@@ -59,7 +59,7 @@ def test_best_of_modes_is_biased_and_the_held_out_number_is_not():
     se = np.sqrt(p * (1 - p) / n)
     best, held = [], []
     for _ in range(runs):
-        values = {m: (rng.random(n) < p).astype(float) for m in ("full", "half", "single")}
+        values = {m: (rng.random(n) < p).astype(float) for m in ("whole_chunk", "half_chunk", "single_step")}
         best.append(max(v.mean() for v in values.values()))
         held.append(held_out_values(values)[0].mean())
     sem = np.std(held) / np.sqrt(runs)
@@ -77,14 +77,14 @@ def _counting(monkeypatch):
 def test_eval_record_reports_the_rule_beside_the_number(monkeypatch, tmp_path):
     bench = _counting(monkeypatch)
     config = {"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=2, n=10)},
-              "evaluation": {"modes": ["full", "single"], "mode_selection": "best"}}
+              "evaluation": {"modes": ["whole_chunk", "single_step"], "mode_selection": "best"}}
     odd = lambda requests: [np.full((2, 2), 1.0 if r["image"][0, 0, 0] % 2 else -1.0, np.float32) for r in requests]
-    results, parts = evaluate.evaluate(config, "c", 0, odd, 2, ["full", "single"], tmp_path / "e.json")
+    results, parts = evaluate.evaluate(config, "c", 0, odd, 2, ["whole_chunk", "single_step"], tmp_path / "e.json")
     parts.remove()
-    sel = evaluate.selection(bench, results, "best", "full")
+    sel = evaluate.selection(bench, results, "best", "whole_chunk")
     assert sel["value"] == 0.5 and sel["heldout"] == 0.5 and "biased" in sel["label"]
-    assert sel["heldout_modes"] == {"even": "full", "odd": "full"}  # ties go to fewer re-plans
-    fixed = evaluate.selection(bench, results, "single", "single")
+    assert sel["heldout_modes"] == {"even": "whole_chunk", "odd": "whole_chunk"}  # ties go to fewer re-plans
+    fixed = evaluate.selection(bench, results, "single_step", "single_step")
     assert "heldout" not in fixed and "declared before the run" in fixed["label"]
 
 
@@ -103,8 +103,8 @@ def test_a_best_of_modes_cell_shows_the_held_out_number_beside_it(tmp_path):
     a, b = [1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 1, 1]  # as by hand above: best 66.7%, held-out 16.7%
     config = {"study": "unit", "seeds": [0], "ablations": ["full"], "benchmarks": {"metaworld": {"kind": "metaworld"}},
               "backbones": {"qwen": {"family": "f"}}}
-    res = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "best", "half")], config)
+    res = load_runs([_run(tmp_path, 0, {"whole_chunk": a, "half_chunk": b}, "best", "half_chunk")], config)
     _, shown = main_table(res.results, config, ["metaworld"])
     assert shown.loc[0, "metaworld"] == f"{BEST_OF} 66.7 ± n/a (n=6); {HELD_OUT} 16.7"
-    fixed = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "full", "full")], config)
+    fixed = load_runs([_run(tmp_path, 0, {"whole_chunk": a, "half_chunk": b}, "whole_chunk", "whole_chunk")], config)
     assert HELD_OUT not in main_table(fixed.results, config, ["metaworld"])[1].loc[0, "metaworld"]

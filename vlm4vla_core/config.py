@@ -21,7 +21,7 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Sections of variants that fine-tune a backbone before it becomes a VLA, in the order they apply.
 VARIANT_SECTIONS = ("pretraining", "embodied_sft")
 #: Execution modes: steps of a predicted chunk executed before re-planning.
-MODES = ("full", "half", "single")
+MODES = ("whole_chunk", "half_chunk", "single_step")
 #: default ``evaluation.max_failed_share``: episodes of a job that may raise before the job stops
 MAX_FAILED_SHARE = 0.1
 
@@ -196,12 +196,12 @@ def execute_steps(mode: str, chunk: int) -> int:
     """Steps executed before re-planning: the whole chunk, half of it, or one."""
     if mode not in MODES:
         raise ValueError(f"unknown execution mode {mode!r} (choose from {', '.join(MODES)})")
-    return {"full": chunk, "half": max(1, chunk // 2), "single": 1}[mode]
+    return {"whole_chunk": chunk, "half_chunk": max(1, chunk // 2), "single_step": 1}[mode]
 
 
 def select_mode(success: dict[str, float], rule: str) -> str:
     """The reported mode of one run: a fixed mode name, or ``best``, the paper's rule (the mode with
-    the highest success of this checkpoint; ties go to fewer re-plans, i.e. full > half > single)."""
+    the highest success of this checkpoint; ties go to fewer re-plans, i.e. whole_chunk > half_chunk > single_step)."""
     if rule != "best":
         if rule not in success:
             raise ValueError(f"mode_selection {rule!r} names a mode that was not evaluated ({', '.join(success)})")

@@ -21,7 +21,7 @@ from vlm4vla_core.config import held_out_values, variants
 
 ZERO = "zero-action"
 ALL = "all"
-MODES = ("full", "half", "single")  # fewer re-plans first: the tie-break order of the "best" rule
+MODES = ("whole_chunk", "half_chunk", "single_step")  # fewer re-plans first: the tie-break order of the "best" rule
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 KEYS = ["backbone", "benchmark", "ablation", "seed"]
 COLUMNS = [*KEYS, "task", "metric", "value", "n_episodes", "mode"]
@@ -86,7 +86,7 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
 
 
 def _best_mode(mean_by_mode: dict[str, float]) -> str:
-    """The 'best' rule: the highest value; ties go to fewer re-plans (full > half > single)."""
+    """The 'best' rule: the highest value; ties go to fewer re-plans (whole_chunk > half_chunk > single_step)."""
     order = [m for m in MODES if m in mean_by_mode] + [m for m in mean_by_mode if m not in MODES]
     return max(order, key=lambda m: (mean_by_mode[m], -order.index(m)))
 
@@ -117,7 +117,7 @@ def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[st
         if reported != _best_mode(mean_by_mode):
             raise ResultsError(
                 f"{path}: reported_mode {reported!r} breaks mode_selection 'best' "
-                f"(per-mode values {mean_by_mode}; ties go to fewer re-plans: full > half > single)"
+                f"(per-mode values {mean_by_mode}; ties go to fewer re-plans: whole_chunk > half_chunk > single_step)"
             )
     elif rule != reported:
         raise ResultsError(f"{path}: mode_selection {rule!r} but reported_mode {reported!r}")

@@ -1,7 +1,7 @@
 """CALVIN numbers of an evaluation result (a run's eval.json, merged from any number of shards).
 
     python -m vlm4vla_core.benchmarks.calvin.metrics results/<study>/runs/<b>/calvin/<a>/seed<s>/eval.json
-        [--mode full] [--n-boot 2000] [--json out.json]
+        [--mode whole_chunk] [--n-boot 2000] [--json out.json]
 
 Prints SR@1..5, the average length, per-subtask success and percentile-bootstrap 95% intervals over
 chains, all computed from the per-chain records (``completed``), so shards of any sizes give the numbers
