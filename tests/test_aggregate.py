@@ -47,7 +47,7 @@ def run_json(tmp: Path, backbone, seed, successes, ablation="full", modes=None, 
         return [dict(task=t, episode_seed=100000 + 1000 * seed + i, success=bool(s), steps=10)
                 for t, ss in succ.items() for i, s in enumerate(ss)]
 
-    modes = modes or {"full": successes}
+    modes = modes or {"whole_chunk": successes}
     md = {m: {"execute_steps": {"whole_chunk": 4, "half_chunk": 2, "single_step": 1}[m], "episodes": episodes(s)} for m, s in modes.items()}
     rec = dict(study="unit", backbone=backbone, family="f", benchmark="metaworld", ablation=ablation, seed=seed,
                metric="success_rate", modes=md, mode_selection=rule, reported_mode=reported or "whole_chunk",
