@@ -237,7 +237,7 @@ def test_policy_server_gives_the_in_process_results(tmp_path):
     entry.update(simulator_python=sys.executable, eval_workers=2)
     served, parts = evaluate.evaluate(config, "mw", 0, infer, 4, ["whole_chunk", "single_step"], tmp_path / "served.json")
     assert served == local
-    assert any(p.name.startswith("full.w1") for p in parts.dir.iterdir())  # the second worker ran episodes
+    assert any(p.name.startswith("whole_chunk.w1") for p in parts.dir.iterdir())  # the second worker ran episodes
 
 
 # -- LIBERO-10 data ------------------------------------------------------------------------------
@@ -339,4 +339,4 @@ def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
     cfg = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
     assert list(cfg["backbones"]) == ["tiny-qwen2.5-vl"] and list(cfg["benchmarks"]) == [bench]
     assert not cfg.get("pretraining") and not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
-    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["full"])
+    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["whole_chunk"])

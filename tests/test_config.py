@@ -193,6 +193,19 @@ def test_embodied_sft_variants_become_backbones(paper):
     assert "vqa_sets.metaworld-vqa.benchmark" in _error(bad)
 
 
+def test_the_workflow_stops_at_an_old_mode_name_with_the_new_one(tmp_path):
+    """Before the schema's enum error: the key and the new name of the execution mode."""
+    wf = _clone(tmp_path)
+    demo = wf / "config" / "demo.yaml"
+    text = demo.read_text()
+    assert "  modes: [whole_chunk, half_chunk]\n" in text
+    demo.write_text(text.replace("  modes: [whole_chunk, half_chunk]\n", "  modes: [full, half]\n"))
+    res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
+    assert res.returncode != 0
+    assert ("key 'evaluation.modes' (item 0): execution mode 'full' is now called 'whole_chunk'; "
+            "key 'evaluation.modes' (item 1): execution mode 'half' is now called 'half_chunk'") in res.stdout + res.stderr
+
+
 def test_demo_study_plans_the_pretraining_levels_and_the_sft_axis(tmp_path):
     wf = _clone(tmp_path)
     res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)

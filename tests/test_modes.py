@@ -36,7 +36,7 @@ def test_modes_are_configurable_and_a_fixed_rule_must_name_one():
     assert benchmarks.modes_of(config, "mw") == (["whole_chunk", "half_chunk"], "best", "evaluation.modes")
     assert benchmarks.modes_of(config, "lib") == (["single_step"], "single_step", "benchmarks.lib.modes")
     config["benchmarks"]["cal"] = dict(kind="calvin", chunk=10, data_path="x", mode_selection="half_chunk")
-    with pytest.raises(ConfigError, match=r"benchmarks\.cal\.mode_selection.*\['full'\]"):
+    with pytest.raises(ConfigError, match=r"benchmarks\.cal\.mode_selection.*\['whole_chunk'\]"):
         benchmarks.modes_of(config, "cal")
 
 
@@ -108,3 +108,75 @@ def test_a_best_of_modes_cell_shows_the_held_out_number_beside_it(tmp_path):
     assert shown.loc[0, "metaworld"] == f"{BEST_OF} 66.7 ± n/a (n=6); {HELD_OUT} 16.7"
     fixed = load_runs([_run(tmp_path, 0, {"whole_chunk": a, "half_chunk": b}, "whole_chunk", "whole_chunk")], config)
     assert HELD_OUT not in main_table(fixed.results, config, ["metaworld"])[1].loc[0, "metaworld"]
+
+
+def test_a_config_with_an_old_mode_name_stops_with_the_new_name():
+    """The modes were called full, half and single; 'full' is also a training regime, which keeps its name."""
+    from vlm4vla_core.config import ROOT, load_config
+    from vlm4vla_core.study import check
+
+    config = load_config(ROOT / "config" / "demo.yaml")
+    assert "full" in config["ablations"]
+    check(config)
+    config["evaluation"]["modes"] = ["full", "half_chunk"]
+    config["benchmarks"]["metaworld"]["mode_selection"] = "single"
+    with pytest.raises(ConfigError) as err:
+        check(config)
+    msg = str(err.value)
+    assert "key 'evaluation.modes' (item 0): execution mode 'full' is now called 'whole_chunk'" in msg
+    assert "key 'benchmarks.metaworld.mode_selection': execution mode 'single' is now called 'single_step'" in msg
+    with pytest.raises(ValueError, match="'half' is now called 'half_chunk'"):
+        execute_steps("half", 4)
+
+
+def test_results_written_with_the_old_mode_names_are_read_under_the_new_ones(tmp_path):
+    from vlm4vla_core.aggregate import ResultsError, load_results_csv
+
+    a, b = [1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 1, 1]
+    config = {"study": "unit", "seeds": [0, 1], "ablations": ["full"], "benchmarks": {"metaworld": {"kind": "metaworld"}},
+              "backbones": {"qwen": {"family": "f"}}}
+    old = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "best", "half")], config)
+    new = load_runs([_run(tmp_path, 1, {"whole_chunk": a, "half_chunk": b}, "best", "half_chunk")], config)
+    assert list(old.modes["mode"]) == list(new.modes["mode"]) == ["whole_chunk", "half_chunk"]
+    assert list(old.modes["value"]) == list(new.modes["value"])
+    assert set(old.episodes["mode"]) == {"half_chunk"} and list(old.results["value"]) == list(new.results["value"])
+    fixed = load_runs([_run(tmp_path, 0, {"full": a, "single": b}, "single", "single")], config)
+    assert list(fixed.modes["mode"]) == ["whole_chunk", "single_step"]
+    assert set(fixed.modes["mode_selection"]) == {"single_step"}
+    both = _run(tmp_path, 0, {"full": a, "whole_chunk": b}, "best", "full")
+    with pytest.raises(ResultsError, match=r"run0\.json: modes \['full'\] are there under their old and their new"):
+        load_runs([both], config)
+    csv = tmp_path / "old.csv"
+    csv.write_text("backbone,benchmark,ablation,seed,metric,value,mode\nqwen,metaworld,full,0,success_rate,50,half\n")
+    got = load_results_csv(csv).results
+    assert list(got["mode"]) == ["half_chunk"] and list(got["ablation"]) == ["full"]
+
+
+def test_an_old_shard_merges_and_reports_under_the_new_names(tmp_path):
+    from vlm4vla_core.benchmarks.calvin.metrics import summarise
+
+    subtasks = ["open_drawer", "push_red_block_left", "turn_on_lightbulb", "move_slider_left", "lift_blue_block_table"]
+    eps = [dict(index=i, task="t", completed=c, success=c == 5, subtasks=subtasks) for i, c in enumerate([5, 2])]
+    shard = dict(backbone="b", benchmark="calvin", kind="calvin", ablation="full", seed=0, checkpoint="p",
+                 episodes_total=2, mode_selection="full", shard=[0, 1],
+                 modes={"full": dict(execute_steps=10, episodes=eps)})
+    (tmp_path / "s0.json").write_text(json.dumps(shard))
+    assert evaluate.merge_main([str(tmp_path / "s0.json"), "--out", str(tmp_path / "eval.json")]) == 0
+    merged = json.loads((tmp_path / "eval.json").read_text())
+    assert list(merged["modes"]) == ["whole_chunk"]
+    assert merged["mode_selection"] == merged["reported_mode"] == merged["selection"]["reported_mode"] == "whole_chunk"
+    assert summarise(shard, "full", n_boot=0)["mode"] == "whole_chunk"
+    assert summarise(shard, n_boot=0)["avg_len"] == 3.5
+
+
+def test_the_log_names_the_mode_and_the_steps_it_executes(monkeypatch, tmp_path, capsys):
+    _counting(monkeypatch)
+    monkeypatch.setenv("VLM4VLA_PROGRESS_SECONDS", "0")
+    config = {"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=4, n=2)},
+              "evaluation": {"modes": ["half_chunk"], "mode_selection": "best"}}
+    ones = lambda requests: [np.ones((4, 2), np.float32) for _ in requests]
+    _, parts = evaluate.evaluate(config, "c", 0, ones, 4, ["half_chunk"], tmp_path / "e.json")
+    parts.remove()
+    out = capsys.readouterr()
+    assert "c seed 0 mode=half_chunk (executes 2 of 4): " in out.out
+    assert "counting mode=half_chunk (executes 2 of 4): " in out.err and "exec=" not in out.err + out.out

@@ -46,7 +46,7 @@ DESCRIPTIONS = {
     "html": "the report's pages: each table, figure and rollout set with its caption (html/<name>.html)",
     "figures/learning_curves": "loss and gripper accuracy against the step per backbone (band: range over seeds)",
     "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
-    "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
+    "modes_table": "every execution mode (whole_chunk / half_chunk / single_step before re-planning) and how often each was reported",
     "baseline_table": "each policy vs the zero-action baseline on the same episodes: k/n and one-sided Fisher exact p",
     "regression_table": "control (full fine-tuning) regressed on VQA score per benchmark: OLS, Spearman, Kendall, bootstrap",
     "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",

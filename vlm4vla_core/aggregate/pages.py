@@ -89,8 +89,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
                        "Each policy against the zero-action baseline on the same episodes: successes k/n, odds "
                        "ratio and one-sided Fisher exact p-value, pooled over tasks and seeds."),
     "modes_table": (DIAGNOSTICS, "Execution modes",
-                    "The value of every execution mode (steps executed before re-planning: the whole chunk, half "
-                    "of it, one step) and how often each mode was the reported one."),
+                    "The value of every execution mode (steps executed before re-planning: whole_chunk, "
+                    "half_chunk, single_step) and how often each mode was the reported one."),
     "modes": (DIAGNOSTICS, "Success by execution mode",
               "Full fine-tuning evaluated executing the whole action chunk, half of it, or one step before "
               "re-planning; bar = mean over seeds, error bar = standard deviation over seeds."),

@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import ResultsError, read_json
-from vlm4vla_core.config import held_out_values, variants
+from vlm4vla_core.config import MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
 
 ZERO = "zero-action"
 ALL = "all"
-MODES = ("whole_chunk", "half_chunk", "single_step")  # fewer re-plans first: the tie-break order of the "best" rule
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 KEYS = ["backbone", "benchmark", "ablation", "seed"]
 COLUMNS = [*KEYS, "task", "metric", "value", "n_episodes", "mode"]
@@ -147,6 +146,10 @@ def load_runs(paths, config: dict | None = None) -> Results:
         raise ResultsError("no run files given")
     for path in paths:
         run = read_json(path, "run file")
+        try:  # a run written before the execution modes were renamed: read under the new names
+            run = renamed_modes(run) if isinstance(run, dict) else run
+        except ValueError as err:
+            raise ResultsError(f"{path}: {err}") from None
         missing = [k for k in RUN_REQUIRED if k not in run]
         if missing:
             raise ResultsError(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
@@ -227,6 +230,7 @@ def load_results_csv(path: str | Path, config: dict | None = None) -> Results:
         if col not in df.columns:
             df[col] = ALL if col == "task" else np.nan
     df["task"] = df["task"].fillna(ALL).astype(str)
+    df["mode"] = df["mode"].replace(RENAMED_MODES)  # a CSV written before the execution modes were renamed
     for col in ("value", "seed", "n_episodes"):
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & df[col].notna() if col == "n_episodes" else num.isna()

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import write_text
-from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, metric_decimals, vqa_scores
+from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, metric_decimals, vqa_scores
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, MIN_POINTS, summarize
+from vlm4vla_core.config import MODES
 
 MISSING = "-"
 #: the labels of a best-of-modes cell and of the unbiased number beside it

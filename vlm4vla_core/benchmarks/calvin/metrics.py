@@ -16,9 +16,12 @@ import json
 import sys
 
 from vlm4vla_core.benchmarks.calvin.protocol import chain_metrics
+from vlm4vla_core.config import RENAMED_MODES, renamed_modes
 
 
 def summarise(record: dict, mode: str | None = None, n_boot: int = 2000) -> dict:
+    record = renamed_modes(record)  # written before the execution modes were renamed: the new names
+    mode = RENAMED_MODES.get(mode, mode)
     mode = mode or record.get("reported_mode") or next(iter(record["modes"]))
     out = chain_metrics(record["modes"][mode]["episodes"], n_boot=n_boot)
     return dict(mode=mode, execute_steps=record["modes"][mode].get("execute_steps"), **out)
