@@ -42,15 +42,15 @@ def config(backbones=None, ablations=("full", "freeze_vision"), seeds=(0, 1)):
 
 
 def run_json(tmp: Path, backbone, seed, successes, ablation="full", modes=None, rule="best", reported=None, **extra):
-    """One evaluation JSON; ``successes`` = {task: [bool per episode]} of the 'full' mode."""
+    """One evaluation JSON; ``successes`` = {task: [bool per episode]} of the 'whole_chunk' mode."""
     def episodes(succ):
         return [dict(task=t, episode_seed=100000 + 1000 * seed + i, success=bool(s), steps=10)
                 for t, ss in succ.items() for i, s in enumerate(ss)]
 
-    modes = modes or {"full": successes}
-    md = {m: {"execute_steps": {"full": 4, "half": 2, "single": 1}[m], "episodes": episodes(s)} for m, s in modes.items()}
+    modes = modes or {"whole_chunk": successes}
+    md = {m: {"execute_steps": {"whole_chunk": 4, "half_chunk": 2, "single_step": 1}[m], "episodes": episodes(s)} for m, s in modes.items()}
     rec = dict(study="unit", backbone=backbone, family="f", benchmark="metaworld", ablation=ablation, seed=seed,
-               metric="success_rate", modes=md, mode_selection=rule, reported_mode=reported or "full",
+               metric="success_rate", modes=md, mode_selection=rule, reported_mode=reported or "whole_chunk",
                provenance={"git_commit": "c0ffee", "config_hash": "abc"}, **extra)
     path = tmp / f"{backbone}-{ablation}-{seed}.json"
     path.write_text(json.dumps(rec))
@@ -61,7 +61,7 @@ def run_json(tmp: Path, backbone, seed, successes, ablation="full", modes=None, 
 def test_results_from_runs_hand_case(tmp_path):
     full = {"reach-v3": [1, 1, 0, 0], "push-v3": [1, 0, 0, 0]}  # 50%, 25%, pooled 3/8
     half = {"reach-v3": [1, 1, 1, 0], "push-v3": [1, 1, 0, 0]}  # pooled 5/8: 'best' picks half
-    p = run_json(tmp_path, "qwen", 0, full, modes={"full": full, "half": half}, reported="half")
+    p = run_json(tmp_path, "qwen", 0, full, modes={"whole_chunk": full, "half_chunk": half}, reported="half_chunk")
     df = results_from_runs([p])
     assert list(df.columns) == ["backbone", "benchmark", "ablation", "seed", "task", "metric", "value", "n_episodes", "mode",
                                 "heldout"]
@@ -72,19 +72,19 @@ def test_results_from_runs_hand_case(tmp_path):
     assert got.loc["reach-v3", "value"] == pytest.approx(75.0)
     assert got.loc["push-v3", "value"] == pytest.approx(50.0)
     assert got.loc["all", "value"] == pytest.approx(62.5)
-    assert got.loc["all", "n_episodes"] == 8 and set(df["mode"]) == {"half"}
+    assert got.loc["all", "n_episodes"] == 8 and set(df["mode"]) == {"half_chunk"}
 
 
 def test_mode_rule_is_checked(tmp_path):
     a = {"reach-v3": [1, 0], "push-v3": [1, 0]}
     b = {"reach-v3": [1, 1], "push-v3": [1, 0]}
-    bad = run_json(tmp_path, "qwen", 0, a, modes={"full": a, "half": b}, reported="full")
+    bad = run_json(tmp_path, "qwen", 0, a, modes={"whole_chunk": a, "half_chunk": b}, reported="whole_chunk")
     with pytest.raises(ResultsError, match=r"qwen-full-0.json.*breaks mode_selection 'best'"):
         load_runs([bad])
-    tie = run_json(tmp_path, "pali", 0, a, modes={"single": a, "half": a, "full": a}, reported="full")
-    assert set(results_from_runs([tie])["mode"]) == {"full"}  # ties go to fewer re-plans
-    fixed = run_json(tmp_path, "kosmos", 0, a, modes={"full": a, "half": b}, rule="full", reported="full")
-    assert set(results_from_runs([fixed])["mode"]) == {"full"}
+    tie = run_json(tmp_path, "pali", 0, a, modes={"single_step": a, "half_chunk": a, "whole_chunk": a}, reported="whole_chunk")
+    assert set(results_from_runs([tie])["mode"]) == {"whole_chunk"}  # ties go to fewer re-plans
+    fixed = run_json(tmp_path, "kosmos", 0, a, modes={"whole_chunk": a, "half_chunk": b}, rule="whole_chunk", reported="whole_chunk")
+    assert set(results_from_runs([fixed])["mode"]) == {"whole_chunk"}
 
 
 def test_bad_runs_name_file_and_key(tmp_path):
@@ -323,8 +323,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
 
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config()))
-    paths = [run_json(tmp_path, b, s, {t: [s, 1, 0] for t in TASKS}, modes={"full": {t: [s, 1, 0] for t in TASKS},
-                                                                             "single": {t: [0, 0, 0] for t in TASKS}})
+    paths = [run_json(tmp_path, b, s, {t: [s, 1, 0] for t in TASKS}, modes={"whole_chunk": {t: [s, 1, 0] for t in TASKS},
+                                                                             "single_step": {t: [0, 0, 0] for t in TASKS}})
              for b in ("qwen", "pali", "kosmos") for s in (0, 1)]
     out = tmp_path / "results" / "unit"
     report = tmp_path / "backbones" / "qwen" / "report.json"
@@ -397,8 +397,8 @@ def calvin_json(tmp: Path, backbone, seed, completed, ablation="full"):
     """One CALVIN evaluation JSON: one episode per chain with ``completed`` (0..5)."""
     eps = [dict(task="chain", episode_seed=i, success=c == 5, completed=c) for i, c in enumerate(completed)]
     rec = dict(study="unit", backbone=backbone, family="f", benchmark="calv", ablation=ablation, seed=seed,
-               metric="avg_len", modes={"full": {"execute_steps": 10, "episodes": eps}}, mode_selection="best",
-               reported_mode="full", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
+               metric="avg_len", modes={"whole_chunk": {"execute_steps": 10, "episodes": eps}}, mode_selection="best",
+               reported_mode="whole_chunk", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
     path = tmp / f"calv-{backbone}-{ablation}-{seed}.json"
     path.write_text(json.dumps(rec))
     return path

@@ -171,23 +171,23 @@ def sign_infer(calls: list):
 
 
 def test_shards_merge_into_the_single_job_result(counting, tmp_path):
-    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["full", "single"], tmp_path / "one.json")
-    assert [e["success"] for e in whole["full"]["episodes"]] == [i % 2 == 1 for i in range(11)]
+    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"], tmp_path / "one.json")
+    assert [e["success"] for e in whole["whole_chunk"]["episodes"]] == [i % 2 == 1 for i in range(11)]
     shards = []
     for i in range(3):
-        res, parts = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["full", "single"],
+        res, parts = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"],
                                        tmp_path / f"s{i}.json", i, 3)
         parts.remove()
-        assert [e["index"] for e in res["full"]["episodes"]] == list(range(11))[i::3]
+        assert [e["index"] for e in res["whole_chunk"]["episodes"]] == list(range(11))[i::3]
         shards.append(dict(backbone="b", benchmark="c", kind="counting", ablation="full", seed=0, checkpoint="p", episodes_total=11,
                            mode_selection="best", shard=[i, 3], modes=res))
     merged = evaluate.merge(shards[::-1], ["s2", "s1", "s0"])
-    assert merged["modes"] == whole and merged["shards"] == 3 and merged["reported_mode"] == "full"
+    assert merged["modes"] == whole and merged["shards"] == 3 and merged["reported_mode"] == "whole_chunk"
     with pytest.raises(ValueError, match="shards"):
         evaluate.merge(shards[:2], ["s0", "s1"])
     with pytest.raises(ValueError, match="0..10"):
         bad = json.loads(json.dumps(shards))
-        bad[1]["modes"]["full"]["episodes"] = bad[1]["modes"]["full"]["episodes"][:-1]
+        bad[1]["modes"]["whole_chunk"]["episodes"] = bad[1]["modes"]["whole_chunk"]["episodes"][:-1]
         evaluate.merge(bad, ["s0", "s1", "s2"])
     assert shard(list(range(5)), 1, 2) == [1, 3]
 
@@ -204,12 +204,12 @@ def test_a_stopped_evaluation_runs_only_its_unfinished_episodes(counting, tmp_pa
 
     counting["benchmarks"]["c"]["eval_batch"] = 1
     with pytest.raises(RuntimeError, match="killed"):
-        evaluate.evaluate(counting, "c", 0, dies_after_six, 2, ["full"], out)
+        evaluate.evaluate(counting, "c", 0, dies_after_six, 2, ["whole_chunk"], out)
     finished = sorted({c for c in calls})
     again = []
-    res, parts = evaluate.evaluate(counting, "c", 0, sign_infer(again), 2, ["full"], out)
+    res, parts = evaluate.evaluate(counting, "c", 0, sign_infer(again), 2, ["whole_chunk"], out)
     assert finished and set(again).isdisjoint(finished[:-1])  # finished episodes are not run again
-    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["full"], tmp_path / "fresh.json")
+    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk"], tmp_path / "fresh.json")
     assert res == whole
     parts.remove()
     assert not parts.dir.exists()
@@ -233,11 +233,11 @@ def test_policy_server_gives_the_in_process_results(tmp_path):
                  camera="corner4", demos_per_task=1, episodes_per_task=2, max_steps=12)
     config = dict(study="t", benchmarks={"mw": entry})
     infer = evaluate.policy_infer(policy)
-    local, _ = evaluate.evaluate(config, "mw", 0, infer, 4, ["full", "single"], tmp_path / "local.json")
+    local, _ = evaluate.evaluate(config, "mw", 0, infer, 4, ["whole_chunk", "single_step"], tmp_path / "local.json")
     entry.update(simulator_python=sys.executable, eval_workers=2)
-    served, parts = evaluate.evaluate(config, "mw", 0, infer, 4, ["full", "single"], tmp_path / "served.json")
+    served, parts = evaluate.evaluate(config, "mw", 0, infer, 4, ["whole_chunk", "single_step"], tmp_path / "served.json")
     assert served == local
-    assert any(p.name.startswith("full.w1") for p in parts.dir.iterdir())  # the second worker ran episodes
+    assert any(p.name.startswith("whole_chunk.w1") for p in parts.dir.iterdir())  # the second worker ran episodes
 
 
 # -- LIBERO-10 data ------------------------------------------------------------------------------
@@ -339,4 +339,4 @@ def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
     cfg = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
     assert list(cfg["backbones"]) == ["tiny-qwen2.5-vl"] and list(cfg["benchmarks"]) == [bench]
     assert not cfg.get("pretraining") and not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
-    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["full"])
+    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["whole_chunk"])

@@ -221,27 +221,27 @@ def test_shards_merge_by_counts(monkeypatch, tmp_path):
 
     monkeypatch.setattr(type(CALVIN), "simulator", lambda self, entry: ByChain([]))
     config = dict(study="t", benchmarks={"calvin": dict(kind="calvin", chunk=10, data_path="x", chains=7, max_steps=4)})
-    whole, _ = evaluate.evaluate(config, "calvin", 0, chunk_infer([]), 10, ["full"], tmp_path / "one.json")
-    assert [e["completed"] for e in whole["full"]["episodes"]] == [min(i % 6, 5) for i in range(7)]
+    whole, _ = evaluate.evaluate(config, "calvin", 0, chunk_infer([]), 10, ["whole_chunk"], tmp_path / "one.json")
+    assert [e["completed"] for e in whole["whole_chunk"]["episodes"]] == [min(i % 6, 5) for i in range(7)]
     shards = []
     for i in range(3):
-        res, parts = evaluate.evaluate(config, "calvin", 0, chunk_infer([]), 10, ["full"], tmp_path / f"s{i}.json", i, 3)
+        res, parts = evaluate.evaluate(config, "calvin", 0, chunk_infer([]), 10, ["whole_chunk"], tmp_path / f"s{i}.json", i, 3)
         parts.remove()
         shards.append(dict(backbone="b", benchmark="calvin", kind="calvin", ablation="full", seed=0, checkpoint="p",
-                           episodes_total=7, mode_selection="full", shard=[i, 3], modes=res))
+                           episodes_total=7, mode_selection="whole_chunk", shard=[i, 3], modes=res))
     merged = evaluate.merge(shards, ["s0", "s1", "s2"])
     assert merged["modes"] == whole
-    m = chain_metrics(merged["modes"]["full"]["episodes"], n_boot=0)
+    m = chain_metrics(merged["modes"]["whole_chunk"]["episodes"], n_boot=0)
     assert m["avg_len"] == pytest.approx((0 + 1 + 2 + 3 + 4 + 5 + 0) / 7)
-    per_shard = [chain_metrics(s["modes"]["full"]["episodes"], n_boot=0)["avg_len"] for s in shards]
-    assert [len(s["modes"]["full"]["episodes"]) for s in shards] == [3, 2, 2]
+    per_shard = [chain_metrics(s["modes"]["whole_chunk"]["episodes"], n_boot=0)["avg_len"] for s in shards]
+    assert [len(s["modes"]["whole_chunk"]["episodes"]) for s in shards] == [3, 2, 2]
     assert np.mean(per_shard) != pytest.approx(m["avg_len"])  # the unequal-shard pitfall
 
 
 def test_metrics_cli(tmp_path, capsys):
     from vlm4vla_core.benchmarks.calvin import metrics
 
-    record = {"reported_mode": "full", "modes": {"full": {"execute_steps": 10, "episodes": [
+    record = {"reported_mode": "whole_chunk", "modes": {"whole_chunk": {"execute_steps": 10, "episodes": [
         {"completed": c, "subtasks": SEQ} for c in (5, 0, 2)]}}}
     (tmp_path / "eval.json").write_text(json.dumps(record))
     assert metrics.main([str(tmp_path / "eval.json"), "--n-boot", "50", "--json", str(tmp_path / "m.json")]) == 0

@@ -37,13 +37,13 @@ def test_overrides_merge_benchmark_then_backbone(paper):
 
 
 def test_execute_steps_and_the_mode_rule():
-    assert [execute_steps(m, 4) for m in ("full", "half", "single")] == [4, 2, 1]
-    assert [execute_steps(m, 10) for m in ("full", "half", "single")] == [10, 5, 1]
-    assert select_mode({"full": 0.5, "half": 0.7, "single": 0.7}, "best") == "half"  # ties: fewer re-plans
-    assert select_mode({"full": 0.5, "half": 0.5, "single": 0.5}, "best") == "full"
-    assert select_mode({"full": 0.9, "single": 0.1}, "single") == "single"
-    with pytest.raises(ValueError, match="half"):
-        select_mode({"full": 0.9}, "half")
+    assert [execute_steps(m, 4) for m in ("whole_chunk", "half_chunk", "single_step")] == [4, 2, 1]
+    assert [execute_steps(m, 10) for m in ("whole_chunk", "half_chunk", "single_step")] == [10, 5, 1]
+    assert select_mode({"whole_chunk": 0.5, "half_chunk": 0.7, "single_step": 0.7}, "best") == "half_chunk"  # ties: fewer re-plans
+    assert select_mode({"whole_chunk": 0.5, "half_chunk": 0.5, "single_step": 0.5}, "best") == "whole_chunk"
+    assert select_mode({"whole_chunk": 0.9, "single_step": 0.1}, "single_step") == "single_step"
+    with pytest.raises(ValueError, match="half_chunk"):
+        select_mode({"whole_chunk": 0.9}, "half_chunk")
 
 
 def _error(config) -> str:
@@ -95,7 +95,7 @@ def test_wrong_type_and_unknown_benchmark(paper):
 def test_checks_beyond_the_schema():
     demo = load_config(DEMO)
     bad = copy.deepcopy(demo)
-    bad["evaluation"].update(modes=["half"], mode_selection="full")
+    bad["evaluation"].update(modes=["half_chunk"], mode_selection="whole_chunk")
     assert "evaluation.mode_selection" in _error(bad)
     bad = copy.deepcopy(demo)
     bad["benchmarks"]["metaworld"]["tasks"][1] = "drawer-opn-v3"
@@ -191,6 +191,19 @@ def test_embodied_sft_variants_become_backbones(paper):
     bad = copy.deepcopy(load_config(DEMO))
     bad["vqa_sets"]["metaworld-vqa"]["benchmark"] = "libero"
     assert "vqa_sets.metaworld-vqa.benchmark" in _error(bad)
+
+
+def test_the_workflow_stops_at_an_old_mode_name_with_the_new_one(tmp_path):
+    """Before the schema's enum error: the key and the new name of the execution mode."""
+    wf = _clone(tmp_path)
+    demo = wf / "config" / "demo.yaml"
+    text = demo.read_text()
+    assert "  modes: [whole_chunk, half_chunk]\n" in text
+    demo.write_text(text.replace("  modes: [whole_chunk, half_chunk]\n", "  modes: [full, half]\n"))
+    res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
+    assert res.returncode != 0
+    assert ("key 'evaluation.modes' (item 0): execution mode 'full' is now called 'whole_chunk'; "
+            "key 'evaluation.modes' (item 1): execution mode 'half' is now called 'half_chunk'") in res.stdout + res.stderr
 
 
 def test_demo_study_plans_the_pretraining_levels_and_the_sft_axis(tmp_path):

@@ -29,7 +29,7 @@ def small_study() -> dict:
         "policy": {"head_hidden": 4, "head_layers": 2, "loss": "huber", "gripper_weight": 0.01, "arm_norm": 0.65},
         "training": {"zero_stage": 2, "precision": "bf16", "micro_batch": 2, "grad_accum": 1, "grad_clip": 1.0,
                      "lr": 1e-3, "warmup_steps": 1, "max_steps": 10, "checkpoint_every": 10, "global_batch": 8},
-        "evaluation": {"modes": ["full", "single"], "mode_selection": "best", "baseline": True},
+        "evaluation": {"modes": ["whole_chunk", "single_step"], "mode_selection": "best", "baseline": True},
         "resources": {"train": {"gpus": 2, "gpu_model": "A100-80GB"},
                       "evaluate": {"gpus": 1, "gpu_model": "H100-80GB"},
                       "vqa_eval": {"gpus": 1, "gpu_model": "A100-80GB"}},
@@ -55,8 +55,8 @@ def test_the_plan_of_a_small_study_is_the_hand_computed_one():
     for b in "ab":
         assert rows[("train", b)]["jobs"] == 4
         assert rows[("train", b)]["gpu_hours"] == pytest.approx(2 * per_job[b] / (312e12 * 0.5) / 3600, rel=1e-12)
-    # evaluation of one run: 2 episodes x 10 steps x 2 modes = 40 env steps; calls: 2 x ceil(10 / 4) (full)
-    # + 2 x 10 (single) = 26
+    # evaluation of one run: 2 episodes x 10 steps x 2 modes = 40 env steps; calls: 2 x ceil(10 / 4) (whole_chunk)
+    # + 2 x 10 (single_step) = 26
     slow_core = 40 * 0.01 + 26 * 0.1                            # 3.0 core-seconds, > the policy's
     fast_core = 40 * 1e-12
     policy = {b: 26 * (t + vision) / (989e12 * 0.25) for b, t in (("a", text_a), ("b", text_b))}  # H100 bf16

@@ -41,7 +41,7 @@ def flaky(monkeypatch):
     FlakyBench.built = []
     monkeypatch.setitem(benchmarks.registry(), "flaky", FlakyBench())
     return dict(study="t", benchmarks={"f": dict(kind="flaky", chunk=2, n=8, raise_at=[3])},
-                evaluation=dict(modes=["full"], mode_selection="best", max_failed_share=0.25))
+                evaluation=dict(modes=["whole_chunk"], mode_selection="best", max_failed_share=0.25))
 
 
 def ones(requests):
@@ -63,15 +63,15 @@ def test_an_episode_that_raises_is_a_failure_with_its_error(flaky, slots):
 
 
 def test_a_job_records_the_failure_and_a_broken_simulator_stops_it(flaky, tmp_path):
-    results, parts = evaluate.evaluate(flaky, "f", 0, ones, 2, ["full"], tmp_path / "eval.json")
-    full = results["full"]
+    results, parts = evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "eval.json")
+    full = results["whole_chunk"]
     assert full["failed_episodes"] == 1 and full["episodes"][3]["error"].startswith("RuntimeError")
     assert sum(r["success"] for r in full["episodes"]) == 7  # counted as a failure
     parts.remove()
 
     flaky["benchmarks"]["f"]["broken"] = True
     with pytest.raises(EpisodeFailures) as err:
-        evaluate.evaluate(flaky, "f", 0, ones, 2, ["full"], tmp_path / "broken.json")
+        evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
     message = str(err.value)
     assert "3 of 8 episodes raised" in message  # stopped once more than 25% raised, not after all 8
     assert message.count("OSError: simulator connection lost") == 3 and "episode 2 (t0)" in message
@@ -79,8 +79,8 @@ def test_a_job_records_the_failure_and_a_broken_simulator_stops_it(flaky, tmp_pa
     # fixed and run again: the episodes that raised are retried, the others are kept
     flaky["benchmarks"]["f"]["broken"] = False
     flaky["benchmarks"]["f"]["raise_at"] = []
-    again, _ = evaluate.evaluate(flaky, "f", 0, ones, 2, ["full"], tmp_path / "broken.json")
-    assert again["full"]["failed_episodes"] == 0 and all(r["success"] for r in again["full"]["episodes"])
+    again, _ = evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
+    assert again["whole_chunk"]["failed_episodes"] == 0 and all(r["success"] for r in again["whole_chunk"]["episodes"])
 
 
 def test_worker_processes_stop_and_list_every_error(flaky, tmp_path, monkeypatch):
@@ -111,6 +111,6 @@ def test_worker_processes_stop_and_list_every_error(flaky, tmp_path, monkeypatch
     monkeypatch.setattr(evaluate.subprocess, "Popen", FakePopen)
     entry.update(eval_workers=2, simulator_python=sys.executable)
     with pytest.raises(EpisodeFailures, match="episodes raised"):
-        evaluate.run_with_workers(bench, bench.settings(entry), bench.episodes(entry, 0), ones, 2, 2, parts, "full",
+        evaluate.run_with_workers(bench, bench.settings(entry), bench.episodes(entry, 0), ones, 2, 2, parts, "whole_chunk",
                                   max_failed_share=0.25)
     assert calls == [4, 4]

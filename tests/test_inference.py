@@ -380,7 +380,7 @@ def _platform_frame(y: np.ndarray, crossed: bool) -> pd.DataFrame:
     """An episode frame of one simulated study y (groups, platforms, n): group g is arm g // 3, seed g % 3."""
     G, K, n = y.shape
     rows = [dict(benchmark="mw", metric="success_rate", backbone=f"b{g // 3}", ablation="full", arm=f"b{g // 3}",
-                 seed=g % 3, mode="full", task="t", platform=f"cpu{k}", y=y[g, k, i],
+                 seed=g % 3, mode="whole_chunk", task="t", platform=f"cpu{k}", y=y[g, k, i],
                  episode_id=f"t/{i}" if crossed else f"t/{k}-{i}")
             for g in range(G) for k in range(K) for i in range(n)]
     return pd.DataFrame(rows)
@@ -423,7 +423,7 @@ def test_demo_page_intervals_from_the_runs_per_seed_counts():
               ("tiny-paligemma-gen800", "full"): (9, 4), ("tiny-paligemma-gen800", "freeze_vision"): (3, 1),
               ("tiny-paligemma-gen800", "from_scratch"): (10, 12), ("tiny-paligemma-gen800-mwvqa", "full"): (8, 3),
               ("zero-action", "none"): (0, 0)}
-    rows = [dict(backbone=b, benchmark="metaworld", ablation=a, seed=s, metric="success_rate", mode="full", task="t",
+    rows = [dict(backbone=b, benchmark="metaworld", ablation=a, seed=s, metric="success_rate", mode="whole_chunk", task="t",
                  episode_id=f"t/{1000 * s + i}", platform="p", value=100.0 * (i < k))
             for (b, a), ks in counts.items() for s, k in enumerate(ks) for i in range(18)]
     comp = inf.components(inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows))))
@@ -470,7 +470,7 @@ def test_a_contrast_of_single_episode_cells_has_no_interval():
     reports an unbounded interval and p = 1 instead of failing (as a shrunk study does)."""
     from vlm4vla_core.aggregate.results import Results
 
-    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="full", task="t",
+    rows = [dict(backbone=b, benchmark="m", ablation="full", seed=0, metric="success_rate", mode="whole_chunk", task="t",
                  episode_id=f"t/{b}", platform="p", value=v) for b, v in (("a", 100.0), ("b", 0.0))]
     frame = inf.episode_frame(Results(results=None, episodes=pd.DataFrame(rows)))
     comp = inf.components(frame)
@@ -517,7 +517,7 @@ def test_findings_of_a_results_table_link_the_plain_tables(tmp_path):
 
 
 def test_a_task_cell_of_one_episode_says_it_has_no_interval():
-    rows = [dict(benchmark="b", metric="success_rate", backbone="q", ablation="full", arm="q", seed=0, mode="full",
+    rows = [dict(benchmark="b", metric="success_rate", backbone="q", ablation="full", arm="q", seed=0, mode="whole_chunk",
                  task=t, episode_id=f"{t}/0", platform="p", y=y) for t, y in (("t1", 100.0), ("t2", 0.0))]
     c = inf.frame_cells(pd.DataFrame(rows)).set_index("task")
     assert c.loc["t1", "cell"] == "100.0, 1 seed x 1 ep, no interval" and c.loc["t1", "interval"] == "none"

@@ -345,12 +345,12 @@ def test_calvin_modes_are_ranked_by_average_length_not_by_full_chains():
     full = [dict(index=i, completed=c, success=c == 5) for i, c in enumerate([5, 0, 0, 0])]  # avg 1.25, 1 full
     half = [dict(index=i, completed=4, success=False) for i in range(4)]  # avg 4.0, no full chain
     assert CALVIN.metric == "avg_len" and CALVIN.score(full) == 1.25 and CALVIN.score(half) == 4.0
-    assert select_mode({"full": CALVIN.score(full), "half": CALVIN.score(half)}, "best") == "half"
+    assert select_mode({"whole_chunk": CALVIN.score(full), "half_chunk": CALVIN.score(half)}, "best") == "half_chunk"
     shards = [dict(kind="calvin", backbone="b", benchmark="calvin", ablation="full", seed=0, checkpoint="c",
                    episodes_total=4, mode_selection="best", shard=[k, 2],
-                   modes={"full": dict(execute_steps=10, episodes=full[k::2]),
-                          "half": dict(execute_steps=5, episodes=half[k::2])}) for k in range(2)]
-    assert merge(shards, ["s0", "s1"])["reported_mode"] == "half"
+                   modes={"whole_chunk": dict(execute_steps=10, episodes=full[k::2]),
+                          "half_chunk": dict(execute_steps=5, episodes=half[k::2])}) for k in range(2)]
+    assert merge(shards, ["s0", "s1"])["reported_mode"] == "half_chunk"
     # the success rate picks the other mode: the two rules differ on these records
     assert SIMPLER.score(full) == 0.25 > SIMPLER.score(half) == 0.0
 

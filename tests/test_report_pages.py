@@ -178,7 +178,7 @@ def test_outcomes_table_and_figure(tmp_path):
         run.mkdir()
         (run / "eval.json").write_text(json.dumps(dict(
             study="pages", backbone=bb, family="f", benchmark="metaworld", ablation="full", seed=0, metric="success_rate",
-            modes={"full": {"execute_steps": 4, "episodes": episodes}}, reported_mode="full", mode_selection="full")))
+            modes={"whole_chunk": {"execute_steps": 4, "episodes": episodes}}, reported_mode="whole_chunk", mode_selection="whole_chunk")))
         paths.append(run / "eval.json")
     out = tmp_path / "out"
     aggregate(paths, study_config(), out)

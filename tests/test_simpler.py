@@ -342,7 +342,7 @@ def test_report_of_an_eval_file(tmp_path, capsys):
 
     episodes = [dict(index=i, task=t, success=i % 2 == 0, success_final_step=i % 2 == 0, success_any_step=True)
                 for i, t in enumerate(["put_spoon_on_towel", "put_carrot_on_plate"] * 4)]
-    run = dict(modes={"full": dict(execute_steps=4, episodes=episodes)}, reported_mode="full")
+    run = dict(modes={"whole_chunk": dict(execute_steps=4, episodes=episodes)}, reported_mode="whole_chunk")
     (tmp_path / "eval.json").write_text(json.dumps(run))
     assert report.main([str(tmp_path / "eval.json"), "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out

@@ -38,7 +38,7 @@ def study(tmp_path_factory):
     cfg["benchmarks"]["metaworld"].update(tasks=[TASK], image_size=SIZE, episodes_per_task=1, max_steps=30)
     cfg["training"].update(max_steps=24, checkpoint_every=4, log_every=4, micro_batch=4, warmup_steps=4, lr=1e-3)
     cfg["policy"]["head_hidden"] = 32
-    cfg["evaluation"]["modes"] = ["full", "half", "single"]  # every execution mode, whatever the demo runs
+    cfg["evaluation"]["modes"] = ["whole_chunk", "half_chunk", "single_step"]  # every execution mode, whatever the demo runs
     for name in FAMILIES:
         cfg["backbones"][name]["source"] = str(root / name)
     (root / "study.yaml").write_text(yaml.safe_dump(cfg))
@@ -217,8 +217,8 @@ def test_evaluate_stage_writes_one_result_per_run(study, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     record = json.loads(out.read_text())
-    assert set(record["modes"]) == {"full", "half", "single"}
-    assert [record["modes"][m]["execute_steps"] for m in ("full", "half", "single")] == [4, 2, 1]
+    assert set(record["modes"]) == {"whole_chunk", "half_chunk", "single_step"}
+    assert [record["modes"][m]["execute_steps"] for m in ("whole_chunk", "half_chunk", "single_step")] == [4, 2, 1]
     for mode in record["modes"].values():
         assert [e["task"] for e in mode["episodes"]] == [TASK]
     assert record["reported_mode"] in record["modes"] and record["mode_selection"] == "best"

@@ -61,16 +61,16 @@ def test_merge_eval_rebases_video_paths(tmp_path):
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
     base = dict(backbone="b", benchmark="mw", ablation="full", seed=0, checkpoint="p", episodes_total=2,
-                mode_selection="full", kind="metaworld")
+                mode_selection="whole_chunk", kind="metaworld")
     for i in range(2):
         ep = dict(index=i, task="t", success=bool(i), steps=3)
         if i:
             ep["video"] = "videos/shard1/full/t_success_ep00001.mp4"
         (run / "eval" / f"shard{i}.json").write_text(json.dumps(dict(
-            base, shard=[i, 2], modes={"full": dict(execute_steps=4, episodes=[ep])})))
+            base, shard=[i, 2], modes={"whole_chunk": dict(execute_steps=4, episodes=[ep])})))
     assert merge_main([str(run / "eval" / "shard0.json"), str(run / "eval" / "shard1.json"),
                        "--out", str(run / "eval.json")]) == 0
-    eps = json.loads((run / "eval.json").read_text())["modes"]["full"]["episodes"]
+    eps = json.loads((run / "eval.json").read_text())["modes"]["whole_chunk"]["episodes"]
     assert eps[1]["video"] == "eval/videos/shard1/full/t_success_ep00001.mp4" and "video" not in eps[0]
 
 

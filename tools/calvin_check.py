@@ -55,7 +55,7 @@ def main() -> int:
         max_steps=args.max_steps, simulator_python=args.simulator_python, eval_workers=args.workers), args.train_steps)
     times.update(run_chain(study, "calvin", out))
     record = json.loads((out / "eval.json").read_text())
-    episodes = record["modes"]["full"]["episodes"]
+    episodes = record["modes"]["whole_chunk"]["episodes"]
     env_steps = sum(e["steps"] for e in episodes)
     metrics = summarise(record, n_boot=1000)
     server = [l for l in (out / "evaluate.log").read_text().splitlines() if l.startswith("policy server:")]

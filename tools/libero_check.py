@@ -53,7 +53,7 @@ def main() -> int:
         simulator_python=args.simulator_python, eval_workers=args.workers), args.train_steps)
     times.update(run_chain(study, "libero10", out))
     record = json.loads((out / "eval.json").read_text())
-    episodes = record["modes"]["full"]["episodes"]
+    episodes = record["modes"]["whole_chunk"]["episodes"]
     policy_steps = sum(e["steps"] for e in episodes)
     env_steps = policy_steps + sum(e["wait_steps"] for e in episodes)
     server = [l for l in (out / "evaluate.log").read_text().splitlines() if l.startswith("policy server:")]

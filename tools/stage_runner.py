@@ -32,9 +32,9 @@ def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps:
         cfg.pop(key, None)
     cfg.update(study=study, seeds=[0], ablations=["full"])
     cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
-    cfg["benchmarks"] = {benchmark: {**entry, "modes": ["full"]}}
+    cfg["benchmarks"] = {benchmark: {**entry, "modes": ["whole_chunk"]}}
     cfg["training"].update(max_steps=train_steps, checkpoint_every=train_steps, log_every=5, micro_batch=8)
-    cfg["evaluation"].update(modes=["full"], mode_selection="full", baseline=False)
+    cfg["evaluation"].update(modes=["whole_chunk"], mode_selection="whole_chunk", baseline=False)
     path = out / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

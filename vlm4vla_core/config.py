@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Sections of variants that fine-tune a backbone before it becomes a VLA, in the order they apply.
 VARIANT_SECTIONS = ("pretraining", "embodied_sft")
-#: Execution modes: steps of a predicted chunk executed before re-planning.
-MODES = ("full", "half", "single")
+#: Execution modes: steps of a predicted chunk executed before re-planning (the whole chunk, half of it,
+#: one step), fewer re-plans first: the tie-break order of the ``best`` rule.
+MODES = ("whole_chunk", "half_chunk", "single_step")
+#: The names the execution modes had before (``full`` also named a training regime): a config that still
+#: uses one stops with the new name; results written with them are read under the new names.
+RENAMED_MODES = {"full": "whole_chunk", "half": "half_chunk", "single": "single_step"}
 #: default ``evaluation.max_failed_share``: episodes of a job that may raise before the job stops
 MAX_FAILED_SHARE = 0.1
 
@@ -66,6 +70,7 @@ def validate(config: Any) -> dict:
 
     if not isinstance(config, dict):
         raise ConfigError("the config must be a mapping of keys to values")
+    check_mode_names(config)
     schema = _schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -192,16 +197,71 @@ def train_settings(config: dict, backbone: str, benchmark: str) -> TrainSettings
     return TrainSettings(**merged)
 
 
+def check_mode_names(config: dict) -> None:
+    """Stop at an execution mode under its old name (``evaluation.modes``, ``evaluation.mode_selection``,
+    ``benchmarks.<name>.modes`` / ``.mode_selection``), naming the key and the new name."""
+    places = []
+    evaluation = config.get("evaluation")
+    if isinstance(evaluation, dict):
+        places += [("evaluation", evaluation)]
+    benches = config.get("benchmarks")
+    for name, entry in (benches.items() if isinstance(benches, dict) else ()):
+        if isinstance(entry, dict):
+            places += [(f"benchmarks.{name}", entry)]
+    wrong = []
+    for where, section in places:
+        modes = section.get("modes")
+        for i, mode in enumerate(modes if isinstance(modes, list) else []):
+            if isinstance(mode, str) and mode in RENAMED_MODES:
+                wrong.append(f"key '{where}.modes' (item {i}): execution mode {mode!r} is now called "
+                             f"{RENAMED_MODES[mode]!r}")
+        rule = section.get("mode_selection")
+        if isinstance(rule, str) and rule in RENAMED_MODES:
+            wrong.append(f"key '{where}.mode_selection': execution mode {rule!r} is now called {RENAMED_MODES[rule]!r}")
+    if wrong:
+        raise ConfigError("; ".join(wrong) + f" (the execution modes: {', '.join(MODES)}; the training regime "
+                          "'full' under 'ablations' keeps its name)")
+
+
+def renamed_modes(record: dict) -> dict:
+    """An evaluation record (a run's eval.json or a shard) with execution modes of an earlier version under
+    their new names (``modes`` keys, ``reported_mode``, ``mode_selection``, ``selection``); a record with the
+    current names comes back unchanged. Raises ValueError when a mode is there under both names."""
+    modes = record.get("modes")
+    if not isinstance(modes, dict) or not any(m in RENAMED_MODES for m in modes):
+        return record
+    clash = [m for m in modes if m in RENAMED_MODES and RENAMED_MODES[m] in modes]
+    if clash:
+        raise ValueError(f"modes {clash} are there under their old and their new names "
+                         f"({', '.join(RENAMED_MODES[m] for m in clash)})")
+
+    def new(mode):
+        return RENAMED_MODES.get(mode, mode) if isinstance(mode, str) else mode
+
+    out = dict(record, modes={new(m): v for m, v in modes.items()})
+    for key in ("reported_mode", "mode_selection"):
+        if key in out:
+            out[key] = new(out[key])
+    if isinstance(out.get("selection"), dict):
+        sel = dict(out["selection"])
+        sel.update({k: new(sel[k]) for k in ("rule", "reported_mode") if k in sel})
+        if isinstance(sel.get("heldout_modes"), dict):
+            sel["heldout_modes"] = {k: new(v) for k, v in sel["heldout_modes"].items()}
+        out["selection"] = sel
+    return out
+
+
 def execute_steps(mode: str, chunk: int) -> int:
     """Steps executed before re-planning: the whole chunk, half of it, or one."""
     if mode not in MODES:
-        raise ValueError(f"unknown execution mode {mode!r} (choose from {', '.join(MODES)})")
-    return {"full": chunk, "half": max(1, chunk // 2), "single": 1}[mode]
+        renamed = f"; {mode!r} is now called {RENAMED_MODES[mode]!r}" if mode in RENAMED_MODES else ""
+        raise ValueError(f"unknown execution mode {mode!r} (choose from {', '.join(MODES)}{renamed})")
+    return {"whole_chunk": chunk, "half_chunk": max(1, chunk // 2), "single_step": 1}[mode]
 
 
 def select_mode(success: dict[str, float], rule: str) -> str:
     """The reported mode of one run: a fixed mode name, or ``best``, the paper's rule (the mode with
-    the highest success of this checkpoint; ties go to fewer re-plans, i.e. full > half > single)."""
+    the highest success of this checkpoint; ties go to fewer re-plans, i.e. whole_chunk > half_chunk > single_step)."""
     if rule != "best":
         if rule not in success:
             raise ValueError(f"mode_selection {rule!r} names a mode that was not evaluated ({', '.join(success)})")

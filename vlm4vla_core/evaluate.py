@@ -32,7 +32,8 @@ import numpy as np
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.video import RolloutVideos
-from vlm4vla_core.config import MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, select_mode
+from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, renamed_modes,
+                                 select_mode)
 from vlm4vla_core.io import read_json, write_json
 
 ZERO = "zero-action"
@@ -148,13 +149,14 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
         done = parts.done(mode, retry_failed=True)
         todo = [e for e in episodes if e.index not in done]
         if done:
-            print(f"{mode}: {len(done)} episodes already finished, {len(todo)} to run", flush=True)
+            print(f"mode={mode} (executes {steps} of {chunk}): {len(done)} episodes already finished, "
+                  f"{len(todo)} to run", flush=True)
         films = out.parent / VIDEOS / out.stem / mode  # the record's ``video`` is relative to this folder
         if todo and in_process:
             with parts.file(mode, "main").open("a") as f:
                 run_episodes(bench, entry, todo, infer, steps, slots=bench.slots(entry),
                              on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share,
-                             videos=RolloutVideos(films, per_task) if per_task else None)
+                             videos=RolloutVideos(films, per_task) if per_task else None, mode=mode)
         elif todo:
             run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share, (films, per_task))
         done = parts.done(mode)
@@ -168,7 +170,8 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
             if r.get("video"):
                 r["video"] = (films / r["video"]).relative_to(out.parent).as_posix()
         results[mode] = dict(execute_steps=steps, episodes=records, failed_episodes=failed)
-        print(f"{benchmark} seed {seed} mode {mode}: {sum(r['success'] for r in records)}/{len(records)} successful"
+        print(f"{benchmark} seed {seed} mode={mode} (executes {steps} of {chunk}): "
+              f"{sum(r['success'] for r in records)}/{len(records)} successful"
               + (f" ({failed} raised, counted as failures with their error)" if failed else ""), flush=True)
     return results, parts
 
@@ -210,7 +213,7 @@ def main(argv: list[str]) -> int:
         return 1
     chunk, family = entry["chunk"], None
     if args.policy == ZERO:
-        infer, modes, rule = zero_infer(chunk, bench.action_dim), ["full"], "full"
+        infer, modes, rule = zero_infer(chunk, bench.action_dim), ["whole_chunk"], "whole_chunk"
         source = "the zero-action baseline: one mode"
         key = dict(policy=ZERO)
     else:
@@ -301,7 +304,12 @@ def merge_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
-        shards = [read_json(s, "evaluation shard") for s in args.shards]
+        shards = []
+        for name in args.shards:  # a shard written before the execution modes were renamed: the new names
+            try:
+                shards.append(renamed_modes(read_json(name, "evaluation shard")))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
         for data, name in zip(shards, args.shards):  # videos: relative to the shard's folder -> to the output's
             for mode in data.get("modes", {}).values():
                 for e in mode.get("episodes", []):

@@ -46,7 +46,7 @@ DESCRIPTIONS = {
     "html": "the report's pages: each table, figure and rollout set with its caption (html/<name>.html)",
     "figures/learning_curves": "loss and gripper accuracy against the step per backbone (band: range over seeds)",
     "figures/sft_loss": "the SFT loss of each embodied-SFT variant against the step",
-    "modes_table": "every execution mode (chunk / half / one step before re-planning) and how often each was reported",
+    "modes_table": "every execution mode (whole_chunk / half_chunk / single_step before re-planning) and how often each was reported",
     "outcomes_table": "per (benchmark, backbone, regime): steps to success (median, quartiles, mean) and each outcome "
                       "(success, timed out, raised, CALVIN's subtask the chain stopped at) as k/n",
     "figures/outcomes": "outcome shares (stacked bars) and steps to success (box plots) per backbone and regime",
@@ -312,7 +312,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     if res.modes is not None:
         rules = ", ".join(f"'{k}' ({v} runs)" for k, v in res.modes[res.modes["reported"]].groupby("mode_selection").size().items())
         lines.append(f"Reported mode of each run chosen by the rule recorded in the run: {rules}. 'best' = the mode "
-                     "with the highest success of that run, ties going to fewer re-plans (full > half > single); "
+                     "with the highest success of that run, ties going to fewer re-plans (whole_chunk > half_chunk > single_step); "
                      "a mode name fixes the mode. See modes_table for every mode. A cell whose runs took the best "
                      "of several modes is labelled 'best-of-modes' and shows its 'held-out' value, free of that "
                      "choice's upward bias: each episode scored in the mode that is best on the other half of its "

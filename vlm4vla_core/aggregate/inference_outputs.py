@@ -21,7 +21,7 @@ from vlm4vla_core.aggregate.io import ResultsError, read_json, write_json, write
 from vlm4vla_core.aggregate.results import ALL, ZERO, Results, vqa_scores
 from vlm4vla_core.aggregate.slopes import fit_points, interaction, score_se
 from vlm4vla_core.aggregate.stats import MIN_POINTS, summarize
-from vlm4vla_core.config import with_sft_variants
+from vlm4vla_core.config import RENAMED_MODES, with_sft_variants
 
 
 def _slope_inputs(res: Results, cells: pd.DataFrame | None, scores: dict[str, dict]) -> pd.DataFrame:
@@ -273,5 +273,7 @@ def load_episodes(paths: list[str]) -> pd.DataFrame:
         missing = [c for c in ("backbone", "benchmark", "ablation", "seed", "metric", "value") if c not in e]
         if missing:
             raise ResultsError(f"{paths[0]}: missing column(s) {', '.join(missing)}")
+        if "mode" in e:  # written before the execution modes were renamed
+            e["mode"] = e["mode"].replace(RENAMED_MODES)
         return e.rename(columns={"value": "y"})
     return inf.episode_frame(load_runs(paths))

@@ -142,8 +142,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
                        "the contrast of the two arms with its 95% interval from the inference layer beside it "
                        "(paired on (seed, episode) where both ran the same episodes)."),
     "modes_table": (DIAGNOSTICS, "Execution modes",
-                    "The value of every execution mode (steps executed before re-planning: the whole chunk, half "
-                    "of it, one step) and how often each mode was the reported one. The modes not reported keep "
+                    "The value of every execution mode (steps executed before re-planning: whole_chunk, half_chunk, "
+                    "single_step) and how often each mode was the reported one. The modes not reported keep "
                     "no episode records, so each interval comes from the runs' values (seed variance pooled over "
                     "the cells of a benchmark and mode)."),
     "modes": (DIAGNOSTICS, "Success by execution mode",

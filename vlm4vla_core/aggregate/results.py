@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import ResultsError, read_json
-from vlm4vla_core.config import held_out_values, variants
+from vlm4vla_core.config import MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
 
 ZERO = "zero-action"
 ALL = "all"
-MODES = ("full", "half", "single")  # fewer re-plans first: the tie-break order of the "best" rule
 ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 KEYS = ["backbone", "benchmark", "ablation", "seed"]
 COLUMNS = [*KEYS, "task", "metric", "value", "n_episodes", "mode"]
@@ -92,7 +91,7 @@ def _episode_rows(path: Path, mode: str, episodes: list, metric: str) -> list[di
 
 
 def _best_mode(mean_by_mode: dict[str, float]) -> str:
-    """The 'best' rule: the highest value; ties go to fewer re-plans (full > half > single)."""
+    """The 'best' rule: the highest value; ties go to fewer re-plans (whole_chunk > half_chunk > single_step)."""
     order = [m for m in MODES if m in mean_by_mode] + [m for m in mean_by_mode if m not in MODES]
     return max(order, key=lambda m: (mean_by_mode[m], -order.index(m)))
 
@@ -123,7 +122,7 @@ def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[st
         if reported != _best_mode(mean_by_mode):
             raise ResultsError(
                 f"{path}: reported_mode {reported!r} breaks mode_selection 'best' "
-                f"(per-mode values {mean_by_mode}; ties go to fewer re-plans: full > half > single)"
+                f"(per-mode values {mean_by_mode}; ties go to fewer re-plans: whole_chunk > half_chunk > single_step)"
             )
     elif rule != reported:
         raise ResultsError(f"{path}: mode_selection {rule!r} but reported_mode {reported!r}")
@@ -153,6 +152,10 @@ def load_runs(paths, config: dict | None = None) -> Results:
         raise ResultsError("no run files given")
     for path in paths:
         run = read_json(path, "run file")
+        try:  # a run written before the execution modes were renamed: read under the new names
+            run = renamed_modes(run) if isinstance(run, dict) else run
+        except ValueError as err:
+            raise ResultsError(f"{path}: {err}") from None
         missing = [k for k in RUN_REQUIRED if k not in run]
         if missing:
             raise ResultsError(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
@@ -236,6 +239,7 @@ def load_results_csv(path: str | Path, config: dict | None = None) -> Results:
         if col not in df.columns:
             df[col] = ALL if col == "task" else np.nan
     df["task"] = df["task"].fillna(ALL).astype(str)
+    df["mode"] = df["mode"].replace(RENAMED_MODES)  # a CSV written before the execution modes were renamed
     for col in ("value", "seed", "n_episodes"):
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & df[col].notna() if col == "n_episodes" else num.isna()

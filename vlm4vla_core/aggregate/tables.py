@@ -20,8 +20,9 @@ import pandas as pd
 
 from vlm4vla_core.aggregate.io import write_text
 from vlm4vla_core.aggregate import inference as inf
-from vlm4vla_core.aggregate.results import ABLATIONS, ALL, MODES, ZERO, Results, metric_decimals, vqa_scores
+from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, Results, metric_decimals, vqa_scores
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS
+from vlm4vla_core.config import MODES
 
 MISSING = "-"
 #: the labels of a best-of-modes cell and of the unbiased number beside it

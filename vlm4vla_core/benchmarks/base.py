@@ -319,7 +319,7 @@ def check_failures(records: Iterable[dict], total: int, share: float) -> None:
 
 def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], infer: InferFn, execute: int,
                  slots: int = 1, on_record: Callable[[dict], None] | None = None, progress: bool = True,
-                 max_failed_share: float = 1.0, videos=None) -> list[dict]:
+                 max_failed_share: float = 1.0, videos=None, mode: str | None = None) -> list[dict]:
     """Run ``episodes`` with up to ``slots`` of them stepping in lockstep; every re-plan that falls
     on the same tick is one ``infer`` call. Returns one record per episode, in episode order.
 
@@ -328,7 +328,8 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
     and openpi's evaluators go on; once more than ``max_failed_share`` of the episodes have raised,
     the run stops with ``EpisodeFailures`` listing every error. Errors of the policy itself
     (``infer``) stop the run at once. ``videos``: a ``video.RolloutVideos`` that films some episodes
-    (their records get ``video``)."""
+    (their records get ``video``). ``mode``: the execution mode's name, for the progress line
+    ("mode=half_chunk (executes 2 of 4)")."""
     import traceback
 
     from vlm4vla_core.progress import progress as counter
@@ -340,7 +341,9 @@ def run_episodes(bench: Benchmark, entry: dict, episodes: Iterable[Episode], inf
     active: dict[int, list] = {}
     records: list[dict] = []
     failures: list[dict] = []
-    bar = counter(total=len(todo), desc=f"{bench.kind} exec={execute}", unit="episodes", disable=not progress,
+    of = f" of {entry['chunk']}" if isinstance(entry, dict) and "chunk" in entry else ""
+    desc = f"{bench.kind} " + (f"mode={mode} " if mode else "") + f"(executes {execute}{of})"
+    bar = counter(total=len(todo), desc=desc, unit="episodes", disable=not progress,
                   mininterval=2)
 
     def finish(episode: Episode, agent: Agent, record: dict) -> None:

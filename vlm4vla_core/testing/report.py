@@ -55,8 +55,8 @@ def write_study(root: Path) -> list[Path]:
                     write_mp4(run / ep["video"], [frame, frame + 100])
                 eps.append(ep)
         rec = dict(study="pages", backbone=bb, family="f", benchmark="metaworld", ablation=abl, seed=seed,
-                   metric="success_rate", modes={"full": {"execute_steps": 4, "episodes": eps}}, mode_selection="best",
-                   reported_mode="full", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
+                   metric="success_rate", modes={"whole_chunk": {"execute_steps": 4, "episodes": eps}}, mode_selection="best",
+                   reported_mode="whole_chunk", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
         run.mkdir(parents=True, exist_ok=True)
         (run / "eval.json").write_text(json.dumps(rec))
         if bb != "zero-action":

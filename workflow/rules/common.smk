@@ -11,9 +11,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
+from vlm4vla_core.config import ConfigError, check_mode_names, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
 from vlm4vla_core.study import check as check_config, report_head
 
+try:
+    check_mode_names(config)  # before the schema: an old mode name stops with its new name
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}")
 validate(config, "../schemas/config.schema.yaml")
 try:
     check_config(config)

@@ -44,7 +44,7 @@ class CalvinBenchmark(Benchmark):
                 "use_egl": True, "split": "training", "lang_folder": "lang_annotations", "windows_per_block": 256,
                 "gripper": "calvin", "image_size": 224}
     #: VLM4VLA runs one mode: the whole 10-step chunk (eval/calvin/evaluate_ddp.py: ``execute_step=10``)
-    official_modes = ("full",)
+    official_modes = ("whole_chunk",)
     data_env = "vlm4vla.yaml"
     sim_env = "calvin.yaml"
     metric = "avg_len"

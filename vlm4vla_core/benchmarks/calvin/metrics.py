@@ -1,7 +1,7 @@
 """CALVIN numbers of an evaluation result (a run's eval.json, merged from any number of shards).
 
     python -m vlm4vla_core.benchmarks.calvin.metrics results/<study>/runs/<b>/calvin/<a>/seed<s>/eval.json
-        [--mode full] [--n-boot 2000] [--json out.json]
+        [--mode whole_chunk] [--n-boot 2000] [--json out.json]
 
 Prints SR@1..5, the average length, per-subtask success and percentile-bootstrap 95% intervals over
 chains, all computed from the per-chain records (``completed``), so shards of any sizes give the numbers
@@ -16,9 +16,12 @@ import json
 import sys
 
 from vlm4vla_core.benchmarks.calvin.protocol import chain_metrics
+from vlm4vla_core.config import RENAMED_MODES, renamed_modes
 
 
 def summarise(record: dict, mode: str | None = None, n_boot: int = 2000) -> dict:
+    record = renamed_modes(record)  # written before the execution modes were renamed: the new names
+    mode = RENAMED_MODES.get(mode, mode)
     mode = mode or record.get("reported_mode") or next(iter(record["modes"]))
     out = chain_metrics(record["modes"][mode]["episodes"], n_boot=n_boot)
     return dict(mode=mode, execute_steps=record["modes"][mode].get("execute_steps"), **out)

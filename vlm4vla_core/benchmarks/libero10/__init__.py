@@ -60,7 +60,7 @@ class Libero10Benchmark(Benchmark):
                 "wait_steps": 10, "camera_size": 256, "env_seed": 0, "center_crop": False, "skip_noops": True,
                 "norm_stats": "official", "regenerate": False, "image_size": 224}
     #: VLM4VLA runs two modes: 4 and 2 of the 4-step chunk (eval/libero/eval_ckpts_libero.py: ``execute_step = [4, 2]``)
-    official_modes = ("full", "half")
+    official_modes = ("whole_chunk", "half_chunk")
     data_env = "vlm4vla.yaml"
     sim_env = "libero.yaml"
     #: the official LIBERO-10 statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_libero_10.json:

@@ -67,7 +67,7 @@ class SimplerBridgeBenchmark(Benchmark):
                 "image_key": "image_0", "state_key": "observation.state", "action_key": "action", "split": "train",
                 "vulkan_check": True, "image_size": 224}
     #: VLM4VLA runs three modes: 4, 2 and 1 of the 4-step chunk (eval/simpler/eval_ckpts_bridge.py: ``[4, 2, 1]``)
-    official_modes = ("full", "half", "single")
+    official_modes = ("whole_chunk", "half_chunk", "single_step")
     data_env = "vlm4vla.yaml"
     sim_env = "simpler.yaml"
     official_stats = OFFICIAL_STATS

@@ -11,11 +11,14 @@ import json
 import sys
 
 from vlm4vla_core.benchmarks.simpler_bridge import summary
+from vlm4vla_core.config import RENAMED_MODES, renamed_modes
 
 KEYS = {"success_final_step": "success at the final step (official)", "success_any_step": "success at any step"}
 
 
 def report(run: dict, mode: str | None = None) -> dict:
+    run = renamed_modes(run)  # written before the execution modes were renamed: the new names
+    mode = RENAMED_MODES.get(mode, mode)
     mode = mode or run.get("reported_mode") or next(iter(run["modes"]))
     episodes = run["modes"][mode]["episodes"]
     return dict(mode=mode, **{key: summary(episodes, key) for key in KEYS})
