@@ -45,7 +45,7 @@ def interval_cells(results: pd.DataFrame, cells: pd.DataFrame | None) -> pd.Data
 
 
 def vqa_scatter(reg: dict, out: Path, name: str, note: str | None = None, xlabel: str = "VQA score",
-                sources: str = "regression.json", cells: pd.DataFrame | None = None, within: dict | None = None,
+                sources: str = "inference/slopes.json", cells: pd.DataFrame | None = None, within: dict | None = None,
                 families: dict[str, str] | None = None, published: dict[str, float] | None = None) -> list[Path]:
     """Control vs VQA score of one benchmark with the OLS fit and its 95% confidence band; ``xlabel`` names
     the score, ``sources`` the file that gives each backbone's. ``cells`` (inference/cells.csv): each point is its
