@@ -39,7 +39,7 @@ rule evaluate_baseline:
     conda:
         eval_env
     resources:
-        **resources_of("evaluate"),
+        **resources_of("evaluate_baseline"),
     log:
         BASE_RUN + "/eval/shard{shard}.log",
     shell:
