@@ -282,3 +282,31 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert res.returncode != 0
     assert "backbones.kosmos-2.family" in res.stderr + res.stdout
     assert not (wf / "results" / "paper" / "runs").exists()
+
+
+def test_the_ablation_names_and_the_baseline_name_have_one_home():
+    """config.ABLATIONS and config.BASELINE are the only spelling in the package and the workflow; the
+    schema's enum is checked against them."""
+    import ast
+
+    from vlm4vla_core.config import ABLATIONS, BASELINE
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["$defs"]["ablation"]["enum"] == list(ABLATIONS)
+    found = []
+    for path in sorted((ROOT / "vlm4vla_core").rglob("*.py")):
+        if path == ROOT / "vlm4vla_core" / "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                names = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if names >= set(ABLATIONS):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: the list of ablations")
+            elif isinstance(node, ast.Constant) and node.value == BASELINE:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {BASELINE!r}")
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if BASELINE in code or all(a in code for a in ABLATIONS):
+                found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not found, "spelt outside vlm4vla_core/config.py:\n" + "\n".join(found)

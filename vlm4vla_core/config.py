@@ -26,6 +26,12 @@ MODES = ("whole_chunk", "half_chunk", "single_step")
 #: The names the execution modes had before (``full`` also named a training regime): a config that still
 #: uses one stops with the new name; results written with them are read under the new names.
 RENAMED_MODES = {"full": "whole_chunk", "half": "half_chunk", "single": "single_step"}
+#: The training regimes of the ``ablations`` axis: all trained, the vision encoder or the word embeddings
+#: frozen, and the backbone's architecture trained from random weights.
+ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
+#: The baseline's name: the policy that always outputs zero actions, evaluated on the same episodes; a
+#: backbone name in run paths and results (runs/<BASELINE>/<benchmark>/none/...) and ``evaluate --policy``.
+BASELINE = "zero-action"
 #: ``resources.<rule>``: a workflow rule's resources, keyed by the rule's name (the rules that submit jobs).
 RESOURCE_RULES = ("make_tiny_backbone", "backbone_report", "data", "train", "sft", "vqa_data", "vqa_eval",
                   "evaluate", "evaluate_baseline", "aggregate", "published")

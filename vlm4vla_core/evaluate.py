@@ -32,11 +32,11 @@ import numpy as np
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.video import RolloutVideos
+from vlm4vla_core.config import BASELINE as ZERO
 from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, renamed_modes,
                                  select_mode)
 from vlm4vla_core.io import read_json, write_json
 
-ZERO = "zero-action"
 #: rollout videos land in <result folder>/videos/<result stem>/<mode>/; default successes and failures per task
 VIDEOS, VIDEOS_PER_TASK = "videos", 1
 

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, check_mode_names, check_resource_names, jobs, resolve_batch, resource, root_backbone, train_settings, with_sft_variants
+from vlm4vla_core.config import BASELINE, ConfigError, check_mode_names, check_resource_names, jobs, resolve_batch, resource, root_backbone, train_settings, with_sft_variants
 from vlm4vla_core.study import check as check_config, report_head
 
 try:
@@ -49,7 +49,6 @@ except (AttributeError, ImportError):  # another Snakemake API: plan as before
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 RUN = OUT + "/runs/{backbone}/{benchmark}/{ablation}/seed{seed}"
-BASELINE = "zero-action"
 
 # The stages read the effective config (config files plus --config overrides) from one file,
 # rewritten only when it changes so that an unchanged study stays up to date.
