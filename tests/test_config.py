@@ -310,3 +310,13 @@ def test_the_ablation_names_and_the_baseline_name_have_one_home():
             if BASELINE in code or all(a in code for a in ABLATIONS):
                 found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not found, "spelt outside vlm4vla_core/config.py:\n" + "\n".join(found)
+
+
+def test_a_plugin_generated_vqa_set_names_a_benchmark_of_its_kind(paper):
+    demo = load_config(DEMO)
+    name = next(n for n, e in demo["vqa_sets"].items() if e.get("generate") == "metaworld")
+    bad = copy.deepcopy(demo)
+    bad["vqa_sets"][name]["benchmark"] = "nowhere"
+    assert f"key 'vqa_sets.{name}.benchmark': 'nowhere' is not a metaworld benchmark" in _error(bad)
+    bad["vqa_sets"][name].pop("generate")
+    assert f"key 'vqa_sets.{name}': give 'heldout_path'" in _error(bad)

@@ -20,7 +20,7 @@ STAGES = {
     "backbone-report": ("vlm4vla_core.backbones.report", "main", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.dataset", "main", "Build a benchmark's training set from the study config"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "main", "Roll out Meta-World experts into a training set"),
-    "make-vqa-data": ("vlm4vla_core.vqa.generate", "main", "Generate a VQA set (Meta-World scenes or general shapes; train and held-out)"),
+    "make-vqa-data": ("vlm4vla_core.vqa.generate", "main", "Generate a VQA set (general shapes or a benchmark's scenes; train and held-out)"),
     "sft": ("vlm4vla_core.sft", "main", "Fine-tune a backbone on image conversations (answer-token loss)"),
     "vqa-eval": ("vlm4vla_core.vqa.evaluate", "main", "Answer a held-out VQA set by generation and score it"),
     "vqa-lmms": ("vlm4vla_core.vqa.lmms", "main", "Score a backbone on an lmms-eval task (in the lmms-eval environment)"),

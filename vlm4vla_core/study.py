@@ -42,6 +42,13 @@ def check(config) -> dict:
             raise ConfigError(f"key 'benchmarks.{name}.kind': {err}") from None
         bench.check(name, entry)
         benchmarks.modes_of(config, name)  # a fixed mode_selection names one of the benchmark's modes
+    providers = benchmarks.vqa_generators()
+    for name, entry in (config.get("vqa_sets") or {}).items():
+        plugin = providers.get(entry.get("generate"))
+        bench = config["benchmarks"].get(entry.get("benchmark"))
+        if plugin is not None and (bench is None or bench["kind"] != plugin.kind):
+            raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a {plugin.kind} "
+                              f"benchmark of 'benchmarks' (generate: {entry['generate']})")
     return config
 
 
