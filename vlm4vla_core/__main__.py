@@ -1,7 +1,10 @@
 """Command line: ``vlm4vla <stage> [options]`` (the console script), or ``python -m vlm4vla_core <stage> [options]``.
 
 Every stage of the Snakemake DAG is one command here, so each runs outside
-Snakemake too. A stage is a function ``(argv) -> int`` of a module.
+Snakemake too. A stage is a function ``(argv) -> int`` of a module. A stage that
+stops at bad input raises the project's ``InputError`` (a ``ConfigError`` naming the
+key, a ``ResultsError`` naming the file or row); ``run`` prints it as one line
+``error: ...`` on stderr and exits ``ERROR_EXIT``, for every stage alike.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ STAGES = {
 }
 
 
+#: exit status of a stage stopped by bad input (an InputError)
+ERROR_EXIT = 1
+
+
 def program() -> str:
     """How the command line was called: ``vlm4vla`` (the console script) or ``python -m vlm4vla_core``."""
     return "vlm4vla" if Path(sys.argv[0]).name == "vlm4vla" else "python -m vlm4vla_core"
@@ -67,8 +74,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(msg)
         return 0
-    module, func, _ = STAGES[argv[0]]
-    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    return run(argv[0], argv[1:])
+
+
+def run(stage: str, argv: list[str]) -> int:
+    """Run ``stage`` with its arguments; bad input it raises (InputError) becomes ``error: ...`` and
+    ``ERROR_EXIT``."""
+    from vlm4vla_core.config import InputError
+
+    module, func, _ = STAGES[stage]
+    try:
+        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ RENAMED_RESOURCES = {"collect_data": "data", "make_backbone": "make_tiny_backbon
 MAX_FAILED_SHARE = 0.1
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Input a stage stops at (a config, a data or results file): the message names the key or the file.
+    The command line prints it as one line ``error: ...`` (``vlm4vla_core.__main__``)."""
+
+
+class ConfigError(InputError):
     """A study config that cannot run; the message names the key."""
 
 
