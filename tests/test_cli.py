@@ -83,3 +83,18 @@ def test_a_stage_stopped_by_bad_input_prints_one_error_line(tmp_path, capsys, mo
     assert main(["fake", "results"]) == 1 and capsys.readouterr().err == "error: runs/x.json: no episodes\n"
     with pytest.raises(RuntimeError, match="a bug"):
         main(["fake", "bug"])
+
+
+@pytest.mark.parametrize("stage, args", [
+    ("make-vqa-data", ["--set", "nothing", "--out", "OUT"]),
+    ("published-results", ["--out", "OUT"]),
+    ("evaluate", ["--benchmark", "metaworld", "--seed", "0", "--policy", "zero-action", "--out", "OUT"]),
+])
+def test_the_stages_print_a_bad_config_through_the_wrapper(stage, args, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: 3\n")
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    assert main([stage, "--config", str(bad), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: invalid config") and err.count("\n") == 1 and f"{bad}: {bad}" not in err
+    assert not (tmp_path / "out").exists()

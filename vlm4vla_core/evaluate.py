@@ -191,13 +191,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, help="result JSON (a whole run's eval.json when --shards is 1)")
     args = p.parse_args(argv)
-    try:
-        config = study.load(args.config, benchmark=args.benchmark)
-        if not 0 <= args.shard < args.shards:
-            raise ConfigError(f"--shard {args.shard} is not in [0, --shards {args.shards})")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
+    config = study.load(args.config, benchmark=args.benchmark)
+    if not 0 <= args.shard < args.shards:
+        raise ConfigError(f"--shard {args.shard} is not in [0, --shards {args.shards})")
 
     import torch
 

@@ -12,7 +12,6 @@ A set's ``generate`` key names its generator:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 #: the generator of this stage's own (not a benchmark's scenes)
@@ -61,12 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", required=True, help=f"key under vqa_sets: (generate: {' or '.join(generators())})")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
+    config = study.load(args.config)  # a ConfigError names the file: one line 'error: ...' (__main__.run)
     try:
-        config = study.load(args.config)
         counts = write_set(config, args.set, args.out)
-    except (ConfigError, KeyError) as err:
-        print(f"error: {args.config}: {err}", file=sys.stderr)
-        return 1
+    except ConfigError as err:
+        raise ConfigError(f"{args.config}: {err}") from None
     for split, n in counts.items():
         print(f"{args.out / split}: {n} questions", flush=True)
     return 0
