@@ -322,5 +322,13 @@ def test_the_vqa_stage_finds_a_plugin_generator_without_naming_the_benchmark(tmp
     assert set(counts) == {"train", "heldout"}
     assert (tmp_path / "stage" / "train" / "data.json").read_text() == \
         (tmp_path / "direct" / "train" / "data.json").read_text()
+    shapes = dict(generate="shapes", train_scenes=2, heldout_scenes=1, image_size=32, questions_per_scene=1)
+    counts = write_set({"benchmarks": {}, "vqa_sets": {"s": shapes}}, "s", tmp_path / "shapes")
+    from vlm4vla_core.vqa import shapes as shapes_corpus
+
+    assert counts["train"] == shapes_corpus.generate(tmp_path / "shapes_direct", "train", 2, 32, 1) > 0
+    assert (tmp_path / "shapes" / "train" / "data.json").read_text() == \
+        (tmp_path / "shapes_direct" / "train" / "data.json").read_text()
+    assert counts["heldout"] > 0
     with pytest.raises(ValueError, match="generates no VQA sets"):
         benchmarks.get("calvin").write_vqa_split("metaworld", {}, vqa_set, tmp_path / "x", "train")

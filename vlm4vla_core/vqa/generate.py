@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: the generator of this stage's own (not a benchmark's scenes)
 SHAPES = "shapes"
-SPLITS = (("train", "train_scenes"), ("heldout", "heldout_scenes"))
+SPLITS = ("train", "heldout")
 
 
 def generators() -> tuple[str, ...]:
@@ -38,15 +38,15 @@ def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
     if entry["generate"] == SHAPES:
         from vlm4vla_core.vqa import shapes
 
-        for split, key in SPLITS:
-            counts[split] = shapes.generate(out, split, entry[key], entry.get("image_size", 112),
+        for split in SPLITS:
+            counts[split] = shapes.generate(out, split, entry[f"{split}_scenes"], entry.get("image_size", 112),
                                             entry.get("questions_per_scene", 3))
     else:
         from vlm4vla_core import benchmarks
 
         plugin = benchmarks.vqa_generators()[entry["generate"]]
         bench = config["benchmarks"][entry["benchmark"]]
-        for split, _ in SPLITS:
+        for split in SPLITS:
             counts[split] = plugin.write_vqa_split(entry["generate"], bench, entry, out, split)
     return counts
 
