@@ -230,6 +230,8 @@ def test_resources_are_keyed_by_the_rules_that_read_them():
             if "resources:" in body:
                 with_resources.add(name)
     assert with_resources == set(RESOURCE_RULES)
+    cluster = (ROOT / "docs" / "cluster.md").read_text()
+    assert all(f"`{rule}`" in cluster for rule in RESOURCE_RULES), "docs/cluster.md lists the resource keys"
 
 
 def test_a_rule_reads_the_shared_entry_for_a_key_its_own_lacks():
