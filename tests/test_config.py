@@ -2,6 +2,7 @@
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlm4vla_core.config import ConfigError, execute_steps, jobs, load_config, select_mode, train_settings
+from vlm4vla_core.config import (RENAMED_RESOURCES, RESOURCE_FALLBACK, RESOURCE_RULES, ConfigError, execute_steps, jobs,
+                                 load_config, resource, select_mode, train_settings)
 from vlm4vla_core.study import check as validate
 from vlm4vla_core.study import load as load_study
 
@@ -206,6 +208,54 @@ def test_the_workflow_stops_at_an_old_mode_name_with_the_new_one(tmp_path):
             "key 'evaluation.modes' (item 1): execution mode 'half' is now called 'half_chunk'") in res.stdout + res.stderr
 
 
+def test_an_old_resources_key_stops_with_the_rule_name(paper):
+    for old, new in RENAMED_RESOURCES.items():
+        bad = copy.deepcopy(paper)
+        bad["resources"][old] = bad["resources"].pop(new)
+        assert f"key 'resources.{old}' is now called 'resources.{new}'" in _error(bad)
+
+
+def test_resources_are_keyed_by_the_rules_that_read_them():
+    """Every rule of the workflow reads resources.<its own name>; the schema allows exactly those keys."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]["resources"]["properties"]) == set(RESOURCE_RULES)
+    with_resources = set()
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        # a rule's body: from 'rule <name>:' to the next line that starts in column 0
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
+            read = set(re.findall(r"\b(?:res|resources_of)\(\"(\w+)\"", body))
+            if "train_resources()" in body:
+                read.add("train")
+            assert read <= {name}, f"{smk.name}: rule {name} reads the resources of {sorted(read - {name})}"
+            if "resources:" in body:
+                with_resources.add(name)
+    assert with_resources == set(RESOURCE_RULES)
+    cluster = (ROOT / "docs" / "cluster.md").read_text()
+    assert all(f"`{rule}`" in cluster for rule in RESOURCE_RULES), "docs/cluster.md lists the resource keys"
+
+
+def test_a_rule_reads_the_shared_entry_for_a_key_its_own_lacks():
+    config = {"resources": {"evaluate": {"cpus": 4, "mem_mb": 9000}, "evaluate_baseline": {"cpus": 1}}}
+    assert resource(config, "evaluate_baseline", "cpus", 2) == 1
+    assert resource(config, "evaluate_baseline", "mem_mb", 2) == 9000
+    assert resource(config, "evaluate_baseline", "runtime", 60) == 60
+    assert resource(config, "published", "runtime", 30) == 30  # neither published nor aggregate set
+    assert set(RESOURCE_FALLBACK) <= set(RESOURCE_RULES) and set(RESOURCE_FALLBACK.values()) <= set(RESOURCE_RULES)
+    with pytest.raises(KeyError, match="collect_data"):
+        resource(config, "collect_data", "cpus")
+
+
+def test_the_workflow_stops_at_an_old_resources_key(tmp_path):
+    wf = _clone(tmp_path)
+    demo = wf / "config" / "demo.yaml"
+    text = demo.read_text()
+    assert "\n  data: {cpus: 2," in text
+    demo.write_text(text.replace("\n  data: {cpus: 2,", "\n  collect_data: {cpus: 2,"))
+    res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
+    assert res.returncode != 0
+    assert "key 'resources.collect_data' is now called 'resources.data'" in res.stdout + res.stderr
+
+
 def test_demo_study_plans_the_pretraining_levels_and_the_sft_axis(tmp_path):
     wf = _clone(tmp_path)
     res = _snakemake("--configfile", "config/demo.yaml", "-n", "--quiet", "rules", cwd=wf)
@@ -234,3 +284,41 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert res.returncode != 0
     assert "backbones.kosmos-2.family" in res.stderr + res.stdout
     assert not (wf / "results" / "paper" / "runs").exists()
+
+
+def test_the_ablation_names_and_the_baseline_name_have_one_home():
+    """config.ABLATIONS and config.BASELINE are the only spelling in the package and the workflow; the
+    schema's enum is checked against them."""
+    import ast
+
+    from vlm4vla_core.config import ABLATIONS, BASELINE
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["$defs"]["ablation"]["enum"] == list(ABLATIONS)
+    found = []
+    for path in sorted((ROOT / "vlm4vla_core").rglob("*.py")):
+        if path == ROOT / "vlm4vla_core" / "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                names = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if names >= set(ABLATIONS):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: the list of ablations")
+            elif isinstance(node, ast.Constant) and node.value == BASELINE:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {BASELINE!r}")
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if BASELINE in code or all(a in code for a in ABLATIONS):
+                found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not found, "spelt outside vlm4vla_core/config.py:\n" + "\n".join(found)
+
+
+def test_a_plugin_generated_vqa_set_names_a_benchmark_of_its_kind(paper):
+    demo = load_config(DEMO)
+    name = next(n for n, e in demo["vqa_sets"].items() if e.get("generate") == "metaworld")
+    bad = copy.deepcopy(demo)
+    bad["vqa_sets"][name]["benchmark"] = "nowhere"
+    assert f"key 'vqa_sets.{name}.benchmark': 'nowhere' is not a metaworld benchmark" in _error(bad)
+    bad["vqa_sets"][name].pop("generate")
+    assert f"key 'vqa_sets.{name}': give 'heldout_path'" in _error(bad)

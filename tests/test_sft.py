@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mwvqa(tmp_path_factory):
-    from vlm4vla_core.vqa.metaworld import generate
+    from vlm4vla_core.benchmarks.metaworld.vqa import generate
 
     root = tmp_path_factory.mktemp("mwvqa")
     generate(TASKS, root, "train", 2, 2, image_size=SIZE, max_steps=100)
@@ -193,7 +193,7 @@ def test_conversation_formats(tmp_path):
 def test_metaworld_vqa_answers_match_the_simulator_state(mwvqa):
     from vlm4vla_core.benchmarks.metaworld import EVAL_SEED_START
     from vlm4vla_core.benchmarks.metaworld.env import MetaWorldEnv
-    from vlm4vla_core.vqa.metaworld import LETTERS, POINT_TOLERANCE, project
+    from vlm4vla_core.benchmarks.metaworld.vqa import LETTERS, POINT_TOLERANCE, project
 
     train, held = load(mwvqa / "train"), load(mwvqa / "heldout")
     assert {s.extra["state"]["seed"] for s in train} < set(range(EVAL_SEED_START))
@@ -240,7 +240,7 @@ def test_metaworld_vqa_answers_match_the_simulator_state(mwvqa):
 def test_relation_questions_are_asked_both_ways():
     """With the gripper left of the drawer in every scene, "always left" still answers only half the
     relation questions: scenes of odd seed + step ask where the drawer is relative to the gripper."""
-    from vlm4vla_core.vqa.metaworld import questions
+    from vlm4vla_core.benchmarks.metaworld.vqa import questions
 
     tasks = ["drawer-open-v3"]
     answers = {}
@@ -289,3 +289,46 @@ def test_vqa_eval_progress_in_a_log_file_is_lines_with_totals(tiny, mwvqa, tmp_p
     lines = [ln for ln in text.splitlines() if ln.startswith("vqa-eval qwen2_5_vl:")]
     assert [ln.split()[2] for ln in lines] == ["0/3", "1/3", "2/3", "3/3"], text
     assert all("questions [" in ln and "<" in ln for ln in lines)  # elapsed<remaining: the ETA
+
+
+def test_the_vqa_stage_finds_a_plugin_generator_without_naming_the_benchmark(tmp_path):
+    """``generate: metaworld`` reaches the Meta-World plug-in's generator through the plug-in registry: the
+    stage's split equals the plug-in module's own, the schema's enum lists exactly the generators, and no
+    module of the VQA stage names a benchmark kind."""
+    import ast
+
+    import yaml
+
+    from vlm4vla_core import benchmarks
+    from vlm4vla_core.benchmarks.metaworld.vqa import generate
+    from vlm4vla_core.vqa.generate import generators, write_set
+
+    assert benchmarks.vqa_generators() == {"metaworld": benchmarks.get("metaworld")}
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert sorted(schema["properties"]["vqa_sets"]["additionalProperties"]["properties"]["generate"]["enum"]) == \
+        sorted(generators())
+    kinds = set(benchmarks.registry())
+    for path in sorted((root / "vlm4vla_core" / "vqa").glob("*.py")):
+        named = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+                 and isinstance(n.value, str) and n.value in kinds}
+        assert not named, f"{path.name} names the benchmark kinds {sorted(named)}"
+
+    bench = dict(kind="metaworld", tasks=TASKS[:1], image_size=SIZE, camera="corner4", max_steps=30)
+    vqa_set = dict(generate="metaworld", benchmark="mw", train_episodes_per_task=1, heldout_episodes_per_task=1,
+                   frames_per_episode=1)
+    counts = write_set({"benchmarks": {"mw": bench}, "vqa_sets": {"mwq": vqa_set}}, "mwq", tmp_path / "stage")
+    assert counts["train"] == generate(TASKS[:1], tmp_path / "direct", "train", 1, 1, SIZE, "corner4", 30) > 0
+    assert set(counts) == {"train", "heldout"}
+    assert (tmp_path / "stage" / "train" / "data.json").read_text() == \
+        (tmp_path / "direct" / "train" / "data.json").read_text()
+    shapes = dict(generate="shapes", train_scenes=2, heldout_scenes=1, image_size=32, questions_per_scene=1)
+    counts = write_set({"benchmarks": {}, "vqa_sets": {"s": shapes}}, "s", tmp_path / "shapes")
+    from vlm4vla_core.vqa import shapes as shapes_corpus
+
+    assert counts["train"] == shapes_corpus.generate(tmp_path / "shapes_direct", "train", 2, 32, 1) > 0
+    assert (tmp_path / "shapes" / "train" / "data.json").read_text() == \
+        (tmp_path / "shapes_direct" / "train" / "data.json").read_text()
+    assert counts["heldout"] > 0
+    with pytest.raises(ValueError, match="generates no VQA sets"):
+        benchmarks.get("calvin").write_vqa_split("metaworld", {}, vqa_set, tmp_path / "x", "train")

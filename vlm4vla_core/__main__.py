@@ -1,7 +1,10 @@
 """Command line: ``vlm4vla <stage> [options]`` (the console script), or ``python -m vlm4vla_core <stage> [options]``.
 
 Every stage of the Snakemake DAG is one command here, so each runs outside
-Snakemake too. A stage is a function ``(argv) -> int`` of a module.
+Snakemake too. A stage is a function ``(argv) -> int`` of a module. A stage that
+stops at bad input raises the project's ``InputError`` (a ``ConfigError`` naming the
+key, a ``ResultsError`` naming the file or row); ``run`` prints it as one line
+``error: ...`` on stderr and exits ``ERROR_EXIT``, for every stage alike.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ STAGES = {
     "backbone-report": ("vlm4vla_core.backbones.report", "main", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.dataset", "main", "Build a benchmark's training set from the study config"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "main", "Roll out Meta-World experts into a training set"),
-    "make-vqa-data": ("vlm4vla_core.vqa.generate", "main", "Generate a VQA set (Meta-World scenes or general shapes; train and held-out)"),
+    "make-vqa-data": ("vlm4vla_core.vqa.generate", "main", "Generate a VQA set (general shapes or a benchmark's scenes; train and held-out)"),
     "sft": ("vlm4vla_core.sft", "main", "Fine-tune a backbone on image conversations (answer-token loss)"),
     "vqa-eval": ("vlm4vla_core.vqa.evaluate", "main", "Answer a held-out VQA set by generation and score it"),
     "vqa-lmms": ("vlm4vla_core.vqa.lmms", "main", "Score a backbone on an lmms-eval task (in the lmms-eval environment)"),
@@ -51,6 +54,10 @@ STAGES = {
 }
 
 
+#: exit status of a stage stopped by bad input (an InputError)
+ERROR_EXIT = 1
+
+
 def program() -> str:
     """How the command line was called: ``vlm4vla`` (the console script) or ``python -m vlm4vla_core``."""
     return "vlm4vla" if Path(sys.argv[0]).name == "vlm4vla" else "python -m vlm4vla_core"
@@ -67,8 +74,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(msg)
         return 0
-    module, func, _ = STAGES[argv[0]]
-    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    return run(argv[0], argv[1:])
+
+
+def run(stage: str, argv: list[str]) -> int:
+    """Run ``stage`` with its arguments; bad input it raises (InputError) becomes ``error: ...`` and
+    ``ERROR_EXIT``."""
+    from vlm4vla_core.config import InputError
+
+    module, func, _ = STAGES[stage]
+    try:
+        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -26,11 +26,30 @@ MODES = ("whole_chunk", "half_chunk", "single_step")
 #: The names the execution modes had before (``full`` also named a training regime): a config that still
 #: uses one stops with the new name; results written with them are read under the new names.
 RENAMED_MODES = {"full": "whole_chunk", "half": "half_chunk", "single": "single_step"}
+#: The training regimes of the ``ablations`` axis: all trained, the vision encoder or the word embeddings
+#: frozen, and the backbone's architecture trained from random weights.
+ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
+#: The baseline's name: the policy that always outputs zero actions, evaluated on the same episodes; a
+#: backbone name in run paths and results (runs/<BASELINE>/<benchmark>/none/...) and ``evaluate --policy``.
+BASELINE = "zero-action"
+#: ``resources.<rule>``: a workflow rule's resources, keyed by the rule's name (the rules that submit jobs).
+RESOURCE_RULES = ("make_tiny_backbone", "backbone_report", "data", "train", "sft", "vqa_data", "vqa_eval",
+                  "evaluate", "evaluate_baseline", "aggregate", "published")
+#: A rule that runs the same kind of job as another reads that rule's resources for a key its own entry lacks.
+RESOURCE_FALLBACK = {"backbone_report": "make_tiny_backbone", "evaluate_baseline": "evaluate",
+                     "published": "aggregate"}
+#: The names resource keys had before they were named as their rules: a config that still uses one stops.
+RENAMED_RESOURCES = {"collect_data": "data", "make_backbone": "make_tiny_backbone"}
 #: default ``evaluation.max_failed_share``: episodes of a job that may raise before the job stops
 MAX_FAILED_SHARE = 0.1
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Input a stage stops at (a config, a data or results file): the message names the key or the file.
+    The command line prints it as one line ``error: ...`` (``vlm4vla_core.__main__``)."""
+
+
+class ConfigError(InputError):
     """A study config that cannot run; the message names the key."""
 
 
@@ -71,6 +90,7 @@ def validate(config: Any) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("the config must be a mapping of keys to values")
     check_mode_names(config)
+    check_resource_names(config)
     schema = _schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -118,13 +138,10 @@ def validate(config: Any) -> dict:
             missing = [k for k in ("train_scenes", "heldout_scenes") if k not in entry]
             if missing:
                 raise ConfigError(f"missing key 'vqa_sets.{name}.{missing[0]}' (generate: shapes)")
-        elif entry.get("generate") == "metaworld":
-            bench = config["benchmarks"].get(entry.get("benchmark"))
-            if bench is None or bench["kind"] != "metaworld":
-                raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a metaworld "
-                                  "benchmark of 'benchmarks'")
-        elif not entry.get("heldout_path"):
-            raise ConfigError(f"key 'vqa_sets.{name}': give 'heldout_path' (or 'generate: metaworld' or 'shapes')")
+        elif not entry.get("generate") and not entry.get("heldout_path"):
+            # a benchmark plug-in's generator and the benchmark it names: vlm4vla_core.study
+            raise ConfigError(f"key 'vqa_sets.{name}': give 'heldout_path' (or 'generate': 'shapes' or a "
+                              "benchmark's generator)")
     evaluation = config["evaluation"]
     if evaluation["mode_selection"] not in ("best", *evaluation["modes"]):
         raise ConfigError(f"key 'evaluation.mode_selection': {evaluation['mode_selection']!r} is not one of "
@@ -221,6 +238,27 @@ def check_mode_names(config: dict) -> None:
     if wrong:
         raise ConfigError("; ".join(wrong) + f" (the execution modes: {', '.join(MODES)}; the training regime "
                           "'full' under 'ablations' keeps its name)")
+
+
+def check_resource_names(config: dict) -> None:
+    """Stop at a key of ``resources`` under its old name, naming the key and its new name (the rule's)."""
+    section = config.get("resources")
+    old = [k for k in (section if isinstance(section, dict) else ()) if k in RENAMED_RESOURCES]
+    if old:
+        raise ConfigError("; ".join(f"key 'resources.{k}' is now called 'resources.{RENAMED_RESOURCES[k]}' (the "
+                                    "rule's name)" for k in old) + f" (the rules: {', '.join(RESOURCE_RULES)})")
+
+
+def resource(config: dict, rule: str, key: str, default: Any = None) -> Any:
+    """``resources.<rule>.<key>`` of a study config; where the rule's entry lacks the key, the entry of the
+    rule it shares resources with (``RESOURCE_FALLBACK``), then ``default``."""
+    if rule not in RESOURCE_RULES:
+        raise KeyError(f"{rule!r} is not a rule with resources (one of {', '.join(RESOURCE_RULES)})")
+    section = config.get("resources") or {}
+    for name in (rule, RESOURCE_FALLBACK.get(rule)):
+        if key in (section.get(name) or {}):
+            return section[name][key]
+    return default
 
 
 def renamed_modes(record: dict) -> dict:

@@ -32,11 +32,11 @@ import numpy as np
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.video import RolloutVideos
+from vlm4vla_core.config import BASELINE as ZERO
 from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, renamed_modes,
                                  select_mode)
 from vlm4vla_core.io import read_json, write_json
 
-ZERO = "zero-action"
 #: rollout videos land in <result folder>/videos/<result stem>/<mode>/; default successes and failures per task
 VIDEOS, VIDEOS_PER_TASK = "videos", 1
 
@@ -191,13 +191,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, help="result JSON (a whole run's eval.json when --shards is 1)")
     args = p.parse_args(argv)
-    try:
-        config = study.load(args.config, benchmark=args.benchmark)
-        if not 0 <= args.shard < args.shards:
-            raise ConfigError(f"--shard {args.shard} is not in [0, --shards {args.shards})")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
+    config = study.load(args.config, benchmark=args.benchmark)
+    if not 0 <= args.shard < args.shards:
+        raise ConfigError(f"--shard {args.shard} is not in [0, --shards {args.shards})")
 
     import torch
 

@@ -118,7 +118,8 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
     core_hours) and their totals."""
     from vlm4vla_core.backbones.memory import PROMPT_TEXT_TOKENS, head_params
     from vlm4vla_core import benchmarks
-    from vlm4vla_core.config import ConfigError, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
+    from vlm4vla_core.config import (BASELINE, ConfigError, jobs, resolve_batch, root_backbone, train_settings,
+                                     with_sft_variants)
 
     config = with_sft_variants(config)
     cost = _cost(config)
@@ -181,7 +182,7 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
         shards = int(bench.get("eval_shards", 1))
         workers = int(bench.get("eval_workers", 1))
         wall_s = max(core_s / workers, policy_s)  # summed over the run's shards
-        row = rows[("evaluate" if b is not None else "evaluate_baseline", b or "zero-action")]
+        row = rows[("evaluate" if b is not None else "evaluate_baseline", b or BASELINE)]
         row["jobs"] += shards
         row["core_hours"] += core_s / HOUR
         row["gpu_hours"] += wall_s * eval_gpus / HOUR

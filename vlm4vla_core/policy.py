@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm4vla_core.backbones import get_adapter
+from vlm4vla_core.config import ABLATIONS
 from vlm4vla_core.io import atomic_dir
 
-ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 #: how the arm's percentile value meets the norm range: ``official`` clips it to [-arm_norm, arm_norm] and
 #: rescales to [-1, 1] (VLM4VLA's composition); ``full`` scales [-1, 1] into [-arm_norm, arm_norm]
 ARM_RANGES = ("official", "full")

@@ -215,14 +215,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--image-size", type=int)
     p.add_argument("--stop-after", type=int)
     args = p.parse_args(argv)
-    try:
-        config = study.load(args.config)
-        entry = variants(config).get(args.variant)
-        if entry is None:
-            raise ConfigError(f"{args.config}: no {args.variant!r} under 'pretraining' or 'embodied_sft'")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    config = study.load(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
+    if variants(config).get(args.variant) is None:
+        raise ConfigError(f"{args.config}: no {args.variant!r} under 'pretraining' or 'embodied_sft'")
     family = config["backbones"][root_backbone(config, args.variant)]["family"]
     out = sft(family, args.source, Path(args.data), sft_settings(config, args.variant), Path(args.run_dir),
               args.seed, args.image_size, args.stop_after)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
 from pathlib import Path
 
 from vlm4vla_core.config import ConfigError, jobs, load_config, validate, with_sft_variants
@@ -42,6 +41,13 @@ def check(config) -> dict:
             raise ConfigError(f"key 'benchmarks.{name}.kind': {err}") from None
         bench.check(name, entry)
         benchmarks.modes_of(config, name)  # a fixed mode_selection names one of the benchmark's modes
+    providers = benchmarks.vqa_generators()
+    for name, entry in (config.get("vqa_sets") or {}).items():
+        plugin = providers.get(entry.get("generate"))
+        bench = config["benchmarks"].get(entry.get("benchmark"))
+        if plugin is not None and (bench is None or bench["kind"] != plugin.kind):
+            raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a {plugin.kind} "
+                              f"benchmark of 'benchmarks' (generate: {entry['generate']})")
     return config
 
 
@@ -73,11 +79,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlm4vla_core validate-config", description=__doc__)
     parser.add_argument("config", help="study config YAML")
     args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    config = load(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
     todo = jobs(with_sft_variants(config))
     n_pre, n_sft = (len(config.get(k) or {}) for k in ("pretraining", "embodied_sft"))
     print(

@@ -157,11 +157,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--run-dir", required=True, help="checkpoints, metrics and the exported policy/ go here")
     p.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps (resume later)")
     args = p.parse_args(argv)
-    try:
-        config = study.load(args.config, benchmark=args.benchmark, backbone=args.backbone, ablation=args.ablation)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
+    config = study.load(args.config, benchmark=args.benchmark, backbone=args.backbone, ablation=args.ablation)
     source = args.source or config["backbones"][args.backbone]["source"]
     data_dir = Path(args.data)
     try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlm4vla_core.config import InputError
 from vlm4vla_core.io import atomic_write, clean, read_json as _read_json, write_json, write_text  # noqa: F401
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """Results that cannot be aggregated; the message names the file or the row."""
 
 

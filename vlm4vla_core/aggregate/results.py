@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.io import ResultsError, read_json
-from vlm4vla_core.config import MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
+from vlm4vla_core.config import ABLATIONS, MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
+from vlm4vla_core.config import BASELINE as ZERO
 
-ZERO = "zero-action"
 ALL = "all"
-ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
 KEYS = ["backbone", "benchmark", "ablation", "seed"]
 COLUMNS = [*KEYS, "task", "metric", "value", "n_episodes", "mode"]
 CSV_REQUIRED = ["backbone", "benchmark", "ablation", "seed", "metric", "value"]

@@ -21,9 +21,7 @@ from torch import nn
 from vlm4vla_core.backbones import FAMILIES, UnsupportedBackbone, get_adapter
 from vlm4vla_core.backbones.base import FamilyAdapter, Processor, count_parameters
 from vlm4vla_core.backbones.memory import head_params
-
-# the policy's ablations (vlm4vla_core.policy.ABLATIONS; a backbone module does not import the policy)
-ABLATIONS = ("full", "freeze_vision", "freeze_embeddings", "from_scratch")
+from vlm4vla_core.config import ABLATIONS
 
 SAMPLE_INSTRUCTION = "pick up the red block and place it in the drawer"
 

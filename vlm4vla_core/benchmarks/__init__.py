@@ -54,6 +54,11 @@ def get(kind: str) -> Benchmark:
     return kinds[kind]
 
 
+def vqa_generators() -> dict[str, Benchmark]:
+    """Each VQA-set generator a plug-in provides (``Benchmark.vqa_generators``) -> that plug-in."""
+    return {g: bench for bench in registry().values() for g in bench.vqa_generators}
+
+
 def of(config: dict, name: str) -> tuple[Benchmark, dict]:
     """The plug-in and the settings (defaults filled in) of benchmark ``name`` of a study config."""
     entry = config["benchmarks"][name]

@@ -173,6 +173,16 @@ class Benchmark:
         """Write the training set of this benchmark into ``out`` (see ``vlm4vla_core.episodes``)."""
         raise NotImplementedError
 
+    #: generators of VQA sets this plug-in provides: ``vqa_sets.<set>.generate`` names one, and the set's
+    #: ``benchmark`` a benchmark of this kind whose scenes it is built from (``write_vqa_split``)
+    vqa_generators: tuple[str, ...] = ()
+
+    def write_vqa_split(self, generator: str, entry: dict, vqa_set: dict, out: Path, split: str) -> int:
+        """Write split ``split`` (``train`` or ``heldout``) of a VQA set of ``generator`` (one of
+        ``vqa_generators``; ``vqa_set``: its ``vqa_sets`` entry) from the scenes of benchmark ``entry`` into
+        ``out/<split>``; returns the number of questions."""
+        raise ConfigError(f"benchmark kind {self.kind!r} generates no VQA sets (asked for {generator!r})")
+
     def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
         """Per-dimension (low, high) of the arm actions that the policy maps to [-1, 1] before its
         norm range (``vlm4vla_core.policy``): the 1st/99th percentiles, as the official code

@@ -99,7 +99,6 @@ def sourced_vqa(key: str) -> dict:
 def main(argv: list[str]) -> int:
     """``published-results``: write the published numbers as a results CSV for ``aggregate --results-csv``."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core published-results", description=main.__doc__)
     p.add_argument("--config", help="study config: name models and benchmarks by its keys (e.g. config.yaml)")
@@ -107,13 +106,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     config = None
     if args.config:
-        from vlm4vla_core.config import ConfigError, load_config
+        from vlm4vla_core.config import load_config
 
-        try:
-            config = load_config(args.config)
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        config = load_config(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
     from vlm4vla_core.io import atomic_write
 
     atomic_write(args.out, lambda tmp: published_results(config).to_csv(tmp, index=False))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core.benchmarks.video import write_mp4
+from vlm4vla_core.config import BASELINE
 
 TASKS = ("reach-v3", "push-v3")
 #: (backbone, ablation, seed) -> successes per task of 4 episodes each
@@ -18,7 +19,7 @@ RUNS = {("qwen", "full", 0): {"reach-v3": [1, 1, 0, 1], "push-v3": [0, 0, 0, 1]}
         ("qwen", "full", 1): {"reach-v3": [1, 0, 0, 0], "push-v3": [0, 0, 0, 0]},
         ("pali", "full", 0): {"reach-v3": [0, 0, 0, 0], "push-v3": [1, 1, 1, 1]},
         ("pali", "freeze_vision", 0): {"reach-v3": [0, 1, 0, 0], "push-v3": [0, 0, 0, 0]},
-        ("zero-action", "none", 0): {"reach-v3": [0, 0, 0, 0], "push-v3": [0, 0, 0, 0]}}
+        (BASELINE, "none", 0): {"reach-v3": [0, 0, 0, 0], "push-v3": [0, 0, 0, 0]}}
 
 #: the small study's claims (one-line contrasts)
 CLAIMS = "claims:\n  - 'qwen > pali on metaworld by 5'\n  - 'pali/freeze_vision < pali on metaworld'\n"
@@ -59,7 +60,7 @@ def write_study(root: Path) -> list[Path]:
                    reported_mode="whole_chunk", provenance={"git_commit": "c0ffee", "config_hash": "abc"})
         run.mkdir(parents=True, exist_ok=True)
         (run / "eval.json").write_text(json.dumps(rec))
-        if bb != "zero-action":
+        if bb != BASELINE:
             rows = [dict(step=s, loss=1.0 / s + seed, gripper_acc=0.5 + s / 100) for s in (10, 20, 30)]
             rows.append(dict(step=20, loss=0.05 + seed, gripper_acc=0.7))  # a resumed run re-logs step 20
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

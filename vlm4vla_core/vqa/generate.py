@@ -2,20 +2,28 @@
 
 A set's ``generate`` key names its generator:
 
-- ``metaworld``: embodied VQA from the scenes of a Meta-World benchmark of the study
-  (``vlm4vla_core.vqa.metaworld``; keys ``benchmark``, ``train_episodes_per_task``,
-  ``heldout_episodes_per_task``, ``frames_per_episode``);
 - ``shapes``: the general shapes corpus (``vlm4vla_core.vqa.shapes``; keys ``train_scenes``,
-  ``heldout_scenes``, ``questions_per_scene``, ``image_size``).
+  ``heldout_scenes``, ``questions_per_scene``, ``image_size``);
+- a generator a benchmark plug-in provides (its ``vqa_generators``, written by its
+  ``write_vqa_split``, which reads the set's further keys): the set's ``benchmark`` names a
+  benchmark of that kind, whose scenes the questions are built from.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-GENERATORS = ("metaworld", "shapes")
+#: the generator of this stage's own (not a benchmark's scenes)
+SHAPES = "shapes"
+SPLITS = ("train", "heldout")
+
+
+def generators() -> tuple[str, ...]:
+    """Every value of ``vqa_sets.<set>.generate``: ``shapes`` and the plug-ins' generators."""
+    from vlm4vla_core import benchmarks
+
+    return (SHAPES, *sorted(benchmarks.vqa_generators()))
 
 
 def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
@@ -23,23 +31,23 @@ def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
     from vlm4vla_core.config import ConfigError
 
     entry = (config.get("vqa_sets") or {}).get(name)
-    if entry is None or entry.get("generate") not in GENERATORS:
-        raise ConfigError(f"'vqa_sets.{name}' is not a generated set (generate: {' or '.join(GENERATORS)})")
+    known = generators()
+    if entry is None or entry.get("generate") not in known:
+        raise ConfigError(f"'vqa_sets.{name}' is not a generated set (generate: {' or '.join(known)})")
     counts = {}
-    if entry["generate"] == "shapes":
+    if entry["generate"] == SHAPES:
         from vlm4vla_core.vqa import shapes
 
-        for split, key in (("train", "train_scenes"), ("heldout", "heldout_scenes")):
-            counts[split] = shapes.generate(out, split, entry[key], entry.get("image_size", 112),
+        for split in SPLITS:
+            counts[split] = shapes.generate(out, split, entry[f"{split}_scenes"], entry.get("image_size", 112),
                                             entry.get("questions_per_scene", 3))
     else:
-        from vlm4vla_core.vqa import metaworld
+        from vlm4vla_core import benchmarks
 
+        plugin = benchmarks.vqa_generators()[entry["generate"]]
         bench = config["benchmarks"][entry["benchmark"]]
-        for split, key in (("train", "train_episodes_per_task"), ("heldout", "heldout_episodes_per_task")):
-            counts[split] = metaworld.generate(bench["tasks"], out, split, entry[key], entry.get("frames_per_episode", 2),
-                                               bench.get("image_size", 112), bench.get("camera", "corner4"),
-                                               bench.get("max_steps", 150))
+        for split in SPLITS:
+            counts[split] = plugin.write_vqa_split(entry["generate"], bench, entry, out, split)
     return counts
 
 
@@ -49,15 +57,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core make-vqa-data", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--set", required=True, help=f"key under vqa_sets: (generate: {' or '.join(GENERATORS)})")
+    p.add_argument("--set", required=True, help=f"key under vqa_sets: (generate: {' or '.join(generators())})")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
+    config = study.load(args.config)  # a ConfigError names the file: one line 'error: ...' (__main__.run)
     try:
-        config = study.load(args.config)
         counts = write_set(config, args.set, args.out)
-    except (ConfigError, KeyError) as err:
-        print(f"error: {args.config}: {err}", file=sys.stderr)
-        return 1
+    except ConfigError as err:
+        raise ConfigError(f"{args.config}: {err}") from None
     for split, n in counts.items():
         print(f"{args.out / split}: {n} questions", flush=True)
     return 0

@@ -72,7 +72,7 @@ rule published:
         cfg=STUDY_CONFIG,
         digest=digest(config),
     resources:
-        **resources_of("aggregate"),
+        **resources_of("published"),
     log:
         "results/published/logs/aggregate.log",
     shell:

@@ -10,7 +10,7 @@ rule make_tiny_backbone:
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
-        **resources_of("make_backbone"),
+        **resources_of("make_tiny_backbone"),
     log:
         OUT + "/logs/make_tiny_backbone/{backbone}.log",
     shell:
@@ -37,7 +37,7 @@ rule backbone_report:
     conda:
         "../../envs/vlm4vla.yaml"
     resources:
-        **resources_of("make_backbone"),
+        **resources_of("backbone_report"),
     log:
         OUT + "/logs/backbone_report/{backbone}.log",
     shell:

@@ -11,11 +11,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError, check_mode_names, jobs, resolve_batch, root_backbone, train_settings, with_sft_variants
+from vlm4vla_core.config import BASELINE, ConfigError, check_mode_names, check_resource_names, jobs, resolve_batch, resource, root_backbone, train_settings, with_sft_variants
 from vlm4vla_core.study import check as check_config, report_head
 
 try:
     check_mode_names(config)  # before the schema: an old mode name stops with its new name
+    check_resource_names(config)  # and an old resources key with the rule's name
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
 validate(config, "../schemas/config.schema.yaml")
@@ -48,7 +49,6 @@ except (AttributeError, ImportError):  # another Snakemake API: plan as before
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 RUN = OUT + "/runs/{backbone}/{benchmark}/{ablation}/seed{seed}"
-BASELINE = "zero-action"
 
 # The stages read the effective config (config files plus --config overrides) from one file,
 # rewritten only when it changes so that an unchanged study stays up to date.
@@ -80,7 +80,8 @@ def digest(*parts):
 
 
 def res(rule_name, key, default):
-    return config["resources"].get(rule_name, {}).get(key, default)
+    """resources.<rule>.<key> (a key the rule's entry lacks: the rule it shares resources with)."""
+    return resource(config, rule_name, key, default)
 
 
 def train_res(backbone, key, default):
@@ -146,7 +147,7 @@ def train_resources():
 
 
 def resources_of(rule_name):
-    """Snakemake / slurm executor resources of a rule, from config['resources'][rule]."""
+    """Snakemake / slurm executor resources of a rule, from resources.<rule> of the study config."""
     out = dict(
         mem_mb=res(rule_name, "mem_mb", 4000),
         runtime=res(rule_name, "runtime", 60),

@@ -7,11 +7,11 @@ rule data:
     params:
         cfg=STUDY_CONFIG,
         digest=lambda wc: digest(config["benchmarks"][wc.benchmark]),
-    threads: res("collect_data", "cpus", 1)
+    threads: res("data", "cpus", 1)
     conda:
         data_env
     resources:
-        **resources_of("collect_data"),
+        **resources_of("data"),
     log:
         OUT + "/logs/data/{benchmark}.log",
     shell:

@@ -39,12 +39,12 @@ rule evaluate_baseline:
     conda:
         eval_env
     resources:
-        **resources_of("evaluate"),
+        **resources_of("evaluate_baseline"),
     log:
         BASE_RUN + "/eval/shard{shard}.log",
     shell:
         "python -m vlm4vla_core evaluate --config {params.cfg} --benchmark {wildcards.benchmark}"
-        " --seed {wildcards.seed} --policy zero-action --shard {wildcards.shard} --shards {params.shards}"
+        " --seed {wildcards.seed} --policy {BASELINE} --shard {wildcards.shard} --shards {params.shards}"
         " --threads 1 --out {output} > {log} 2>&1"
 
 

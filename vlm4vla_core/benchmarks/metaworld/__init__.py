@@ -57,6 +57,18 @@ class MetaWorldBenchmark(Benchmark):
         collect(entry["tasks"], entry["demos_per_task"], out, entry["image_size"], entry["camera"],
                 entry["max_steps"], workers=workers)
 
+    vqa_generators = ("metaworld",)
+
+    def write_vqa_split(self, generator: str, entry: dict, vqa_set: dict, out: Path, split: str) -> int:
+        """Embodied VQA from this benchmark's scenes (``vlm4vla_core.benchmarks.metaworld.vqa``)."""
+        from vlm4vla_core.benchmarks.metaworld.vqa import generate
+
+        if generator not in self.vqa_generators:
+            return super().write_vqa_split(generator, entry, vqa_set, out, split)
+        episodes = vqa_set["train_episodes_per_task" if split == "train" else "heldout_episodes_per_task"]
+        return generate(entry["tasks"], out, split, episodes, vqa_set.get("frames_per_episode", 2),
+                        entry.get("image_size", 112), entry.get("camera", "corner4"), entry.get("max_steps", 150))
+
     def episodes(self, entry: dict, seed: int) -> list[Episode]:
         """Per task, ``episodes_per_task`` evaluation seeds from ``EVAL_SEED_START + eval_seed_offset +
         1000 * seed``: disjoint from the demonstrations, different for every training seed, the same
