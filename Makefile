@@ -22,7 +22,7 @@ TOOLS ?= .venv-tools
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 LATEST ?= .venv-latest
 
-.PHONY: setup system-deps demo test docs lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long mutants
+.PHONY: setup system-deps demo test docs lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long test-e2e mutants
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -99,6 +99,11 @@ reliability: setup
 # colour on held-out shapes above chance
 test-long: setup
 	$(BIN)/pytest -q -m long
+
+# the demo study's own DAG end to end through the slurm executor on a fake Slurm (about 9 minutes); the
+# default run sends config/test.yaml, every kind of rule, the same way
+test-e2e: setup
+	$(BIN)/pytest -q -m e2e
 
 # mutation testing (docs/mutation.md): mutmut 3 over the benchmark protocols, the statistics and then the
 # policy's action maths, each mutant against a fast test selection (setup.cfg); the score per group and

@@ -200,9 +200,9 @@ def test_twenty_random_kills_resume_to_the_same_weights(tmp_path):
     assert done >= 20
 
 
-# -- the demo study through the slurm executor on a fake Slurm ---------------------------------------
-SMALL = """\
-# the demo study, shrunk by overrides only: one task, one seed, one ablation, short runs, small VQA sets
+# -- the test study (and the demo) through the slurm executor on a fake Slurm -------------------------
+# The demo study, shrunk by overrides only: one task, one seed, one regime, short runs, small VQA sets.
+SMALL_DEMO = """\
 seeds: [0]
 ablations: [full]
 benchmarks:
@@ -228,24 +228,26 @@ embodied_sft:
 """
 
 
-@pytest.mark.slow
-def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
+def _through_fake_slurm(tmp_path, configfiles: list[str], study: str):
+    """Every job of a study submitted by the slurm executor plugin to the fake Slurm, with the pre-timeout
+    signal sent to the training job of tiny-qwen2.5-vl (full fine-tuning, seed 0) once its first checkpoint
+    is written: that job must checkpoint, exit 75, be submitted again and resume."""
     wf = _clone(tmp_path)
-    (wf / "small.yaml").write_text(SMALL)
-    run = "results/demo/runs/tiny-qwen2.5-vl/metaworld/full/seed0"
+    (wf / "small.yaml").write_text(SMALL_DEMO)
+    run = f"results/{study}/runs/tiny-qwen2.5-vl/metaworld/full/seed0"
     env = _env(PATH=f"{FAKE_BIN}:{BIN}:{os.environ['PATH']}", FAKE_SLURM_DIR=str(tmp_path / "slurm"),
                FAKE_SLURM_PYTHON=sys.executable, FAKE_SLURM_KILL_WAIT="5",
-               # the pre-timeout signal in the middle of one training job, once its first checkpoint is there
                FAKE_SLURM_SIGNAL_WHEN=f"rule_train_.*_tiny-qwen2.5-vl_metaworld::{run}/checkpoints/latest")
-    res = _snakemake("--executor", "slurm", "--configfile", "config/demo.yaml", "small.yaml", "--jobs", "4",
+    res = _snakemake("--executor", "slurm", "--configfile", *configfiles, "--jobs", "4",
                      "--default-resources", "slurm_account=fake", "slurm_partition=fake",
                      "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
                      "--retries", "2", "--latency-wait", "5", cwd=wf, env=env, timeout=1500)
     assert res.returncode == 0, res.stderr[-5000:]
-    out = wf / "results" / "demo"
-    assert (out / "main_table.md").is_file() and (out / "index.md").is_file()
+    out = wf / "results" / study
+    assert (out / "main_table.md").is_file() and (out / "index.md").is_file() and (out / "findings.rst").is_file()
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "slurm" / "jobs").glob("*/meta.json")]
     assert all(j["state"] in ("COMPLETED", "FAILED") for j in jobs)
+    rules = {j["comment"].split("_")[1] for j in jobs if j["comment"].startswith("rule_")}
     trains = [j for j in jobs if j["comment"].startswith("rule_train")]
     assert any("--signal=USR1@" in " ".join(j["argv"]) for j in trains)
     # the signalled job checkpointed, exited 75 and was submitted again; the rerun resumed
@@ -256,7 +258,23 @@ def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
     log = (wf / run / "train.log").read_text()
     assert "resumed from" in log and "at step 0" not in log
     assert (wf / run / "policy" / "policy.safetensors").is_file()
-    assert len([j for j in trains if "_tiny-qwen2.5-vl_metaworld" in j["comment"]]) == 2  # not its SFT variant
+    assert len([j for j in trains if "_tiny-qwen2.5-vl_metaworld" in j["comment"]]) == 2  # not its SFT variants
+    return rules
+
+
+@pytest.mark.slow
+def test_the_test_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
+    """config/test.yaml: every kind of rule (tiny backbone, VQA data, two chained SFT variants, data, training,
+    evaluation and the baseline, VQA evaluation, aggregation) as a Slurm job, with a preempted training job."""
+    rules = _through_fake_slurm(tmp_path, ["config/test.yaml"], "test")
+    assert {"make", "vqa", "sft", "data", "train", "evaluate", "backbone", "aggregate"} <= rules, rules  # merge_eval runs locally
+
+
+@pytest.mark.e2e
+def test_demo_study_runs_through_the_slurm_executor_on_a_fake_slurm(tmp_path):
+    """The demo's own DAG (both families, every pretraining level, the embodied-SFT variants), shrunk by
+    overrides only: make test-e2e."""
+    _through_fake_slurm(tmp_path, ["config/demo.yaml", "small.yaml"], "demo")
 
 
 def test_a_corrupt_checkpoint_is_named(tmp_path):
