@@ -18,7 +18,7 @@ import pytest
 from scipy import stats as sps
 
 from vlm4vla_core.aggregate import aggregate, load_results_csv, load_runs, main, results_from_runs
-from vlm4vla_core.aggregate.io import write_text
+from vlm4vla_core.aggregate.files import write_text
 from vlm4vla_core.aggregate.results import ResultsError
 from vlm4vla_core.aggregate.stats import baseline_comparison
 from vlm4vla_core.aggregate.tables import main_table
@@ -310,7 +310,7 @@ def test_atomic_writes(tmp_path):
         tmp.write_text("half a fi")
         raise RuntimeError("disk full")
 
-    from vlm4vla_core.aggregate.io import atomic_write
+    from vlm4vla_core.aggregate.files import atomic_write
 
     with pytest.raises(RuntimeError):
         atomic_write(target, fails)
@@ -363,7 +363,7 @@ def test_provenance(tmp_path):
 
 
 def test_published_numbers():
-    from vlm4vla_core.data import published, published_results, published_vqa
+    from vlm4vla_core.published import published, published_results, published_vqa
 
     df = published_results().set_index(["backbone", "benchmark", "ablation"])["value"]
     assert df[("kosmos-2", "simpler_bridge", "full")] == 60.4
@@ -437,7 +437,7 @@ def test_published_table_hand_case(tmp_path):
     from statsmodels.stats.proportion import proportion_confint
 
     from vlm4vla_core.aggregate.tables import published_table
-    from vlm4vla_core.data import published_results
+    from vlm4vla_core.published import published_results
 
     csv = tmp_path / "r.csv"
     csv.write_text("backbone,benchmark,ablation,seed,metric,value,n_episodes\n"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlm4vla_core.backbones import FAMILIES, UnsupportedBackbone, get_adapter
-from vlm4vla_core.backbones import report as report_mod
+from vlm4vla_core.backbones import card
 from vlm4vla_core.backbones import tiny as tiny_mod
 from vlm4vla_core.backbones.base import count_parameters
 
@@ -238,7 +238,7 @@ def test_unknown_family():
 def test_real_configs_on_meta(hub_id):
     family = "qwen2_5_vl" if hub_id.startswith("Qwen") else "paligemma"
     adapter = get_adapter(family)
-    vlm = report_mod.meta_model(adapter, hub_id)
+    vlm = card.meta_model(adapter, hub_id)
     n = count_parameters(vlm)
     assert abs(n / 1e9 - PUBLISHED_SIZES[hub_id]) / PUBLISHED_SIZES[hub_id] < 0.05, n
     assert adapter.num_image_tokens(vlm.config, 224) == (64 if family == "qwen2_5_vl" else 256)
@@ -251,20 +251,20 @@ def test_cli_make_tiny_and_report(tmp_path, loaded, capsys):
     assert tiny_mod.main(["--family", "qwen2_5_vl", "--out", str(out), "--image-size", "224", "--seed", "0"]) == 0
     assert tiny_mod.main(["--family", "nope", "--out", str(tmp_path / "x")]) == 2
     adapter, vlm, processor = loaded["qwen2_5_vl"]  # same seed and vocabulary, 112 px
-    enc = adapter.encode(processor, frames(1), [report_mod.SAMPLE_INSTRUCTION])
-    direct = report_mod.backbone_report(adapter, vlm, processor, policy_added_params={"added": 1000})
+    enc = adapter.encode(processor, frames(1), [card.SAMPLE_INSTRUCTION])
+    direct = card.backbone_report(adapter, vlm, processor, policy_added_params={"added": 1000})
     assert direct["prompt_length"] == enc["input_ids"].shape[1] and direct["image_tokens_per_frame"] == 16
     assert direct["total_params"] == count_parameters(vlm)
     # the policy's share is of what the policy runs: the backbone without an untied LM head
     backbone = sum(p.numel() for p in adapter.backbone(vlm).parameters())
     assert direct["backbone_params"] == backbone and direct["policy_added_share"] == pytest.approx(1000 / backbone)
     rep = tmp_path / "report.json"
-    assert report_mod.main(["--family", "qwen2_5_vl", "--source", str(out), "--out", str(rep)]) == 0
+    assert card.main(["--family", "qwen2_5_vl", "--source", str(out), "--out", str(rep)]) == 0
     r = json.loads(rep.read_text())
     assert r["image_size"] == 224 and r["image_tokens_per_frame"] == 64 and r["weights"] is True
     assert r["prompt_length"] == direct["prompt_length"] + 64 - 16
     rep = tmp_path / "meta.json"
-    assert report_mod.main(["--family", "paligemma", "--source", "google/paligemma2-3b-pt-224", "--meta",
+    assert card.main(["--family", "paligemma", "--source", "google/paligemma2-3b-pt-224", "--meta",
                             "--out", str(rep)]) == 0
     r = json.loads(rep.read_text())
     assert r["weights"] is False and r["device"] == "meta" and r["prompt_length"] is None
@@ -280,8 +280,8 @@ def test_report_policy_counts_match_the_policy(loaded, variant):
 
     adapter, vlm, processor = loaded[variant]
     args = Namespace(family=adapter.family, source="x", chunk=5, action_dim=7, head_hidden=32, head_layers=2)
-    counts = report_mod.policy_counts(args, vlm, processor)
-    assert report_mod.ABLATIONS == ABLATIONS
+    counts = card.policy_counts(args, vlm, processor)
+    assert card.ABLATIONS == ABLATIONS
     embed = adapter.input_embeddings(adapter.backbone(vlm))
     hooks = dict(embed._forward_hooks)
     for ablation in ABLATIONS:

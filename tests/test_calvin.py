@@ -278,11 +278,11 @@ def test_importer_reads_task_abc_d(tmp_path):
 
 
 def test_importer_resumes_after_an_interruption(tmp_path, monkeypatch):
-    from vlm4vla_core.benchmarks.calvin import data as cdata
+    from vlm4vla_core.benchmarks.calvin import importer as calvin_importer
 
     src = write_task_abc_d(tmp_path / "task_ABC_D")
     entry = calvin_entry(data_path=str(src), windows_per_block=1)
-    real, calls = cdata._read_window, []
+    real, calls = calvin_importer._read_window, []
 
     def dies_at_third(split, digits, start, end):
         calls.append(start)
@@ -290,14 +290,14 @@ def test_importer_resumes_after_an_interruption(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(split, digits, start, end)
 
-    monkeypatch.setattr(cdata, "_read_window", dies_at_third)
+    monkeypatch.setattr(calvin_importer, "_read_window", dies_at_third)
     with pytest.raises(KeyboardInterrupt):
         CALVIN.build_data(entry, tmp_path / "data", workers=1)
     assert not (tmp_path / "data").exists()
     done = sorted(p.name for p in (tmp_path / "data.staging").iterdir() if (p / "meta" / "info.json").is_file())
     assert done == ["block_00000", "block_00001"]
     calls.clear()
-    monkeypatch.setattr(cdata, "_read_window", lambda *a: (calls.append(a[2]), real(*a))[1])
+    monkeypatch.setattr(calvin_importer, "_read_window", lambda *a: (calls.append(a[2]), real(*a))[1])
     CALVIN.build_data(entry, tmp_path / "data", workers=1)
     assert calls == [100, 130]  # only the unfinished windows
     assert TrainingSet(tmp_path / "data").num_frames == 52

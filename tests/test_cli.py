@@ -59,7 +59,7 @@ def test_a_stage_stopped_by_bad_input_prints_one_error_line(tmp_path, capsys, mo
     import types
 
     from vlm4vla_core import __main__ as cli
-    from vlm4vla_core.aggregate.io import ResultsError
+    from vlm4vla_core.aggregate.files import ResultsError
     from vlm4vla_core.config import ConfigError, InputError
 
     assert issubclass(ConfigError, InputError) and issubclass(ResultsError, InputError)

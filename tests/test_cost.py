@@ -126,7 +126,7 @@ def test_step_budgets_of_the_paper_protocols():
 def test_moe_experts_count_at_top_k():
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.memory import architecture_facts
-    from vlm4vla_core.backbones.report import meta_model
+    from vlm4vla_core.backbones.card import meta_model
 
     adapter = get_adapter("qwen3_vl_moe")
     vlm = meta_model(adapter, "Qwen/Qwen3-VL-30B-A3B-Instruct")

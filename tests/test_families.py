@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vlm4vla_core.backbones import FAMILIES, Processor, UnsupportedBackbone, get_adapter
-from vlm4vla_core.backbones import report as report_mod
+from vlm4vla_core.backbones import card
 from vlm4vla_core.backbones import tiny as tiny_mod
 from vlm4vla_core.backbones.base import count_parameters
 from vlm4vla_core.policy import PolicyConfig, VLAPolicy
@@ -235,7 +235,7 @@ def test_cli_and_report_for_the_generic_family(tmp_path, tiny, capsys):
     assert (out / "model.safetensors").read_bytes() == (tiny / "idefics3" / "model.safetensors").read_bytes()
     assert tiny_mod.main(["--family", "generic", "--variant", "nope", "--out", str(tmp_path / "x")]) == 2
     rep = tmp_path / "report.json"
-    assert report_mod.main(["--family", "generic", "--source", str(out), "--out", str(rep)]) == 0
+    assert card.main(["--family", "generic", "--source", str(out), "--out", str(rep)]) == 0
     r = json.loads(rep.read_text())
     assert r["architecture"] == "Idefics3ForConditionalGeneration" and r["image_tokens_per_frame"] == 4
     assert r["vision_params"] > 0 and r["prompt_length"] > r["image_tokens_per_frame"]
@@ -245,7 +245,7 @@ def test_cli_and_report_for_the_generic_family(tmp_path, tiny, capsys):
 def test_paper_backbones_on_meta(hub_id):
     family, size_b, n_image = PAPER[hub_id]
     adapter = get_adapter(family)
-    vlm = report_mod.meta_model(adapter, hub_id)
+    vlm = card.meta_model(adapter, hub_id)
     n = count_parameters(vlm)
     assert abs(n / 1e9 - size_b) / size_b < 0.05, n
     assert adapter.num_image_tokens(vlm.config, 224) == n_image

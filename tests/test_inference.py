@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from vlm4vla_core.aggregate import claims as claims_mod
 from vlm4vla_core.aggregate import inference as inf
-from vlm4vla_core.aggregate.io import ResultsError
+from vlm4vla_core.aggregate.files import ResultsError
 from vlm4vla_core.aggregate.slopes import eiv_slope, fit_points, interaction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,7 +110,7 @@ def test_errors_in_variables_recovers_the_slope_ols_attenuates():
 
 # -- the published numbers -----------------------------------------------------------------------------
 def published_points() -> pd.DataFrame:
-    from vlm4vla_core.data import published_results, published_vqa
+    from vlm4vla_core.published import published_results, published_vqa
 
     pr = published_results()
     pr = pr[pr["ablation"] == "full"]

@@ -17,7 +17,7 @@ import pytest
 
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS
-from vlm4vla_core.benchmarks.libero10 import data as libero_data
+from vlm4vla_core.benchmarks.libero10 import importer as libero_importer
 from vlm4vla_core.benchmarks.libero10.replay import SETTLE_ACTION, is_noop, noop_mask, replay
 from vlm4vla_core.episodes.source import TrainingSet
 
@@ -284,10 +284,10 @@ def test_regeneration_replays_demos_recorded_in_the_simulator(tmp_path, capsys):
         for d in range(2):
             f.create_dataset(f"data/demo_{d}/states", data=rec[f"states_{d}"])
             f.create_dataset(f"data/demo_{d}/actions", data=rec[f"actions_{d}"])
-    found, skipped = libero_data.demo_files([path])
-    requests = libero_data.replay_requests(found)
+    found, skipped = libero_importer.demo_files([path])
+    requests = libero_importer.replay_requests(found)
     assert [(r["task"], r["reset"], r["demo"]) for r in requests] == [(0, 0, "demo_0"), (0, 1, "demo_1")]
-    stats = libero_data.regenerate(requests, tmp_path / "data", python, camera_size=256, source=str(path.parent))
+    stats = libero_importer.regenerate(requests, tmp_path / "data", python, camera_size=256, source=str(path.parent))
     printed = capsys.readouterr().out
     assert "1 of 2 demos kept, 1 replays dropped" in printed
     assert stats["replays"] == 2 and stats["replays_dropped"] == 1 and stats["dropped_demos"] == [f"{path.name}:demo_0"]

@@ -9,7 +9,7 @@ import pytest
 from vlm4vla_core.backbones import Processor, get_adapter
 from vlm4vla_core import plan_memory
 from vlm4vla_core.backbones import memory
-from vlm4vla_core.backbones.report import meta_model
+from vlm4vla_core.backbones.card import meta_model
 from vlm4vla_core.config import ConfigError, load_config
 from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 

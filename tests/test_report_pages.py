@@ -12,7 +12,7 @@ import pandas as pd
 
 from vlm4vla_core.aggregate import aggregate
 from vlm4vla_core.aggregate.diagnostics import read_metrics, task_counts
-from vlm4vla_core.testing.report import CLAIMS, SNAKEFILE, study_config, write_study
+from vlm4vla_core.testing.small_study import CLAIMS, SNAKEFILE, study_config, write_study
 
 from test_aggregate import check_pages
 

@@ -12,7 +12,7 @@ from vlm4vla_core.backbones import get_adapter
 from vlm4vla_core.config import TrainSettings
 from vlm4vla_core.sft import IGNORE, build_example, collate, lm_loss, sample_order
 from vlm4vla_core.vqa import scoring
-from vlm4vla_core.vqa.data import Sample, load
+from vlm4vla_core.vqa.sets import Sample, load
 
 SIZE = 56
 FAMILIES = ("qwen2_5_vl", "paligemma")
@@ -255,7 +255,7 @@ def test_relation_questions_are_asked_both_ways():
 
 
 def test_vqa_eval_stage(tiny, mwvqa, tmp_path):
-    from vlm4vla_core.vqa.evaluate import main
+    from vlm4vla_core.vqa.eval_stage import main
 
     out = tmp_path / "vqa.json"
     assert main(["--family", "paligemma", "--source", str(tiny / "paligemma"), "--data", str(mwvqa / "heldout"),
@@ -276,7 +276,7 @@ def test_vqa_eval_progress_in_a_log_file_is_lines_with_totals(tiny, mwvqa, tmp_p
     with the count and its total, no carriage returns."""
     import contextlib
 
-    from vlm4vla_core.vqa.evaluate import main
+    from vlm4vla_core.vqa.eval_stage import main
 
     monkeypatch.setenv("VLM4VLA_PROGRESS_SECONDS", "0")
     log = tmp_path / "vqa.log"

@@ -19,7 +19,7 @@ import yaml
 from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import run_episodes
 from vlm4vla_core.benchmarks.simpler_bridge import OFFICIAL_STATS, TASKS, summary, wilson
-from vlm4vla_core.benchmarks.simpler_bridge import data as bridge_data
+from vlm4vla_core.benchmarks.simpler_bridge import importer as bridge_importer
 from vlm4vla_core.benchmarks.simpler_bridge.convert import (GripperRule, binarize_gripper, euler_to_rotvec,
                                                             standardize_trajectory, to_controller)
 from vlm4vla_core.config import ConfigError
@@ -283,9 +283,9 @@ def test_importer_reads_a_lerobot_copy_in_place_and_resumes(tmp_path, monkeypatc
     src = write_lerobot_v20(tmp_path / "bridge_orig_lerobot", trajs, state_dim=8)
     e = entry(data_path=str(src))
     out = tmp_path / "data"
-    monkeypatch.setattr(bridge_data, "FLUSH_EVERY", 1)
+    monkeypatch.setattr(bridge_importer, "FLUSH_EVERY", 1)
     calls = []
-    real = bridge_data.standardize_trajectory
+    real = bridge_importer.standardize_trajectory
 
     def stop_at_third(state, action):
         calls.append(1)
@@ -293,11 +293,11 @@ def test_importer_reads_a_lerobot_copy_in_place_and_resumes(tmp_path, monkeypatc
             raise KeyboardInterrupt  # the job is stopped
         return real(state, action)
 
-    monkeypatch.setattr(bridge_data, "standardize_trajectory", stop_at_third)
+    monkeypatch.setattr(bridge_importer, "standardize_trajectory", stop_at_third)
     with pytest.raises(KeyboardInterrupt):
         BRIDGE.build_data(e, out)
     assert not out.exists() and json.loads((tmp_path / "data.work" / "progress.json").read_text())["done"] == 2
-    monkeypatch.setattr(bridge_data, "standardize_trajectory", real)
+    monkeypatch.setattr(bridge_importer, "standardize_trajectory", real)
     capsys.readouterr()
     BRIDGE.build_data(e, out)
     assert "resuming: 2 of 4" in capsys.readouterr().out and not (tmp_path / "data.work").exists()
@@ -328,7 +328,7 @@ def test_importer_converts_the_rlds_original(tmp_path):
     journal = [json.loads(x) for x in (tmp_path / "data/lerobot/meta/journal.jsonl").read_text().splitlines()]
     order = [int(r["file_path"].removeprefix("raw/traj")) for r in journal]  # TFDS orders the split itself
     assert sorted(order) == [0, 1, 2, 3] and all(r["length"] == len(trajs[o]["action"]) for r, o in zip(journal, order))
-    assert bridge_data.find_tfds(tmp_path / "rlds" / "tfds") == tfds_dir
+    assert bridge_importer.find_tfds(tmp_path / "rlds" / "tfds") == tfds_dir
     copy = [trajs[o] for o in order]
     kept = [k for k, t in enumerate(copy) if t["task"] and len(t["action"]) >= 3]
     data, stats = _check_training_set(tmp_path / "data", copy, kept)
@@ -337,14 +337,14 @@ def test_importer_converts_the_rlds_original(tmp_path):
     assert not (tmp_path / "data.work").exists()
 
 
-def test_report_of_an_eval_file(tmp_path, capsys):
-    from vlm4vla_core.benchmarks.simpler_bridge import report
+def test_metrics_of_an_eval_file(tmp_path, capsys):
+    from vlm4vla_core.benchmarks.simpler_bridge import metrics
 
     episodes = [dict(index=i, task=t, success=i % 2 == 0, success_final_step=i % 2 == 0, success_any_step=True)
                 for i, t in enumerate(["put_spoon_on_towel", "put_carrot_on_plate"] * 4)]
     run = dict(modes={"whole_chunk": dict(execute_steps=4, episodes=episodes)}, reported_mode="whole_chunk")
     (tmp_path / "eval.json").write_text(json.dumps(run))
-    assert report.main([str(tmp_path / "eval.json"), "--json", str(tmp_path / "s.json")]) == 0
+    assert metrics.main([str(tmp_path / "eval.json"), "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
     assert "success at the final step (official)" in out and "success at any step" in out
     rep = json.loads((tmp_path / "s.json").read_text())

@@ -2,7 +2,7 @@
 
     python tools/report_check.py --out /tmp/report-check [--report results/published/report.html]
 
-Builds the small study of ``vlm4vla_core/testing/report.py`` (two backbones, a zero-action baseline, two
+Builds the small study of ``vlm4vla_core/testing/small_study.py`` (two backbones, a zero-action baseline, two
 Meta-World tasks, training metrics, rollout videos, two claims), aggregates it into ``OUT/results``, runs
 ``snakemake --report`` on it with the project's landing page (workflow/report/workflow.rst, the pages
 declared as aggregate.smk declares them) and takes screenshots of the report's landing page (the
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import yaml
 
-    from vlm4vla_core.testing.report import CLAIMS, SNAKEFILE, study_config, write_study  # the tests' small study
+    from vlm4vla_core.testing.small_study import CLAIMS, SNAKEFILE, study_config, write_study  # the tests' small study
 
     from vlm4vla_core.aggregate import aggregate
 

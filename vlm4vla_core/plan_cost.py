@@ -232,7 +232,7 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
 def architecture_table(config: dict) -> dict[str, dict]:
     """``flops_facts`` of every base backbone of a study, each built on the meta device."""
     from vlm4vla_core.backbones import get_adapter
-    from vlm4vla_core.backbones.report import meta_model
+    from vlm4vla_core.backbones.card import meta_model
 
     size = max(b.get("image_size", 224) for b in config["benchmarks"].values())
     out = {}

@@ -14,7 +14,7 @@ def plan_job(config: dict, backbone: str, benchmark: str, gpu: str | None = None
     """The plan of one (backbone, benchmark) job of a study config, with the verdict for its resources."""
     from vlm4vla_core import benchmarks
     from vlm4vla_core.backbones import get_adapter
-    from vlm4vla_core.backbones.report import meta_model
+    from vlm4vla_core.backbones.card import meta_model
     from vlm4vla_core.config import ConfigError, train_settings
 
     entry, bench = config["backbones"][backbone], config["benchmarks"][benchmark]

@@ -134,7 +134,7 @@ def sft(family: str, source: str, data: Path, settings, run_dir: Path, seed: int
 
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.training import init_distributed_env
-    from vlm4vla_core.vqa.data import load
+    from vlm4vla_core.vqa.sets import load
 
     init_distributed_env()
     world = int(os.environ["WORLD_SIZE"])

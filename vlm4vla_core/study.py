@@ -26,7 +26,7 @@ def check(config) -> dict:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"key 'backbones.{name}.family': unknown family {entry['family']!r} "
                               f"(supported: {', '.join(sorted(FAMILY_NAMES))}){hint}")
-    from vlm4vla_core.data import sourced_vqa
+    from vlm4vla_core.published import sourced_vqa
 
     for name, entry in config["backbones"].items():
         if "published" in (entry.get("vqa") or {}):

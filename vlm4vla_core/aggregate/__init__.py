@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from vlm4vla_core.aggregate.io import read_json, write_json, write_text
+from vlm4vla_core.aggregate.files import read_json, write_json, write_text
 from vlm4vla_core.aggregate.results import (
     ALL,
     ZERO,
@@ -56,7 +56,7 @@ DESCRIPTIONS = {
     "freezing_table": "module freezing as in the paper: all trained / vision frozen / word embeddings frozen, with Δ",
     "scratch_table": "from scratch vs pretrained initialisation (full fine-tuning otherwise), with the difference",
     "embodied_sft_table": "embodied-SFT variants grouped under their base backbone, with their measured VQA scores and the difference to the base",
-    "published_table": "each reproduced cell beside its published value (vlm4vla_core/data/published.yaml) and the difference",
+    "published_table": "each reproduced cell beside its published value (vlm4vla_core/published/published.yaml) and the difference",
     "calvin_length_table": "CALVIN success rate at chain lengths 1..5 (share of chains with >= L subtasks completed)",
     "figures/calvin_lengths": "CALVIN success rate by chain length (error bars: 95% intervals of the inference layer)",
     "figures/ablation": "bar chart of the training regimes per benchmark (error bars: 95% intervals, inference/cells)",
@@ -158,7 +158,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
                      "figures/calvin_lengths are not written")
     published = None  # the published table's numbers, where a reproduced cell has a published counterpart
     if res.episodes is not None:
-        from vlm4vla_core.data import published_results
+        from vlm4vla_core.published import published_results
 
         pub = published_results(config)
         pub_numbers, pub_shown = tables.published_table(cells, config, bench_order, pub)

@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 from scipy import stats as sps
 
-from vlm4vla_core.aggregate.io import ResultsError
+from vlm4vla_core.aggregate.files import ResultsError
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "claims.schema.yaml"
 LINE = re.compile(r"^\s*(\S+)\s*(>|<)\s*(\S+)\s+on\s+(\S+)(?:\s+by\s+([0-9.eE+-]+))?\s*$")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vlm4vla_core.aggregate.io import save_figure, write_text  # noqa: E402
+from vlm4vla_core.aggregate.files import save_figure, write_text  # noqa: E402
 from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, metric_label  # noqa: E402
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, confidence_band, summarize  # noqa: E402
 from vlm4vla_core.aggregate.tables import ordered, backbone_order  # noqa: E402

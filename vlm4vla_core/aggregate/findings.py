@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from vlm4vla_core.aggregate.io import read_json
+from vlm4vla_core.aggregate.files import read_json
 
 CLAIMS_PAGE = "inference_claims"
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from vlm4vla_core.aggregate import claims as claims_mod
 from vlm4vla_core.aggregate import inference as inf
-from vlm4vla_core.aggregate.io import ResultsError, read_json, write_json, write_text
+from vlm4vla_core.aggregate.files import ResultsError, read_json, write_json, write_text
 from vlm4vla_core.aggregate.results import ALL, ZERO, Results, vqa_scores
 from vlm4vla_core.aggregate.slopes import fit_points, interaction, score_se
 from vlm4vla_core.aggregate.stats import MIN_POINTS, summarize

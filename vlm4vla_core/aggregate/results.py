@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlm4vla_core.aggregate.io import ResultsError, read_json
+from vlm4vla_core.aggregate.files import ResultsError, read_json
 from vlm4vla_core.config import ABLATIONS, MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
 from vlm4vla_core.config import BASELINE as ZERO
 
@@ -286,8 +286,8 @@ def benchmark_names(config: dict) -> list[str]:
 
 def vqa_scores(config: dict) -> dict[str, dict]:
     """{backbone: {"score", "source"}} for backbones whose config entry carries a VQA score: given in
-    the entry, or ``{published: KEY}``, the published score of model KEY (vlm4vla_core/data/published.yaml)."""
-    from vlm4vla_core.data import sourced_vqa
+    the entry, or ``{published: KEY}``, the published score of model KEY (vlm4vla_core/published/published.yaml)."""
+    from vlm4vla_core.published import sourced_vqa
 
     out = {}
     for name, entry in config.get("backbones", {}).items():

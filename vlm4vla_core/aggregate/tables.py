@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlm4vla_core.aggregate.io import write_text
+from vlm4vla_core.aggregate.files import write_text
 from vlm4vla_core.aggregate import inference as inf
 from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, Results, metric_decimals, vqa_scores
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS
@@ -243,7 +243,7 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
 
 def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], published: pd.DataFrame):
     """Each reproduced cell (task 'all') beside its published value and the difference (reproduced -
-    published). ``published``: ``vlm4vla_core.data.published_results(config)`` (names already mapped to
+    published). ``published``: ``vlm4vla_core.published.published_results(config)`` (names already mapped to
     the config's keys); a cell without a published counterpart says why."""
     s = summary(results)
     s = s[s["task"] == ALL]

@@ -70,7 +70,7 @@ def run_one(model_type: str, root: Path, steps: int = 2, raise_errors: bool = Fa
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.base import UnsupportedBackbone
     from vlm4vla_core.backbones.generic import config_problems
-    from vlm4vla_core.backbones.report import backbone_report
+    from vlm4vla_core.backbones.card import backbone_report
     from vlm4vla_core.backbones.zoo import make_tiny_any, tiny_config
     from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 

@@ -4,5 +4,5 @@ the pipeline writes it. Nothing in the stages imports this package.
 
 - ``calvin``: a task_ABC_D in the native layout and a fake CALVIN environment with its oracle;
 - ``libero``: LIBERO's official demo files in their HDF5 layout;
-- ``report``: the runs of a small study for the aggregate stage's report pages.
+- ``small_study``: the runs of a small study for the aggregate stage's report pages.
 """

@@ -18,7 +18,7 @@ Question kinds (all scored by exact match after normalisation):
 The train split adds a ``caption`` turn per scene (the objects from left to right), which teaches the
 words; the held-out split asks only the scored kinds. Train and held-out scenes come from disjoint seed
 ranges. A split is written as the Meta-World VQA sets are: ``<split>/data.json`` (the LLaVA conversation
-form, ``vlm4vla_core.vqa.data``) with PNG images under ``<split>/images/``.
+form, ``vlm4vla_core.vqa.sets``) with PNG images under ``<split>/images/``.
 
 The corpus is the general-pretraining data of the miniature study: a tiny backbone fine-tuned on it for
 more steps answers more held-out questions, which grades the backbones' general VQA ability before any

@@ -46,7 +46,7 @@ rule aggregate:
 # The published numbers, analysed exactly like a study's runs: snakemake published
 rule published_results:
     input:
-        "vlm4vla_core/data/published.yaml",
+        "vlm4vla_core/published/published.yaml",
     output:
         "results/published/published_results.csv",
     params:

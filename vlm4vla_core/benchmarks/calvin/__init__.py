@@ -58,7 +58,7 @@ class CalvinBenchmark(Benchmark):
 
     # -- data -------------------------------------------------------------------------------------------
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
-        from vlm4vla_core.benchmarks.calvin.data import import_calvin
+        from vlm4vla_core.benchmarks.calvin.importer import import_calvin
 
         import_calvin(entry, Path(out), workers=workers)
 

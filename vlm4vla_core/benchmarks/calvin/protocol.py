@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent / "data"
-SEQUENCES = DATA / "eval_sequences.json.gz"
+OFFICIAL = Path(__file__).resolve().parent / "official"
+SEQUENCES = OFFICIAL / "eval_sequences.json.gz"
 #: md5 of VLM4VLA's configs/data/calvin/eval_sequences.json (RoboVLMs' copy is byte-identical)
 SEQUENCES_MD5 = "dd9695b40bec35035451a1e3610bca51"
-VALIDATION = DATA / "new_playtable_validation.yaml"
-TASKS = DATA / "new_playtable_tasks.yaml"
+VALIDATION = OFFICIAL / "new_playtable_validation.yaml"
+TASKS = OFFICIAL / "new_playtable_tasks.yaml"
 CHAIN_LENGTH = 5
 #: the key order of an initial condition: it is part of the string the block-placement seed hashes
 CONDITION_KEYS = ("led", "lightbulb", "slider", "drawer", "red_block", "blue_block", "pink_block", "grasped")

@@ -65,7 +65,7 @@ class Libero10Benchmark(Benchmark):
     sim_env = "libero.yaml"
     #: the official LIBERO-10 statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_libero_10.json:
     #: OpenVLA's regenerated libero_10_no_noops, 379 trajectories), shipped with their source
-    official_stats = Path(__file__).parent / "data" / "official_stats.json"
+    official_stats = Path(__file__).parent / "official" / "official_stats.json"
 
     def check_values(self, name: str, entry: dict) -> None:
         crop = entry["center_crop"]
@@ -73,7 +73,7 @@ class Libero10Benchmark(Benchmark):
             raise ConfigError(f"key 'benchmarks.{name}.center_crop': {crop!r} is not false or an area fraction in (0, 1]")
 
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
-        from vlm4vla_core.benchmarks.libero10.data import import_libero
+        from vlm4vla_core.benchmarks.libero10.importer import import_libero
 
         import_libero(entry, Path(out), workers=workers)
 

@@ -22,7 +22,7 @@ simulator state) and ``actions_k`` ([T, 7]), plus ``count``, ``camera_size``, ``
 ``settle_steps``. Worker ``W`` of ``N`` replays the demos ``k >= FIRST`` with ``k % N == W`` in order
 (each task's env replays the resets it skips, so every demo keeps its fixture placement) and writes
 each to ``DIR/k.npz`` (``frames`` [n, H, W, 3] uint8 as the env renders them, upside-down; ``actions``
-[n, 7]; ``success``; ``noops``), keeping at most two unread there. ``data.py`` starts the workers and
+[n, 7]; ``success``; ``noops``), keeping at most two unread there. ``importer.py`` starts the workers and
 takes the results in demo order while the next ones are replayed.
 """
 

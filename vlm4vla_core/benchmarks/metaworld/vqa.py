@@ -16,7 +16,7 @@ A scene is a frame of a scripted-expert episode (``(task, episode seed, step)``)
 
 Training scenes come from demonstration seeds, held-out scenes from evaluation seeds
 (``env.demo_seeds`` / ``env.eval_seeds``), so the two splits never share a scene. Each split is a
-folder ``<split>/data.json`` (the LLaVA conversation form, ``vlm4vla_core.vqa.data``) with PNG frames
+folder ``<split>/data.json`` (the LLaVA conversation form, ``vlm4vla_core.vqa.sets``) with PNG frames
 under ``<split>/images/``; the simulator facts behind every answer are kept in its ``state`` field.
 """
 

@@ -37,7 +37,7 @@ TASKS = {
 }
 #: the official Bridge statistics (VLM4VLA configs/data/oxe_dataset_stats/dataset_statistics_bridge.json,
 #: 60,064 trajectories), shipped with their source in data/official_stats.json
-OFFICIAL_STATS = Path(__file__).parent / "data" / "official_stats.json"
+OFFICIAL_STATS = Path(__file__).parent / "official" / "official_stats.json"
 
 
 class SimplerBridgeBenchmark(Benchmark):
@@ -74,7 +74,7 @@ class SimplerBridgeBenchmark(Benchmark):
 
     # -- data -----------------------------------------------------------------------------------
     def build_data(self, entry: dict, out: Path, workers: int = 1) -> None:
-        from vlm4vla_core.benchmarks.simpler_bridge.data import import_bridge
+        from vlm4vla_core.benchmarks.simpler_bridge.importer import import_bridge
 
         import_bridge(entry, Path(out))
 

@@ -8,7 +8,7 @@ builder's layout (``bridge_dataset`` 1.0.0, placed as ``bridge_orig`` by OpenVLA
 ``steps/observation/image_0`` (the fixed camera), ``steps/observation/state`` (xyz, rpy, gripper),
 ``steps/action`` (xyz and rpy deltas, gripper 1 = open), ``steps/language_instruction``.
 Nothing is standardised here: the copy holds every step of every trajectory of the split, in the split's
-order, as a LeRobot copy converted from RLDS would; ``data.py`` standardises it as it does any copy.
+order, as a LeRobot copy converted from RLDS would; ``importer.py`` standardises it as it does any copy.
 The conversion itself (encoded JPEG bytes kept, resumable episode by episode) is ``benchmarks/rlds.py``.
 """
 

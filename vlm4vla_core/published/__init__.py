@@ -1,4 +1,4 @@
-"""Packaged reference data: the published VLM4VLA numbers with their sources (published.yaml)."""
+"""The published VLM4VLA numbers with their sources (published.yaml): a mapping, a results table, VQA scores."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def sourced_vqa(key: str) -> dict:
     benchmark = vqa["name"]
     protocol = f"; {entry['protocol']}" if entry.get("protocol") else ""
     return {"score": float(entry["score"]), "n": vqa.get("n_questions"),
-            "source": f"{benchmark}{protocol}: {' '.join(entry['source'].split())} (vlm4vla_core/data/published.yaml)"}
+            "source": f"{benchmark}{protocol}: {' '.join(entry['source'].split())} (vlm4vla_core/published/published.yaml)"}
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """Per-task and 4-task mean success of a SimplerEnv-Bridge evaluation, with Wilson 95% intervals,
 at the final step (the official rule) and at any step (labelled; other papers' rule).
 
-``python -m vlm4vla_core.benchmarks.simpler_bridge.report eval.json [--mode MODE] [--json OUT]``
+``python -m vlm4vla_core.benchmarks.simpler_bridge.metrics eval.json [--mode MODE] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def format_report(rep: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vlm4vla_core.benchmarks.simpler_bridge.report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m vlm4vla_core.benchmarks.simpler_bridge.metrics", description=__doc__)
     p.add_argument("eval", help="a run's eval.json (or an evaluation shard)")
     p.add_argument("--mode", help="execution mode (default: the reported one)")
     p.add_argument("--json", help="also write the summary here")

@@ -73,7 +73,7 @@ def evaluate(family: str, source: str, samples, image_size: int | None = None, m
 
 def main(argv: list[str] | None = None) -> int:
     from vlm4vla_core.io import write_text
-    from vlm4vla_core.vqa.data import load
+    from vlm4vla_core.vqa.sets import load
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core vqa-eval", description=__doc__.splitlines()[0])
     p.add_argument("--family", required=True)
