@@ -5,9 +5,10 @@ base backbone with the language-modelling loss on answer tokens only and exports
 ``R/checkpoint``: a ``save_pretrained`` folder (weights, config, tokenizer, image processor)
 that the VLA stage and the VQA evaluation load like any backbone (``--source R/checkpoint``).
 
-The run machinery -- DeepSpeed, checkpoints with a fingerprint, exact resume, preemption
-(SIGTERM/SIGUSR1 -> exit 75), metrics -- is ``vlm4vla_core.training.TrainingRun``, shared with
-the VLA recipe (``vlm4vla_core.train``). Batches are a pure function of (seed, micro-step, rank).
+``SFTRecipe`` supplies the model, data, loss and export to the training skeleton
+``vlm4vla_core.recipe`` -- precision, DeepSpeed, checkpoints with a fingerprint, exact resume,
+preemption (SIGTERM/SIGUSR1 -> exit 75), metrics -- shared with the VLA stage
+(``vlm4vla_core.train``). Batches are a pure function of (seed, micro-step, rank).
 
 Sequence of one sample (``build_example``): the family's native prompt of the first question
 with the image (``adapter.vqa_prompt_ids``), then the answer and the end-of-turn token; further
@@ -21,12 +22,11 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from vlm4vla_core.training import PREEMPTED, TrainingRun
+from vlm4vla_core import recipe
 
 IGNORE = -100
 CHECKPOINT_DIR = "checkpoint"
@@ -101,14 +101,6 @@ def data_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(source: str, settings, data: Path, seed: int, world: int) -> str:
-    keep = {k: v for k, v in settings.as_dict().items()
-            if k not in ("max_steps", "checkpoint_every", "log_every", "num_threads", "loader_workers",
-                         "gradient_checkpointing")}
-    blob = json.dumps(["sft", str(source), keep, seed, world, data_digest(data)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def save_checkpoint(vlm, processor, out: Path, state: dict | None, meta: dict) -> None:
     """A save_pretrained folder that ``adapter.load`` reads like any backbone."""
     from vlm4vla_core.io import atomic_dir
@@ -126,65 +118,73 @@ def save_checkpoint(vlm, processor, out: Path, state: dict | None, meta: dict) -
         (tmp / "sft.json").write_text(json.dumps(meta, indent=2))
 
 
+class SFTRecipe(recipe.Recipe):
+    """The SFT stage's share of the training skeleton (``vlm4vla_core.recipe``): the backbone VLM on
+    conversations, the answer tokens' language-modelling loss, the exported ``checkpoint/`` folder."""
+
+    name = "sft"
+    shard_at_load = False  # the base weights are read whole: max_steps 0 saves them as they are
+
+    def __init__(self, family: str, source: str, data: Path, settings, run_dir: Path, seed: int,
+                 image_size: int | None = None, stop_after: int | None = None, samples=None):
+        super().__init__(settings, run_dir, seed, stop_after)
+        self.family, self.source, self.data, self.image_size, self.samples = family, source, data, image_size, samples
+
+    @property
+    def out(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+    def configure(self, world: int) -> None:
+        from vlm4vla_core.backbones import get_adapter
+        from vlm4vla_core.vqa.sets import load
+
+        self.samples = self.samples if self.samples is not None else load(self.data)
+        if not self.samples:
+            raise ValueError(f"{self.data}: no samples")
+        self.adapter = get_adapter(self.family)
+
+    def build(self, dtype):
+        import torch
+
+        vlm, self.processor = self.adapter.load(self.source, dtype=torch.float32 if dtype == torch.float16 else dtype,
+                                                image_size=self.image_size)
+        vlm.train()
+        self.examples = [build_example(self.adapter, self.processor, s.turns) for s in self.samples]
+        self.meta = dict(base=str(self.source), family=self.family, data=str(self.data), samples=len(self.samples),
+                         seed=self.seed, training=self.settings.as_dict())
+        return vlm
+
+    def identity(self, weight_settings: dict, world: int) -> list:
+        return ["sft", str(self.source), weight_settings, self.seed, world, data_digest(self.data)]
+
+    def export_base(self, model) -> bool:
+        if int(os.environ["RANK"]) == 0:
+            save_checkpoint(model, self.processor, self.out, None, {**self.meta, "steps": 0})
+        return True
+
+    def announce(self, run, model) -> None:
+        print(f"SFT of {self.source} on {self.data}: {len(self.samples):,} samples", flush=True)
+
+    def batches(self, run, first: int):
+        step, samples = first, self.samples
+        while True:
+            idx = sample_order(len(samples), self.seed, step, self.settings.micro_batch, run.rank, run.world)
+            yield collate(self.adapter, self.processor, [samples[i].pixels() for i in idx],
+                          [self.examples[i] for i in idx])
+            step += 1
+
+    def loss(self, module, inputs: dict, target):
+        return lm_loss(module, inputs, target)
+
+    def export(self, run, module, state: dict) -> None:
+        save_checkpoint(module, self.processor, self.out, state, {**self.meta, "steps": run.step})
+
+
 def sft(family: str, source: str, data: Path, settings, run_dir: Path, seed: int, image_size: int | None = None,
         stop_after: int | None = None, samples=None) -> Path | None:
     """Fine-tune and export ``run_dir/checkpoint``; None when stopped early (preemption or stop_after).
     ``max_steps: 0`` exports the base weights unchanged (the zero-SFT point of a dose series)."""
-    import torch
-
-    from vlm4vla_core.backbones import get_adapter
-    from vlm4vla_core.training import init_distributed_env
-    from vlm4vla_core.vqa.sets import load
-
-    init_distributed_env()
-    world = int(os.environ["WORLD_SIZE"])
-    samples = samples if samples is not None else load(data)
-    if not samples:
-        raise ValueError(f"{data}: no samples")
-    adapter = get_adapter(family)
-    torch.manual_seed(seed)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision, torch.float32)
-    vlm, processor = adapter.load(source, dtype=torch.float32 if dtype == torch.float16 else dtype,
-                                  image_size=image_size)
-    vlm.train()
-    if settings.gradient_checkpointing:
-        vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    examples = [build_example(adapter, processor, s.turns) for s in samples]
-    out = run_dir / CHECKPOINT_DIR
-    meta = dict(base=str(source), family=family, data=str(data), samples=len(samples), seed=seed,
-                training=settings.as_dict())
-    if settings.max_steps == 0:
-        rank = int(os.environ["RANK"])
-        if rank == 0:
-            save_checkpoint(vlm, processor, out, None, {**meta, "steps": 0})
-        return out
-    run = TrainingRun(vlm, settings, run_dir, fingerprint(source, settings, data, seed, world), stop_after)
-    half = torch.bfloat16 if run.engine.bfloat16_enabled() else torch.float16 if run.engine.fp16_enabled() else None
-    if run.rank == 0:
-        print(f"SFT of {source} on {data}: {len(samples):,} samples", flush=True)
-
-    def batches(first: int):
-        step = first
-        while True:
-            idx = sample_order(len(samples), seed, step, settings.micro_batch, run.rank, run.world)
-            inputs, labels = collate(adapter, processor, [samples[i].pixels() for i in idx], [examples[i] for i in idx])
-            inputs = {k: v.to(run.device) for k, v in inputs.items()}
-            if half is not None:
-                inputs = {k: v.to(half) if v.is_floating_point() else v for k, v in inputs.items()}
-            yield inputs, labels
-            step += 1
-
-    finished = run.fit(batches, lambda module, batch: lm_loss(module, *batch), desc=f"sft {run_dir.name}")
-    if not finished:
-        return None
-    state = run.full_state_dict()
-    if run.rank == 0:
-        keep = torch.bfloat16 if settings.precision == "bf16" else torch.float32
-        state = {k: v.to(keep) if v.is_floating_point() else v for k, v in state.items()}
-        save_checkpoint(run.engine.module, processor, out, state, {**meta, "steps": run.step})
-    run.barrier()
-    run.discard_checkpoints()
-    return out
+    return recipe.run(SFTRecipe(family, source, data, settings, run_dir, seed, image_size, stop_after, samples))
 
 
 def sft_settings(config: dict, variant: str):
@@ -219,8 +219,5 @@ def main(argv: list[str]) -> int:
     if variants(config).get(args.variant) is None:
         raise ConfigError(f"{args.config}: no {args.variant!r} under 'pretraining' or 'embodied_sft'")
     family = config["backbones"][root_backbone(config, args.variant)]["family"]
-    out = sft(family, args.source, Path(args.data), sft_settings(config, args.variant), Path(args.run_dir),
-              args.seed, args.image_size, args.stop_after)
-    if out is None and args.stop_after is None:
-        return PREEMPTED
-    return 0
+    return recipe.stage(SFTRecipe(family, args.source, Path(args.data), sft_settings(config, args.variant),
+                                  Path(args.run_dir), args.seed, args.image_size, args.stop_after))

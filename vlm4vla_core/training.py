@@ -3,8 +3,8 @@ checkpoints with a fingerprint, exact resume, preemption and metrics.
 
 ``TrainingRun(model, settings, run_dir, mark)`` wraps any ``nn.Module``; ``fit(batches, loss_fn)``
 trains it from the step its latest checkpoint holds. ``batches(micro_step)`` must be a pure
-function of the micro-step so that a resumed run continues exactly where it stopped (the VLA
-recipe in ``vlm4vla_core.train`` and the SFT recipe use it the same way).
+function of the micro-step so that a resumed run continues exactly where it stopped. The training
+stages reach it through one skeleton, ``vlm4vla_core.recipe``.
 
 - Checkpoints: ``run_dir/checkpoints/step<N>`` (DeepSpeed's own format; the latest is kept)
   with a ``fingerprint`` of what decides the weights. A run whose fingerprint differs (its
