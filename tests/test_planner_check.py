@@ -45,3 +45,6 @@ def test_the_smoke_run_writes_the_measured_columns(tmp_path):
     assert row["parameter_bytes"] == row["planned_parameter_bytes"]
     assert row["gradient_bytes"] == row["planned_gradient_bytes"] > 0
     assert row["activation_bytes_per_layer"] > 0 and row["step_s"] > 0 and row["tokens_per_s"] > 0
+    # the planner's structural count of the language model's and the vision tower's layers, and AdamW's state
+    assert 0.95 < row["activation_ratio"] < 1.05 and 0.95 < row["vision_ratio"] < 1.05
+    assert row["optimizer_bytes"] == row["planned_optimizer_bytes"] > 0 and 0.95 < row["total_ratio"] < 1.05

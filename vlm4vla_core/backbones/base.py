@@ -271,6 +271,11 @@ class FamilyAdapter:
         only from an encoded sample, as for some generic backbones)."""
         raise NotImplementedError
 
+    def vision_sequence(self, config, image_size: int) -> int | None:
+        """Positions each layer of the vision tower runs over per frame of side ``image_size`` (its patches,
+        and a class token where it has one); None: the image tokens times the tower's spatial merge."""
+        return None
+
     # -- module groups for the ablations ---------------------------------
     def input_embeddings(self, backbone: nn.Module) -> nn.Embedding:
         return backbone.get_input_embeddings()

@@ -114,6 +114,11 @@ class Kosmos2Adapter(FamilyAdapter):
     def num_image_tokens(self, config, image_size: int) -> int:
         return int(config.latent_query_num)
 
+    def vision_sequence(self, config, image_size: int) -> int:
+        """CLIP's patches at its input size plus the class token; the latent queries resample them."""
+        vision = config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + 1
+
     # -- tiny checkpoints ------------------------------------------------
     def check_tiny_image_size(self, image_size: int) -> None:
         if image_size <= 0 or image_size % 14:
