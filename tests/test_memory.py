@@ -82,6 +82,9 @@ def test_block_bytes_match_a_hand_count():
     assert memory.block_bytes(dropped, tokens=tokens, seq=seq, precision="bf16",
                               kernels="cpu") == tokens * (80 + 96 + 96 + 96 + 120 + 32)
     assert memory.block_bytes(dropped, tokens=tokens, seq=seq, precision="bf16") == tokens * (80 + 96 + 96 + 48 + 8 + 16)
+    # the activation's dropout keeps a mask of the MLP's width: 16 x 1 byte on CUDA
+    assert memory.block_bytes(_block(activation_dropout=0.1), tokens=tokens, seq=seq,
+                              precision="bf16") == tokens * (80 + 96 + 96 + 48 + 8 + 16)
     # a mixture of 4 experts of width 3, 2 per token: inputs 2 x (8 + 8 + 8 + 6) = 60, experts' gated MLP
     # 2 x 3 x 6 = 36, routed copies and outputs 2 x 2 x 2 x 8 = 64, router probabilities 4 x 4 = 16
     moe = _block(experts=4, top_k=2, expert_intermediate=3)

@@ -48,3 +48,14 @@ def test_the_smoke_run_writes_the_measured_columns(tmp_path):
     # the planner's structural count of the language model's and the vision tower's layers, and AdamW's state
     assert 0.95 < row["activation_ratio"] < 1.05 and 0.95 < row["vision_ratio"] < 1.05
     assert row["optimizer_bytes"] == row["planned_optimizer_bytes"] > 0 and 0.95 < row["total_ratio"] < 1.05
+
+
+def test_an_unknown_backbone_is_named():
+    import pytest
+
+    from vlm4vla_core.config import load_config
+
+    config = load_config(str(ROOT / "config.yaml"))
+    assert check_planner.family_backbones(config, ["paligemma-2"]) == [("paligemma", "google/paligemma2-3b-pt-224")]
+    with pytest.raises(SystemExit, match="paligemma-3"):
+        check_planner.family_backbones(config, ["paligemma-3"])
