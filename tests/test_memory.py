@@ -127,10 +127,23 @@ def test_activations_sum_the_layers_of_both_towers(paper):
     act = memory.activation_bytes(facts, micro_batch=2, precision="bf16", gradient_checkpointing=False)
     s = facts["image_tokens"] + memory.PROMPT_TEXT_TOKENS
     text = memory.block_bytes(facts["text_block"], tokens=2 * s, seq=s, precision="bf16")
-    assert act["text"] == facts["text_layers"] * text == 36 * text
+    # beside the 36 layers: the final RMSNorm (an fp32 copy of its input and the normalised values, 4 + 2 bytes)
+    assert act["text_beside"] == 2 * s * 2048 * 6
+    assert act["text"] == facts["text_layers"] * text + act["text_beside"] == 36 * text + act["text_beside"]
     assert act["vision_per_layer"] > 0 and act["total"] == act["text"] + act["vision"]
     ckpt = memory.activation_bytes(facts, micro_batch=2, precision="bf16", gradient_checkpointing=True)
-    assert ckpt["text"] == 2 * 2 * s * 2048 * 36 + text
+    assert ckpt["text"] == 2 * 2 * s * 2048 * 36 + text + act["text_beside"]
     frozen = memory.activation_bytes(facts, micro_batch=2, precision="bf16", gradient_checkpointing=False,
                                      frozen_vision=True)
     assert frozen["vision"] == 0 and frozen["total"] == act["text"]
+
+
+def test_kosmos2_drops_out_its_embeddings_twice():
+    adapter = get_adapter("kosmos2")
+    facts = memory.architecture_facts(adapter, meta_model(adapter, "microsoft/kosmos-2-patch14-224"), 224)
+    assert facts["embedding_dropouts"] == 2 and facts["text_norms"] == [[2048, 2, 4]]  # the final LayerNorm
+    s = facts["image_tokens"] + memory.PROMPT_TEXT_TOKENS
+    kept = {k: memory.activation_bytes(facts, micro_batch=1, precision="bf16", gradient_checkpointing=False,
+                                       kernels=k)["text_beside"] for k in memory.KERNELS}
+    # the final LayerNorm keeps its bf16 input (2 bytes a value); the two masks 1 byte a value on CUDA, 2 on a CPU
+    assert kept == {"cuda": s * 2048 * (2 + 2 * 1), "cpu": s * 2048 * (2 + 2 * 2)}

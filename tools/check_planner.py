@@ -16,6 +16,11 @@ and the script measures:
   all the layers plus parameters and gradients (``total``) against the planner's;
 - the vision tower's layers: one forward pass over ``--micro-batch`` random frames at 224 px laid out as the
   family's image processor does, the bytes kept per layer against the planner's over the tower's sequence;
+- beside the decoder layers (the final norm, the embedding dropout's masks): the bytes kept there, against
+  the planner's ``text_beside``;
+- gradient checkpointing (non-reentrant, as the training stage enables it): the bytes kept over a forward
+  pass, against the planner's each layer's input plus what is kept beside the layers (the one layer
+  recomputed during the backward pass is the per-layer figure above);
 - parameters and gradients of the cut language model: bytes held, against ``P x bytes per value``; in fp32
   also AdamW's state after one step against the planner's 8 bytes a trainable value;
 - on CUDA also the step time, tokens/s, MFU (6 x parameters x tokens / time over the GPU's dense peak,
@@ -38,7 +43,8 @@ from pathlib import Path
 import torch
 
 from vlm4vla_core.backbones import get_adapter
-from vlm4vla_core.backbones.memory import PROMPT_TEXT_TOKENS, _layers, architecture_facts, block_bytes
+from vlm4vla_core.backbones.memory import (PROMPT_TEXT_TOKENS, _layers, activation_bytes, architecture_facts,
+                                           block_bytes)
 from vlm4vla_core.config import load_config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -109,18 +115,22 @@ def decoder_layers(lm) -> list:
     raise ValueError(f"no decoder layers found in {type(lm).__name__}")
 
 
-def saved_bytes(run, layers) -> tuple:
+def saved_bytes(run, layers, model=None, outside: dict | None = None) -> tuple:
     """Bytes of the activations autograd saves inside the decoder ``layers`` while ``run()`` builds the graph:
     each storage counted once (the layer's input, saved by its first norm, counts in that layer), the
-    parameters (saved by every matmul for the input's gradient) not at all."""
-    seen, inside = {}, [False]
-    weights = {p.untyped_storage().data_ptr() for layer in layers for p in layer.parameters()}
+    parameters (saved by every matmul for the input's gradient) not at all. With ``outside``, the bytes
+    saved outside the layers (``model``'s parameters left out) go into ``outside["bytes"]``."""
+    seen, beside, inside = {}, {}, [False]
+    weights = {p.untyped_storage().data_ptr() for m in [*layers, *([model] if model is not None else [])]
+               for p in m.parameters()}
 
     def pack(t):
-        if inside[0]:
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in weights:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            if inside[0]:
                 seen[storage.data_ptr()] = storage.nbytes()
+            elif outside is not None:
+                beside[storage.data_ptr()] = storage.nbytes()
         return t
 
     def enter(*_):
@@ -136,7 +146,21 @@ def saved_bytes(run, layers) -> tuple:
     finally:
         for h in handles:
             h.remove()
+    if outside is not None:
+        outside["bytes"] = sum(v for k, v in beside.items() if k not in seen)
     return out, sum(seen.values())
+
+
+def checkpointed_bytes(vlm, lm, embeds) -> int:
+    """Bytes autograd keeps over a forward pass of ``lm`` under gradient checkpointing (the training stage's
+    non-reentrant form, whose own hooks keep each layer's input and recompute the rest), the parameters left
+    out."""
+    vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    vlm.train()
+    out, kept = saved_bytes(lambda: lm(inputs_embeds=embeds, use_cache=False).last_hidden_state, [lm])
+    del out
+    vlm.gradient_checkpointing_disable()
+    return kept
 
 
 def vision_inputs(vlm, b: int, image_size: int, dtype, device) -> dict:
@@ -199,7 +223,8 @@ def measure(family: str, source: str, args) -> list[dict]:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        out, act = saved_bytes(forward, layers)
+        beside = {}
+        out, act = saved_bytes(forward, layers, lm, beside)
         out.float().pow(2).mean().backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -226,6 +251,15 @@ def measure(family: str, source: str, args) -> list[dict]:
                    planned_optimizer_bytes=8 * (n_params - embedding) if opt_bytes is not None else None,
                    step_s=step_s, tokens_per_s=b * s / step_s)
         row.update(measure_vision(adapter, vlm, facts, b, name, kernels, device))
+        # beside the layers (the final norm, embedding dropout), and the checkpointed form: each layer's input
+        # and what is kept beside the layers (the one layer recomputed in the backward pass: the figure above)
+        plan_full, plan_ckpt = (activation_bytes(facts, micro_batch=b, precision=name, gradient_checkpointing=ckpt,
+                                                 kernels=kernels, attention_mask=False) for ckpt in (False, True))
+        planned_beside = plan_full["text_beside"]
+        row.update(beside_bytes=beside["bytes"], planned_beside_bytes=planned_beside,
+                   checkpointed_bytes=checkpointed_bytes(vlm, lm, embeds),
+                   planned_checkpointed_bytes=plan_ckpt["text"] - plan_ckpt["text_per_layer"])
+        row["checkpointed_ratio"] = row["checkpointed_bytes"] / row["planned_checkpointed_bytes"]
         if device.type == "cuda":
             from vlm4vla_core.plan_cost import PEAK_TFLOPS
 
@@ -233,8 +267,8 @@ def measure(family: str, source: str, args) -> list[dict]:
             row.update(mfu=6 * n_params * b * s / step_s / peak, peak_memory_bytes=torch.cuda.max_memory_allocated(),
                        device_name=torch.cuda.get_device_name())
         vision_act = row["vision_bytes_per_layer"] * row["vision_layers"]
-        row["activation_total_bytes"] = act + vision_act
-        row["planned_activation_total_bytes"] = (planned * n_layers
+        row["activation_total_bytes"] = act + beside["bytes"] + vision_act
+        row["planned_activation_total_bytes"] = (planned * n_layers + planned_beside
                                                  + row["planned_vision_bytes_per_layer"] * row["vision_layers"])
         row["activation_total_ratio"] = row["activation_total_bytes"] / row["planned_activation_total_bytes"]
         row["total_bytes"] = row["activation_total_bytes"] + param_bytes + grad_bytes + (opt_bytes or 0)
@@ -244,7 +278,8 @@ def measure(family: str, source: str, args) -> list[dict]:
         rows.append(row)
         print(f"{family:<13} {name:<5} layers {n_layers} h {h} s {s} b {b}: activations {per_layer / 2**20:8.1f} MiB "
               f"per layer, planned {planned / 2**20:8.1f} MiB (x{row['activation_ratio']:.2f}); vision "
-              f"{row['vision_bytes_per_layer'] / 2**20:.1f} MiB per layer (x{row['vision_ratio']:.2f}); total "
+              f"{row['vision_bytes_per_layer'] / 2**20:.1f} MiB per layer (x{row['vision_ratio']:.2f}); checkpointed "
+              f"x{row['checkpointed_ratio']:.2f}; activations x{row['activation_total_ratio']:.3f}; total "
               f"x{row['total_ratio']:.2f}; step {step_s:.2f} s", flush=True)
         del vlm, lm, params, out, layers
     return rows

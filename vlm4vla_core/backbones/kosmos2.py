@@ -66,6 +66,9 @@ class Kosmos2Adapter(FamilyAdapter):
     vision_attrs = ("vision_model", "image_to_text_projection")
     hub_ids = ("microsoft/kosmos-2-patch14-224",)
     tiny_variants = ("kosmos2",)
+    # transformers' Kosmos2TextTransformer drops out the embeddings in forward_embedding and again before the
+    # decoder layers (modeling_kosmos2.py)
+    embedding_dropouts = 2
 
     # -- loading ---------------------------------------------------------
     def processor_extra(self, config, tokenizer) -> dict:

@@ -61,6 +61,10 @@ def _layers(module: nn.Module, outside: list[nn.Module] = ()) -> list[nn.Module]
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()), default=nn.ModuleList())
 
 
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
+
+
 def _norm_width(norm: nn.Module) -> int:
     shape = getattr(norm, "normalized_shape", None)
     if shape:
@@ -107,6 +111,14 @@ def _first(cfg, *keys, default=0):
     return default
 
 
+def norms_beside(root: nn.Module, layers: nn.ModuleList) -> list[list[int]]:
+    """[values per token, bytes per value in bf16, in fp32] of the norms beside ``layers`` in their tower
+    (the module holding them: a final norm, an embedding norm); they keep their input once per micro-batch."""
+    parent = next((m for m in root.modules() if any(c is layers for c in m.children())), None)
+    return [[_norm_width(c), norm_bytes_per_value(c, torch.bfloat16), norm_bytes_per_value(c, torch.float32)]
+            for c in (parent.children() if parent is not None else ()) if _is_norm(c) and _norm_width(c)]
+
+
 def block_facts(block: nn.Module, cfg) -> dict:
     """What ``block_bytes`` needs of one transformer layer (built on the meta device) and its config."""
     h = int(_first(cfg, "hidden_size", "embed_dim"))
@@ -118,7 +130,7 @@ def block_facts(block: nn.Module, cfg) -> dict:
     kv_heads = int(_first(cfg, "num_key_value_heads", default=heads) or heads)
     norms = []
     for name, module in block.named_modules():
-        if not (isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")):
+        if not _is_norm(module):
             continue
         width, leaf = _norm_width(module), name.rsplit(".", 1)[-1]
         if not width:  # neither weight nor shape gives its width: left out
@@ -218,7 +230,8 @@ def architecture_facts(adapter, vlm: nn.Module, image_size: int = 224) -> dict:
     text = vlm.config.get_text_config()
     n_image = adapter.num_image_tokens(vlm.config, image_size) or 256
     vision_layers = _layers(vision[0]) if vision else nn.ModuleList()
-    text_layers = list(_layers(backbone, vision))
+    text_list = _layers(backbone, vision)
+    text_layers = list(text_list)
     vcfg = getattr(vlm.config, "vision_config", None)
     merge = getattr(vcfg, "spatial_merge_size", 1) or 1
     largest = max((sum(p.numel() for p in layer.parameters()) for layer in list(text_layers) + list(vision_layers)),
@@ -232,13 +245,18 @@ def architecture_facts(adapter, vlm: nn.Module, image_size: int = 224) -> dict:
         image_tokens=int(n_image), largest_layer_params=largest,
         vision_patches=int(adapter.vision_sequence(vlm.config, image_size) or n_image * merge * merge),
         text_block=block_facts(text_layers[0], text) if text_layers else None,
+        text_norms=norms_beside(backbone, text_list) if text_layers else [],
+        embedding_dropouts=int(adapter.embedding_dropouts) if _first(text, "dropout", default=0.0) else 0,
+        vision_norms=norms_beside(vision[0], vision_layers) if len(vision_layers) else [],
         vision_block=block_facts(vision_layers[0], vcfg) if len(vision_layers) and vcfg is not None else None)
 
 
 def activation_bytes(facts: dict, *, micro_batch: int, precision: str, gradient_checkpointing: bool,
                      kernels: str = "cuda", attention_mask: bool = True, frozen_vision: bool = False) -> dict:
-    """Bytes of activations one micro-batch keeps: per language-model layer, per vision layer, in all. A
-    frozen vision tower keeps none (nothing in it needs a gradient)."""
+    """Bytes of activations one micro-batch keeps: per language-model layer, per vision layer, in all. Beside
+    the layers of each tower (``<tower>_beside``): the norms next to them (``norms_beside``) and, for the
+    language model, the masks of its embedding dropouts (1 byte a value on CUDA, e on a CPU). A frozen
+    vision tower keeps none (nothing in it needs a gradient)."""
     s, e = facts["image_tokens"] + PROMPT_TEXT_TOKENS, ACTIVATION_BYTES[precision]
     out = dict(sequence=s)
     for tower, block, seq, layers in (("text", facts["text_block"], s, facts["text_layers"]),
@@ -250,7 +268,10 @@ def activation_bytes(facts: dict, *, micro_batch: int, precision: str, gradient_
         per_layer = block_bytes(block, tokens=tokens, seq=seq, precision=precision, kernels=kernels,
                                 attention_mask=attention_mask and tower == "text")
         kept = e * tokens * block["hidden"] * layers + per_layer if gradient_checkpointing else per_layer * layers
-        out[f"{tower}_per_layer"], out[tower] = per_layer, float(kept)
+        beside = tokens * sum(values * (b16 if e == 2 else b32) for values, b16, b32 in facts[f"{tower}_norms"])
+        if tower == "text":
+            beside += tokens * block["hidden"] * facts["embedding_dropouts"] * (1 if kernels == "cuda" else e)
+        out[f"{tower}_per_layer"], out[f"{tower}_beside"], out[tower] = per_layer, float(beside), float(kept + beside)
     out["total"] = out["text"] + out["vision"]
     return out
 
