@@ -34,6 +34,9 @@ def test_saved_bytes_count_what_the_layers_keep_for_backward():
     # Linear is outside the layers
     assert saved == 2 * (3 * 4 * 4)
     out.sum().backward()  # the graph is intact
+    # the same bytes by the op that keeps them: each layer's matmul keeps its 3 x 4 input
+    assert check_planner.breakdown(check_planner.decoder_layers(model), lambda: model(x)) == [
+        ("MmBackward0.self", "(3, 4) torch.float32", 2 * 3 * 4 * 4)]
 
 
 def test_the_smoke_run_writes_the_measured_columns(tmp_path):

@@ -26,7 +26,8 @@ and the script measures:
 - on CUDA also the step time, tokens/s, MFU (6 x parameters x tokens / time over the GPU's dense peak,
   ``vlm4vla_core.plan_cost.PEAK_TFLOPS``; ``--gpu`` names it) and ``torch.cuda.max_memory_allocated``.
 
-``--smoke`` shrinks every config to a few dimensions (a CPU run of seconds, for the test).
+``--breakdown`` prints what the decoder layers keep, by the autograd op that keeps it, its shape and dtype
+(the evidence behind each term of the planner). ``--smoke`` shrinks every config to a few dimensions (a CPU run of seconds, for the test).
 """
 
 from __future__ import annotations
@@ -115,11 +116,39 @@ def decoder_layers(lm) -> list:
     raise ValueError(f"no decoder layers found in {type(lm).__name__}")
 
 
-def saved_bytes(run, layers, model=None, outside: dict | None = None) -> tuple:
+def breakdown(layers, run) -> list[tuple[str, str, int]]:
+    """What the ``layers`` keep while ``run()`` builds the graph, by the autograd op that keeps it: (op.saved
+    name, shape and dtype, bytes), largest first; the graph's saved tensors are read back node by node."""
+    kept = {}
+    out, _ = saved_bytes(run, layers, record=kept)
+    owner, seen, stack = {}, set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for attr in (a for a in dir(node) if a.startswith("_saved_")):
+            try:
+                value = getattr(node, attr)
+            except RuntimeError:  # freed or not a tensor
+                continue
+            for t in value if isinstance(value, (tuple, list)) else [value]:
+                if torch.is_tensor(t):
+                    owner.setdefault(t.untyped_storage().data_ptr(), f"{node.name()}.{attr[len('_saved_'):]}")
+        stack.extend(n for n, _ in node.next_functions)
+    rows = {}
+    for ptr, (nbytes, what) in kept.items():
+        key = (owner.get(ptr, "?"), what)
+        rows[key] = rows.get(key, 0) + nbytes
+    return sorted(((op, what, n) for (op, what), n in rows.items()), key=lambda r: -r[2])
+
+
+def saved_bytes(run, layers, model=None, outside: dict | None = None, record: dict | None = None) -> tuple:
     """Bytes of the activations autograd saves inside the decoder ``layers`` while ``run()`` builds the graph:
     each storage counted once (the layer's input, saved by its first norm, counts in that layer), the
     parameters (saved by every matmul for the input's gradient) not at all. With ``outside``, the bytes
-    saved outside the layers (``model``'s parameters left out) go into ``outside["bytes"]``."""
+    saved outside the layers (``model``'s parameters left out) go into ``outside["bytes"]``; with ``record``,
+    each storage kept inside the layers: data pointer -> (bytes, shape and dtype)."""
     seen, beside, inside = {}, {}, [False]
     weights = {p.untyped_storage().data_ptr() for m in [*layers, *([model] if model is not None else [])]
                for p in m.parameters()}
@@ -129,6 +158,8 @@ def saved_bytes(run, layers, model=None, outside: dict | None = None) -> tuple:
         if storage.data_ptr() not in weights:
             if inside[0]:
                 seen[storage.data_ptr()] = storage.nbytes()
+                if record is not None:
+                    record[storage.data_ptr()] = (storage.nbytes(), f"{tuple(t.shape)} {t.dtype}")
             elif outside is not None:
                 beside[storage.data_ptr()] = storage.nbytes()
         return t
@@ -276,6 +307,9 @@ def measure(family: str, source: str, args) -> list[dict]:
                                       + row["planned_gradient_bytes"] + (row["planned_optimizer_bytes"] or 0))
         row["total_ratio"] = row["total_bytes"] / row["planned_total_bytes"]
         rows.append(row)
+        if args.breakdown:
+            for op, what, nbytes in breakdown(layers, forward):
+                print(f"    {nbytes / n_layers / 2**20:9.2f} MiB per layer  {op:<55} {what}")
         print(f"{family:<13} {name:<5} layers {n_layers} h {h} s {s} b {b}: activations {per_layer / 2**20:8.1f} MiB "
               f"per layer, planned {planned / 2**20:8.1f} MiB (x{row['activation_ratio']:.2f}); vision "
               f"{row['vision_bytes_per_layer'] / 2**20:.1f} MiB per layer (x{row['vision_ratio']:.2f}); checkpointed "
@@ -298,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny dimensions: a few seconds on a CPU")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--append", action="store_true", help="keep the rows already in --out, add these")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print what the decoder layers keep, per autograd op, shape and dtype")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sources = family_backbones(load_config(args.config), args.backbones)
