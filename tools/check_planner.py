@@ -289,7 +289,7 @@ def measure(family: str, source: str, args) -> list[dict]:
         planned_beside = plan_full["text_beside"]
         row.update(beside_bytes=beside["bytes"], planned_beside_bytes=planned_beside,
                    checkpointed_bytes=checkpointed_bytes(vlm, lm, embeds),
-                   planned_checkpointed_bytes=plan_ckpt["text"] - plan_ckpt["text_per_layer"])
+                   planned_checkpointed_bytes=plan_ckpt["text"])
         row["checkpointed_ratio"] = row["checkpointed_bytes"] / row["planned_checkpointed_bytes"]
         if device.type == "cuda":
             from vlm4vla_core.plan_cost import PEAK_TFLOPS

@@ -15,7 +15,8 @@ precision (bf16/fp16; fp32 in brackets):
   matrices only where the attention implementation keeps them (eager attention; PyTorch's math kernel, which
   SDPA falls back to on a CPU when attention dropout is on), and the dropout masks; over s = image tokens +
   prompt tokens for the language model and over the patches for the vision tower (none when it is frozen).
-  With gradient checkpointing only each layer's input plus one layer's full activations;
+  With gradient checkpointing only each layer's input plus one layer's full activations (the larger of the
+  two towers' layers: the backward pass recomputes one at a time);
 - a fixed 3 GiB for the CUDA context, the NCCL buffers and the allocator's fragmentation.
 
 A job fits when the sum stays under 90% of the GPU's memory.
@@ -253,7 +254,8 @@ def architecture_facts(adapter, vlm: nn.Module, image_size: int = 224) -> dict:
 
 def activation_bytes(facts: dict, *, micro_batch: int, precision: str, gradient_checkpointing: bool,
                      kernels: str = "cuda", attention_mask: bool = True, frozen_vision: bool = False) -> dict:
-    """Bytes of activations one micro-batch keeps: per language-model layer, per vision layer, in all. Beside
+    """Bytes of activations one micro-batch keeps: per language-model layer, per vision layer, per tower
+    (with gradient checkpointing: each layer's input, and one layer of either tower recomputed), in all. Beside
     the layers of each tower (``<tower>_beside``): the norms next to them (``norms_beside``) and, for the
     language model, the masks of its embedding dropouts (1 byte a value on CUDA, e on a CPU). A frozen
     vision tower keeps none (nothing in it needs a gradient)."""
@@ -267,12 +269,14 @@ def activation_bytes(facts: dict, *, micro_batch: int, precision: str, gradient_
         tokens = micro_batch * seq
         per_layer = block_bytes(block, tokens=tokens, seq=seq, precision=precision, kernels=kernels,
                                 attention_mask=attention_mask and tower == "text")
-        kept = e * tokens * block["hidden"] * layers + per_layer if gradient_checkpointing else per_layer * layers
+        kept = e * tokens * block["hidden"] * layers if gradient_checkpointing else per_layer * layers
         beside = tokens * sum(values * (b16 if e == 2 else b32) for values, b16, b32 in facts[f"{tower}_norms"])
         if tower == "text":
             beside += tokens * block["hidden"] * facts["embedding_dropouts"] * (1 if kernels == "cuda" else e)
         out[f"{tower}_per_layer"], out[f"{tower}_beside"], out[tower] = per_layer, float(beside), float(kept + beside)
-    out["total"] = out["text"] + out["vision"]
+    # with checkpointing the backward pass recomputes one layer at a time, of either tower
+    out["recomputed"] = max(out["text_per_layer"], out["vision_per_layer"]) if gradient_checkpointing else 0.0
+    out["total"] = out["text"] + out["vision"] + out["recomputed"]
     return out
 
 
