@@ -34,6 +34,9 @@ def test_saved_bytes_count_what_the_layers_keep_for_backward():
     # Linear is outside the layers
     assert saved == 2 * (3 * 4 * 4)
     out.sum().backward()  # the graph is intact
+    # the same bytes by the op that keeps them: each layer's matmul keeps its 3 x 4 input
+    assert check_planner.breakdown(check_planner.decoder_layers(model), lambda: model(x)) == [
+        ("MmBackward0.self", "(3, 4) torch.float32", 2 * 3 * 4 * 4)]
 
 
 def test_the_smoke_run_writes_the_measured_columns(tmp_path):
@@ -45,3 +48,18 @@ def test_the_smoke_run_writes_the_measured_columns(tmp_path):
     assert row["parameter_bytes"] == row["planned_parameter_bytes"]
     assert row["gradient_bytes"] == row["planned_gradient_bytes"] > 0
     assert row["activation_bytes_per_layer"] > 0 and row["step_s"] > 0 and row["tokens_per_s"] > 0
+    # the planner's structural count of the language model's and the vision tower's layers, and AdamW's state
+    assert 0.95 < row["activation_ratio"] < 1.05 and 0.95 < row["vision_ratio"] < 1.05
+    assert 0.95 < row["checkpointed_ratio"] < 1.05 and 0.98 < row["beside_bytes"] / row["planned_beside_bytes"] < 1.02
+    assert row["optimizer_bytes"] == row["planned_optimizer_bytes"] > 0 and 0.95 < row["total_ratio"] < 1.05
+
+
+def test_an_unknown_backbone_is_named():
+    import pytest
+
+    from vlm4vla_core.config import load_config
+
+    config = load_config(str(ROOT / "config.yaml"))
+    assert check_planner.family_backbones(config, ["paligemma-2"]) == [("paligemma", "google/paligemma2-3b-pt-224")]
+    with pytest.raises(SystemExit, match="paligemma-3"):
+        check_planner.family_backbones(config, ["paligemma-3"])

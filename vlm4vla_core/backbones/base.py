@@ -265,11 +265,19 @@ class FamilyAdapter:
     # whether num_image_tokens is exact (the report then checks an encoded sample against it); False where it
     # is only the config's statement, e.g. one tile of a model that tiles or adds row separators
     image_tokens_exact = True
+    # how many times the language model drops out its input embeddings (when its config's dropout is on):
+    # each keeps a mask of the sequence's width for the backward pass (the memory planner counts them)
+    embedding_dropouts = 1
 
     def num_image_tokens(self, config, image_size: int) -> int | None:
         """Image tokens per frame of side ``image_size`` in the language model's sequence (None: known
         only from an encoded sample, as for some generic backbones)."""
         raise NotImplementedError
+
+    def vision_sequence(self, config, image_size: int) -> int | None:
+        """Positions each layer of the vision tower runs over per frame of side ``image_size`` (its patches,
+        and a class token where it has one); None: the image tokens times the tower's spatial merge."""
+        return None
 
     # -- module groups for the ablations ---------------------------------
     def input_embeddings(self, backbone: nn.Module) -> nn.Embedding:

@@ -76,6 +76,11 @@ class InternVLAdapter(FamilyAdapter):
         grid = _side(vision.image_size) // _side(vision.patch_size)
         return int(grid * grid * config.downsample_ratio**2)
 
+    def vision_sequence(self, config, image_size: int) -> int:
+        """InternViT's patches at the tower's input size plus its class token (before the pixel shuffle)."""
+        vision = config.vision_config
+        return (_side(vision.image_size) // _side(vision.patch_size)) ** 2 + 1
+
     # -- tiny checkpoints ------------------------------------------------
     def check_tiny_image_size(self, image_size: int) -> None:
         if image_size <= 0 or image_size % 28:

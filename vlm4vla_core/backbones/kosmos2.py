@@ -66,6 +66,9 @@ class Kosmos2Adapter(FamilyAdapter):
     vision_attrs = ("vision_model", "image_to_text_projection")
     hub_ids = ("microsoft/kosmos-2-patch14-224",)
     tiny_variants = ("kosmos2",)
+    # transformers' Kosmos2TextTransformer drops out the embeddings in forward_embedding and again before the
+    # decoder layers (modeling_kosmos2.py)
+    embedding_dropouts = 2
 
     # -- loading ---------------------------------------------------------
     def processor_extra(self, config, tokenizer) -> dict:
@@ -113,6 +116,11 @@ class Kosmos2Adapter(FamilyAdapter):
 
     def num_image_tokens(self, config, image_size: int) -> int:
         return int(config.latent_query_num)
+
+    def vision_sequence(self, config, image_size: int) -> int:
+        """CLIP's patches at its input size plus the class token; the latent queries resample them."""
+        vision = config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + 1
 
     # -- tiny checkpoints ------------------------------------------------
     def check_tiny_image_size(self, image_size: int) -> None:
