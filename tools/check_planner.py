@@ -33,7 +33,7 @@ import torch
 
 from vlm4vla_core.backbones import get_adapter
 from vlm4vla_core.backbones.memory import PROMPT_TEXT_TOKENS, architecture_facts
-from vlm4vla_core.config import load_config
+from vlm4vla_core.config import Study, load_study
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -62,11 +62,11 @@ def _cut(cfg, layers: int, smoke: bool) -> None:
         zoo._set_mrope_sections(cfg)
 
 
-def family_backbones(config: dict) -> dict[str, str]:
+def family_backbones(study: Study) -> dict[str, str]:
     """The first backbone of each family in the study: family -> hub id."""
     out = {}
-    for entry in config["backbones"].values():
-        out.setdefault(entry["family"], entry["source"])
+    for entry in study.backbones.values():
+        out.setdefault(entry.family, entry.source)
     return out
 
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    sources = family_backbones(load_config(args.config))
+    sources = family_backbones(load_study(args.config))
     rows = []
     for family, source in sources.items():
         if args.families and family not in args.families:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlm4vla_core.config import Study
+
 #: the generator of this stage's own (not a benchmark's scenes)
 SHAPES = "shapes"
 SPLITS = ("train", "heldout")
@@ -26,11 +28,11 @@ def generators() -> tuple[str, ...]:
     return (SHAPES, *sorted(benchmarks.vqa_generators()))
 
 
-def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
+def write_set(config: Study, name: str, out: Path) -> dict[str, int]:
     """Both splits of the generated set ``name``; returns the record count per split."""
     from vlm4vla_core.config import ConfigError
 
-    entry = (config.get("vqa_sets") or {}).get(name)
+    entry = config.vqa_sets.get(name)
     known = generators()
     if entry is None or entry.get("generate") not in known:
         raise ConfigError(f"'vqa_sets.{name}' is not a generated set (generate: {' or '.join(known)})")
@@ -45,9 +47,9 @@ def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
         from vlm4vla_core import benchmarks
 
         plugin = benchmarks.vqa_generators()[entry["generate"]]
-        bench = config["benchmarks"][entry["benchmark"]]
+        bench = dict(config.benchmarks[entry["benchmark"]].entry)
         for split in SPLITS:
-            counts[split] = plugin.write_vqa_split(entry["generate"], bench, entry, out, split)
+            counts[split] = plugin.write_vqa_split(entry["generate"], bench, dict(entry), out, split)
     return counts
 
 
