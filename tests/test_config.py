@@ -56,6 +56,8 @@ def test_the_typed_view_reads_every_section_and_is_frozen(paper):
         paper.backbones["x"] = paper.backbones["kosmos-2"]
     with pytest.raises(TypeError):
         paper.benchmarks["calvin"].entry["chunk"] = 1
+    with pytest.raises(TypeError):
+        paper.backbones["kosmos-2"].training["lr"] = 1.0
     partial = Study.from_dict({"backbones": {"b": {"family": "f", "source": "tiny"}}})  # results read alone
     assert (partial.name, partial.seeds, partial.evaluation, partial.cost) == (None, None, None, None)
     assert list(partial.benchmarks) == [] and partial.backbones["b"].ablations is None

@@ -331,10 +331,17 @@ def _frozen(mapping: dict) -> Mapping:
     return MappingProxyType(mapping)
 
 
+def _nothing() -> Mapping:
+    """An absent mapping of a section: empty and read-only."""
+    return MappingProxyType({})
+
+
 def _typed(cls, values: Mapping, **extra):
-    """A section's dataclass from its dict entry: the keys it declares (absent ones take their defaults)."""
+    """A section's dataclass from its dict entry: the keys it declares (absent ones take their defaults), a
+    mapping among them as a read-only copy."""
     names = {f.name for f in fields(cls)} - set(extra)
-    return cls(**{k: copy.deepcopy(v) for k, v in values.items() if k in names}, **extra)
+    return cls(**{k: _frozen(_copy(v)) if isinstance(v, Mapping) else copy.deepcopy(v)
+                  for k, v in values.items() if k in names}, **extra)
 
 
 @dataclass(frozen=True)
@@ -347,8 +354,8 @@ class Backbone:
     source: str
     params_b: float | None = None
     vqa: Mapping | None = None  # {score, source[, n]} or {published}
-    training: Mapping = field(default_factory=dict)  # overrides of the study's training defaults
-    train_resources: Mapping = field(default_factory=dict)  # overrides of resources.train
+    training: Mapping = field(default_factory=_nothing)  # overrides of the study's training defaults
+    train_resources: Mapping = field(default_factory=_nothing)  # overrides of resources.train
     description: str | None = None
     sft: str | None = None
     ablations: tuple[str, ...] | None = None  # the study's ablations it runs (None: all)
@@ -365,7 +372,7 @@ class BenchmarkEntry:
     entry: Mapping
     image_size: int | None = None
     data_path: str | None = None
-    training: Mapping = field(default_factory=dict)  # overrides of the study's training defaults
+    training: Mapping = field(default_factory=_nothing)  # overrides of the study's training defaults
     eval_shards: int = 1
     eval_workers: int = 1
     eval_batch: int | None = None
@@ -386,7 +393,7 @@ class Variant:
     dataset: str
     data_path: str | None = None
     source: str | None = None
-    training: Mapping = field(default_factory=dict)  # overrides of the SFT run's training settings
+    training: Mapping = field(default_factory=_nothing)  # overrides of the SFT run's training settings
     ablations: tuple[str, ...] | None = None  # VLA ablations it runs (None: full only)
     description: str | None = None
 
@@ -420,8 +427,8 @@ class Cost:
 
     mfu: float | None = None
     inference_mfu: float | None = None
-    simulators: Mapping = field(default_factory=dict)
-    vqa: Mapping = field(default_factory=dict)
+    simulators: Mapping = field(default_factory=_nothing)
+    vqa: Mapping = field(default_factory=_nothing)
 
 
 @dataclass(frozen=True)
