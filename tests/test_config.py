@@ -49,6 +49,10 @@ def test_the_typed_view_reads_every_section_and_is_frozen(paper):
     assert dict(calvin.entry) == raw["benchmarks"]["calvin"]  # the plug-in's own keys too
     assert paper.cost.mfu == raw["cost"]["mfu"] and paper.claims == raw.get("claims")
     assert list(paper.embodied_sft) == list(raw["embodied_sft"])
+    assert paper.vqa_sets and all(
+        (v.name, v.generate, v.benchmark, v.framework, dict(v.entry)) == (n, raw["vqa_sets"][n].get("generate"),
+         raw["vqa_sets"][n].get("benchmark"), raw["vqa_sets"][n].get("framework"), raw["vqa_sets"][n])
+        for n, v in paper.vqa_sets.items())
     assert paper.variants()["qwen2.5-vl-3b-bridgevqa"].base == "qwen2.5-vl-3b"
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.seeds = (0,)

@@ -399,6 +399,19 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class VqaSet:
+    """``vqa_sets.<name>``: a held-out VQA set. Typed: where it comes from (a generator of ``generate`` and the
+    ``benchmark`` whose scenes it uses, or ``framework: lmms-eval``); ``entry``, the whole entry (a copy), holds
+    the keys of its generator or framework (scenes, task, paths), read by ``vlm4vla_core.vqa``."""
+
+    name: str
+    entry: Mapping
+    generate: str | None = None
+    benchmark: str | None = None
+    framework: str | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """``policy``: the action head and its loss."""
 
@@ -434,9 +447,10 @@ class Cost:
 @dataclass(frozen=True)
 class Study:
     """A study config as one typed, frozen object, built once from the validated dict (``from_dict``,
-    ``load_study``). Sections are attributes; per-job settings are methods. Entries whose keys depend on a
-    plug-in or a generator stay mappings: a benchmark's own keys (``BenchmarkEntry.entry``, read by its
-    plug-in), a VQA set (``vqa_sets``, read by ``vlm4vla_core.vqa``), a rule's resources (``resource``).
+    ``load_study``). Sections are attributes; per-job settings are methods. Keys that depend on a plug-in
+    or a generator stay mappings beside the typed common part: a benchmark's own keys (``BenchmarkEntry.entry``,
+    read by its plug-in), a VQA set's (``VqaSet.entry``, read by ``vlm4vla_core.vqa``); a rule's resources are
+    read through ``resource``.
     A section the dict lacks is None or empty (a partial dict: results read without a study's stages);
     ``raw`` is the dict itself, for the workflow's glue, the config hash and the plan digest."""
 
@@ -448,7 +462,7 @@ class Study:
     ablations: tuple[str, ...] | None
     pretraining: Mapping[str, Variant]
     embodied_sft: Mapping[str, Variant]
-    vqa_sets: Mapping[str, Mapping]
+    vqa_sets: Mapping[str, VqaSet]
     policy: Policy | None
     training: Mapping  # the training defaults of every job (TrainSettings' keys)
     evaluation: Evaluation | None
@@ -492,7 +506,8 @@ class Study:
             raw=config, name=config.get("study"), seeds=tuple_or_none("seeds"), backbones=_frozen(backbones),
             benchmarks=_frozen(benches), ablations=tuple_or_none("ablations"),
             pretraining=variants_of("pretraining"), embodied_sft=variants_of("embodied_sft"),
-            vqa_sets=_frozen({n: _frozen(_copy(e)) for n, e in (config.get("vqa_sets") or {}).items()}),
+            vqa_sets=_frozen({n: _typed(VqaSet, e or {}, name=n, entry=_frozen(_copy(e)))
+                              for n, e in (config.get("vqa_sets") or {}).items()}),
             policy=_typed(Policy, policy) if policy is not None else None, training=_frozen(_copy(config.get("training"))),
             evaluation=evaluation, resources=_frozen({r: _frozen(_copy(e)) for r, e in
                                                       (config.get("resources") or {}).items()}),

@@ -191,7 +191,7 @@ def plan_study(config: Study, facts: dict[str, dict]) -> dict:
     vqa_gpu = config.resource("vqa_eval", "gpu_model", train_gpu)
     for b, entry in config.backbones.items():
         for name, vset in config.vqa_sets.items():
-            if not lmms.measures(vset, entry.family):
+            if not lmms.measures(vset.entry, entry.family):
                 continue
             if name not in vqa_cost:
                 raise ConfigError(f"missing key 'cost.vqa.{name}': the set's samples (and new_tokens) per backbone")

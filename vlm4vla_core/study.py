@@ -45,11 +45,11 @@ def check(config) -> Study:
         benchmarks.modes_of(study, name)  # a fixed mode_selection names one of the benchmark's modes
     providers = benchmarks.vqa_generators()
     for name, entry in study.vqa_sets.items():
-        plugin = providers.get(entry.get("generate"))
-        bench = study.benchmarks.get(entry.get("benchmark"))
+        plugin = providers.get(entry.generate)
+        bench = study.benchmarks.get(entry.benchmark)
         if plugin is not None and (bench is None or bench.kind != plugin.kind):
-            raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.get('benchmark')!r} is not a {plugin.kind} "
-                              f"benchmark of 'benchmarks' (generate: {entry['generate']})")
+            raise ConfigError(f"key 'vqa_sets.{name}.benchmark': {entry.benchmark!r} is not a {plugin.kind} "
+                              f"benchmark of 'benchmarks' (generate: {entry.generate})")
     return study
 
 
