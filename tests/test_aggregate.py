@@ -22,12 +22,17 @@ from vlm4vla_core.aggregate.files import write_text
 from vlm4vla_core.aggregate.results import ResultsError
 from vlm4vla_core.aggregate.stats import baseline_comparison
 from vlm4vla_core.aggregate.tables import main_table
+from vlm4vla_core.config import Study
 from vlm4vla_core.provenance import config_hash, git_commit, provenance
 
 TASKS = ("reach-v3", "push-v3")
 
 
-def config(backbones=None, ablations=("full", "freeze_vision"), seeds=(0, 1)):
+def config(**kw) -> Study:
+    return Study.from_dict(raw_config(**kw))
+
+
+def raw_config(backbones=None, ablations=("full", "freeze_vision"), seeds=(0, 1)) -> dict:
     backbones = backbones or {"qwen": 70.0, "pali": 50.0, "kosmos": None}
     return {
         "study": "unit",
@@ -157,7 +162,7 @@ def test_main_and_ablation_tables_hand_case(tmp_path):
         assert (est, lo, hi, seeds) == (round(r["estimate"], 1), round(r["ci_low"]), round(r["ci_high"]), r["seeds"])
         assert label.endswith(", 2 seeds x 4 ep")
     assert parsed(wide["metaworld"][0])[0] == 62.5  # (50 + 75) / 2
-    prov = provenance(cfg)
+    prov = provenance(cfg.raw)
     assert f"config hash {prov['config_hash']}" in md and f"git commit {prov['git_commit']}" in md
     abl = pd.read_csv(out / "ablation_table.csv")
     row = abl[(abl["backbone"] == "qwen") & (abl["ablation"] == "freeze_vision")].iloc[0]
@@ -322,7 +327,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     import yaml
 
     cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(config()))
+    cfg_path.write_text(yaml.safe_dump(raw_config()))
     paths = [run_json(tmp_path, b, s, {t: [s, 1, 0] for t in TASKS}, modes={"whole_chunk": {t: [s, 1, 0] for t in TASKS},
                                                                              "single_step": {t: [0, 0, 0] for t in TASKS}})
              for b in ("qwen", "pali", "kosmos") for s in (0, 1)]
@@ -375,8 +380,9 @@ def test_published_numbers():
     for name, entry in pub["vqa"]["scores"].items():
         assert entry.get("source") if entry["score"] is not None else entry.get("reason"), name
     assert set(published_vqa()) <= set(pub["models"])
-    cfg = {"backbones": {"q3": {"source": "Qwen/Qwen2.5-VL-3B-Instruct"}}, "benchmarks": {"calv": {"kind": "calvin"}}}
-    mapped = published_results(cfg)
+    study = Study.from_dict({"backbones": {"q3": {"source": "Qwen/Qwen2.5-VL-3B-Instruct"}},
+                             "benchmarks": {"calv": {"kind": "calvin"}}})
+    mapped = published_results(study)
     assert ((mapped["backbone"] == "q3") & (mapped["benchmark"] == "calv")).any()
 
 
@@ -386,11 +392,11 @@ QWEN3B = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 def paper_config():
     """Two benchmarks (one CALVIN), one backbone the paper has (by hub id), two it lacks, one SFT variant."""
-    cfg = config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": 40.0}, ablations=("full", "freeze_vision", "from_scratch"))
-    cfg["backbones"]["qwen"]["source"] = QWEN3B
-    cfg["benchmarks"]["calv"] = {"kind": "calvin", "chunk": 10}
-    cfg["embodied_sft"] = {"qwen-sftA": {"base": "qwen", "dataset": "SetA"}, "qwen-sftB": {"base": "qwen", "dataset": "SetB"}}
-    return cfg
+    raw = raw_config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": 40.0}, ablations=("full", "freeze_vision", "from_scratch"))
+    raw["backbones"]["qwen"]["source"] = QWEN3B
+    raw["benchmarks"]["calv"] = {"kind": "calvin", "chunk": 10}
+    raw["embodied_sft"] = {"qwen-sftA": {"base": "qwen", "dataset": "SetA"}, "qwen-sftB": {"base": "qwen", "dataset": "SetB"}}
+    return Study.from_dict(raw)
 
 
 def calvin_json(tmp: Path, backbone, seed, completed, ablation="full"):
@@ -638,7 +644,7 @@ def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
 def test_result_files_carry_provenance(paper_out):
     from PIL import Image
 
-    h = config_hash(paper_config())
+    h = config_hash(paper_config().raw)
     for csv in paper_out.glob("*.csv"):
         df = pd.read_csv(csv)  # baseline_table.csv has no rows here (no zero-action runs)
         assert set(df["config_hash"]) == ({h} if len(df) else set()), csv.name
@@ -654,9 +660,10 @@ def test_result_files_carry_provenance(paper_out):
 
 
 def test_measured_vqa_gets_its_own_regression_and_sft_variants_their_base_scratch_run(tmp_path):
-    cfg = config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, ablations=("full", "from_scratch"))
-    cfg["backbones"]["qwen-sft"] = {"family": "f", "source": "sft", "sft": "qwen", "ablations": ["full"]}
-    cfg["embodied_sft"] = {"qwen-sft": {"base": "qwen", "dataset": "mw"}}
+    raw = raw_config(backbones={"qwen": 70.0, "pali": 50.0, "kosmos": None}, ablations=("full", "from_scratch"))
+    raw["backbones"]["qwen-sft"] = {"family": "f", "source": "sft", "sft": "qwen", "ablations": ["full"]}
+    raw["embodied_sft"] = {"qwen-sft": {"base": "qwen", "dataset": "mw"}}
+    cfg = Study.from_dict(raw)
     succ = {"qwen": [1, 0, 0], "pali": [1, 1, 0], "kosmos": [0, 0, 0], "qwen-sft": [1, 1, 1]}
     paths = [run_json(tmp_path, b, s, {t: v for t in TASKS}) for b, v in succ.items() for s in (0, 1)]
     paths += [run_json(tmp_path, b, s, {t: [0, 1, 0] for t in TASKS}, ablation="from_scratch")

@@ -15,7 +15,7 @@ import pytest
 from vlm4vla_core import benchmarks, evaluate
 from vlm4vla_core.benchmarks.base import Agent, Benchmark, Episode, Obs, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.libero10 import INSTRUCTIONS, NOOP, libero_image
-from vlm4vla_core.config import ConfigError
+from vlm4vla_core.config import ConfigError, Study
 from vlm4vla_core.episodes.source import TrainingSet
 
 from vlm4vla_core.testing.libero import write_libero_hdf5
@@ -171,11 +171,12 @@ def sign_infer(calls: list):
 
 
 def test_shards_merge_into_the_single_job_result(counting, tmp_path):
-    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"], tmp_path / "one.json")
+    study = Study.from_dict(counting)
+    whole, _ = evaluate.evaluate(study, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"], tmp_path / "one.json")
     assert [e["success"] for e in whole["whole_chunk"]["episodes"]] == [i % 2 == 1 for i in range(11)]
     shards = []
     for i in range(3):
-        res, parts = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"],
+        res, parts = evaluate.evaluate(study, "c", 0, sign_infer([]), 2, ["whole_chunk", "single_step"],
                                        tmp_path / f"s{i}.json", i, 3)
         parts.remove()
         assert [e["index"] for e in res["whole_chunk"]["episodes"]] == list(range(11))[i::3]
@@ -204,12 +205,12 @@ def test_a_stopped_evaluation_runs_only_its_unfinished_episodes(counting, tmp_pa
 
     counting["benchmarks"]["c"]["eval_batch"] = 1
     with pytest.raises(RuntimeError, match="killed"):
-        evaluate.evaluate(counting, "c", 0, dies_after_six, 2, ["whole_chunk"], out)
+        evaluate.evaluate(Study.from_dict(counting), "c", 0, dies_after_six, 2, ["whole_chunk"], out)
     finished = sorted({c for c in calls})
     again = []
-    res, parts = evaluate.evaluate(counting, "c", 0, sign_infer(again), 2, ["whole_chunk"], out)
+    res, parts = evaluate.evaluate(Study.from_dict(counting), "c", 0, sign_infer(again), 2, ["whole_chunk"], out)
     assert finished and set(again).isdisjoint(finished[:-1])  # finished episodes are not run again
-    whole, _ = evaluate.evaluate(counting, "c", 0, sign_infer([]), 2, ["whole_chunk"], tmp_path / "fresh.json")
+    whole, _ = evaluate.evaluate(Study.from_dict(counting), "c", 0, sign_infer([]), 2, ["whole_chunk"], tmp_path / "fresh.json")
     assert res == whole
     parts.remove()
     assert not parts.dir.exists()
@@ -231,11 +232,12 @@ def test_policy_server_gives_the_in_process_results(tmp_path):
     policy = _tiny_policy(tmp_path)
     entry = dict(kind="metaworld", chunk=4, tasks=["button-press-topdown-v3", "drawer-open-v3"], image_size=56,
                  camera="corner4", demos_per_task=1, episodes_per_task=2, max_steps=12)
-    config = dict(study="t", benchmarks={"mw": entry})
     infer = evaluate.policy_infer(policy)
-    local, _ = evaluate.evaluate(config, "mw", 0, infer, 4, ["whole_chunk", "single_step"], tmp_path / "local.json")
-    entry.update(simulator_python=sys.executable, eval_workers=2)
-    served, parts = evaluate.evaluate(config, "mw", 0, infer, 4, ["whole_chunk", "single_step"], tmp_path / "served.json")
+    local, _ = evaluate.evaluate(Study.from_dict(dict(study="t", benchmarks={"mw": entry})), "mw", 0, infer, 4,
+                                 ["whole_chunk", "single_step"], tmp_path / "local.json")
+    served_entry = dict(entry, simulator_python=sys.executable, eval_workers=2)
+    served, parts = evaluate.evaluate(Study.from_dict(dict(study="t", benchmarks={"mw": served_entry})), "mw", 0, infer, 4,
+                                      ["whole_chunk", "single_step"], tmp_path / "served.json")
     assert served == local
     assert any(p.name.startswith("whole_chunk.w1") for p in parts.dir.iterdir())  # the second worker ran episodes
 
@@ -294,15 +296,15 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     eps = synthetic_episodes([6, 5, 7], size=32, action_dim=7, tasks=(INSTRUCTIONS[0], INSTRUCTIONS[4]))
     src = write_v30(tmp_path / "copy", eps, image_key="image")
     get_adapter("qwen2_5_vl").make_tiny(tmp_path / "bb", image_size=56, seed=0)
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     for key in ("pretraining", "embodied_sft", "vqa_sets"):  # the demo's variants name its backbones and benchmark
-        cfg.pop(key, None)
-    cfg["backbones"] = {"tiny": {"family": "qwen2_5_vl", "source": str(tmp_path / "bb")}}
-    cfg["benchmarks"] = {"libero10": dict(kind="libero10", chunk=4, image_size=56, data_path=str(src),
+        raw.pop(key, None)
+    raw["backbones"] = {"tiny": {"family": "qwen2_5_vl", "source": str(tmp_path / "bb")}}
+    raw["benchmarks"] = {"libero10": dict(kind="libero10", chunk=4, image_size=56, data_path=str(src),
                                           episodes_per_task=1, max_steps=8, wait_steps=2, tasks=[0, 4])}
-    cfg["training"].update(max_steps=4, checkpoint_every=2, log_every=2, micro_batch=2, warmup_steps=1)
-    cfg["policy"]["head_hidden"] = 16
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    raw["training"].update(max_steps=4, checkpoint_every=2, log_every=2, micro_batch=2, warmup_steps=1)
+    raw["policy"]["head_hidden"] = 16
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     run = lambda *a: subprocess.run([sys.executable, "-m", "vlm4vla_core", *a], capture_output=True, text=True,
                                     cwd=ROOT, timeout=600)
     res = run("data", "--config", str(tmp_path / "study.yaml"), "--benchmark", "libero10", "--out", str(tmp_path / "d"))
@@ -314,7 +316,7 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     assert policy.cfg.action_dim == 7 and policy.cfg.chunk == 4
     log = []
     monkeypatch.setattr(type(LIBERO), "simulator", lambda self, entry: FakeLibero(log, size=32))
-    entry = LIBERO.settings(cfg["benchmarks"]["libero10"])
+    entry = LIBERO.settings(raw["benchmarks"]["libero10"])
     records = run_episodes(LIBERO, entry, LIBERO.episodes(entry, 0), evaluate.policy_infer(policy), 2, progress=False)
     assert [(r["task_id"], r["steps"], r["plans"]) for r in records] == [(0, 8, 4), (4, 8, 4)]
     assert sum(x[0] == "step" for x in log) == 2 * (2 + 8)
@@ -336,7 +338,7 @@ def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
 
     from vlm4vla_core import study
 
-    cfg = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
-    assert list(cfg["backbones"]) == ["tiny-qwen2.5-vl"] and list(cfg["benchmarks"]) == [bench]
-    assert not cfg.get("pretraining") and not cfg.get("embodied_sft") and not cfg.get("vqa_sets")
-    assert (cfg["seeds"], cfg["ablations"], cfg["evaluation"]["modes"]) == ([0], ["full"], ["whole_chunk"])
+    checked = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
+    assert list(checked.backbones) == ["tiny-qwen2.5-vl"] and list(checked.benchmarks) == [bench]
+    assert not checked.pretraining and not checked.embodied_sft and not checked.vqa_sets
+    assert (checked.seeds, checked.ablations, checked.evaluation.modes) == ((0,), ("full",), ("whole_chunk",))

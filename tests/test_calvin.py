@@ -15,7 +15,7 @@ from vlm4vla_core import benchmarks, evaluate
 from vlm4vla_core.benchmarks.base import run_episodes
 from vlm4vla_core.benchmarks.calvin import calvin_to_canonical, canonical_to_calvin, protocol
 from vlm4vla_core.benchmarks.calvin.protocol import chain_metrics, condition_seed, fnv1_32, initial_state, pyhash_fnv1_32
-from vlm4vla_core.config import ConfigError
+from vlm4vla_core.config import ConfigError, Study
 from vlm4vla_core.episodes.source import TrainingSet
 
 from vlm4vla_core.testing.calvin import FakeCalvin, frame_image, rel_action, write_task_abc_d
@@ -220,7 +220,8 @@ def test_shards_merge_by_counts(monkeypatch, tmp_path):
             return self.k < plan[self.chain] and info["t"] - start["t"] == 2
 
     monkeypatch.setattr(type(CALVIN), "simulator", lambda self, entry: ByChain([]))
-    config = dict(study="t", benchmarks={"calvin": dict(kind="calvin", chunk=10, data_path="x", chains=7, max_steps=4)})
+    config = Study.from_dict(dict(study="t", benchmarks={"calvin": dict(kind="calvin", chunk=10, data_path="x", chains=7,
+                                                                          max_steps=4)}))
     whole, _ = evaluate.evaluate(config, "calvin", 0, chunk_infer([]), 10, ["whole_chunk"], tmp_path / "one.json")
     assert [e["completed"] for e in whole["whole_chunk"]["episodes"]] == [min(i % 6, 5) for i in range(7)]
     shards = []

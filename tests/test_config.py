@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlm4vla_core.config import (RENAMED_RESOURCES, RESOURCE_FALLBACK, RESOURCE_RULES, ConfigError, execute_steps, jobs,
-                                 load_config, resource, select_mode, train_settings)
+from vlm4vla_core.config import (RENAMED_RESOURCES, RESOURCE_FALLBACK, RESOURCE_RULES, ConfigError, Study, execute_steps,
+                                 load_config, select_mode)
+from vlm4vla_core.config import load_study as load_typed
 from vlm4vla_core.study import check as validate
 from vlm4vla_core.study import load as load_study
 
@@ -21,21 +22,55 @@ PAPER, DEMO = ROOT / "config.yaml", ROOT / "config" / "demo.yaml"
 
 @pytest.fixture(scope="module")
 def paper():
-    return load_config(PAPER)
+    return load_typed(PAPER)
 
 
 def test_paper_and_demo_configs_are_valid(paper):
-    assert len(paper["backbones"]) == 10
-    assert {b["kind"] for b in paper["benchmarks"].values()} == {"calvin", "simpler_bridge", "libero10"}
-    assert len(jobs(paper)) == 10 * 3 * 4 * 3
-    demo = load_config(DEMO)
-    assert len({b["family"] for b in demo["backbones"].values()}) >= 2
+    assert len(paper.backbones) == 10
+    assert {b.kind for b in paper.benchmarks.values()} == {"calvin", "simpler_bridge", "libero10"}
+    assert len(paper.jobs()) == 10 * 3 * 4 * 3
+    demo = load_typed(DEMO)
+    assert len({b.family for b in demo.backbones.values()}) >= 2
+
+
+def test_the_typed_view_reads_every_section_and_is_frozen(paper):
+    """Study: the sections as typed attributes, the schema's defaults where a key is absent, the dict it was
+    built from unchanged (raw), and no attribute can be set."""
+    import dataclasses
+
+    raw = load_config(PAPER)
+    assert Study.from_dict(raw).raw is raw and Study.from_dict(paper) is paper
+    assert (paper.name, paper.seeds, paper.ablations) == (raw["study"], tuple(raw["seeds"]), tuple(raw["ablations"]))
+    assert paper.policy.head_hidden == raw["policy"]["head_hidden"] and paper.policy.head_layers == 2
+    assert paper.evaluation.modes == tuple(raw["evaluation"]["modes"]) and paper.evaluation.max_failed_share == 0.1
+    calvin = paper.benchmarks["calvin"]
+    assert (calvin.kind, calvin.chunk, calvin.eval_shards) == ("calvin", raw["benchmarks"]["calvin"]["chunk"],
+                                                               raw["benchmarks"]["calvin"].get("eval_shards", 1))
+    assert dict(calvin.entry) == raw["benchmarks"]["calvin"]  # the plug-in's own keys too
+    assert paper.cost.mfu == raw["cost"]["mfu"] and paper.claims == raw.get("claims")
+    assert list(paper.embodied_sft) == list(raw["embodied_sft"])
+    assert paper.vqa_sets and all(
+        (v.name, v.generate, v.benchmark, v.framework, dict(v.entry)) == (n, raw["vqa_sets"][n].get("generate"),
+         raw["vqa_sets"][n].get("benchmark"), raw["vqa_sets"][n].get("framework"), raw["vqa_sets"][n])
+        for n, v in paper.vqa_sets.items())
+    assert paper.variants()["qwen2.5-vl-3b-bridgevqa"].base == "qwen2.5-vl-3b"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        paper.seeds = (0,)
+    with pytest.raises(TypeError):
+        paper.backbones["x"] = paper.backbones["kosmos-2"]
+    with pytest.raises(TypeError):
+        paper.benchmarks["calvin"].entry["chunk"] = 1
+    with pytest.raises(TypeError):
+        paper.backbones["kosmos-2"].training["lr"] = 1.0
+    partial = Study.from_dict({"backbones": {"b": {"family": "f", "source": "tiny"}}})  # results read alone
+    assert (partial.name, partial.seeds, partial.evaluation, partial.cost) == (None, None, None, None)
+    assert list(partial.benchmarks) == [] and partial.backbones["b"].ablations is None
 
 
 def test_overrides_merge_benchmark_then_backbone(paper):
-    s = train_settings(paper, "paligemma-1", "calvin")
+    s = paper.train_settings("paligemma-1", "calvin")
     assert (s.lr, s.precision, s.micro_batch, s.max_steps) == (5e-5, "fp16", 16, 41000)
-    assert train_settings(paper, "qwen2.5-vl-3b", "libero10").micro_batch == 64
+    assert paper.train_settings("qwen2.5-vl-3b", "libero10").micro_batch == 64
 
 
 def test_execute_steps_and_the_mode_rule():
@@ -55,41 +90,41 @@ def _error(config) -> str:
 
 
 def test_unknown_family_names_the_key(paper):
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["backbones"]["qwen2.5-vl-3b"]["family"] = "qwen25vl"
     msg = _error(bad)
     assert "backbones.qwen2.5-vl-3b.family" in msg and "qwen25vl" in msg
 
 
 def test_misspelt_key_is_named_with_a_suggestion(paper):
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["training"]["learning_rate"] = bad["training"].pop("lr")
     msg = _error(bad)
     assert "training.learning_rate" in msg and "missing key 'training.lr'" in msg
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["seedz"] = bad.pop("seeds")
     msg = _error(bad)
     assert "'seedz'" in msg and "did you mean 'seeds'" in msg
 
 
 def test_wrong_type_and_unknown_benchmark(paper):
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["training"]["max_steps"] = "many"
     assert "training.max_steps" in _error(bad)
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["benchmarks"]["calvin"]["kind"] = "calvin_abc"
     assert "benchmarks.calvin.kind" in _error(bad)
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["ablations"] = ["full", "frozen"]
     assert "ablations.1" in _error(bad)
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["benchmarks"]["libero10"]["wait_step"] = 10
     msg = _error(bad)
     assert "benchmarks.libero10.wait_step" in msg and "did you mean 'wait_steps'" in msg
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["benchmarks"]["libero10"]["episodes_per_task"] = 51  # 50 init states per task
     assert "benchmarks.libero10.episodes_per_task" in _error(bad)
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     del bad["benchmarks"]["libero10"]["data_path"]
     assert "missing key 'benchmarks.libero10.data_path'" in _error(bad)
 
@@ -161,10 +196,10 @@ def test_vqa_scores_come_from_the_published_numbers(paper):
     from vlm4vla_core.aggregate.results import vqa_scores
 
     scores = vqa_scores(paper)  # every paper backbone with a published MMMU score, each with its source
-    assert set(scores) == set(paper["backbones"]) - {"paligemma-1", "paligemma-2"}
+    assert set(scores) == set(paper.backbones) - {"paligemma-1", "paligemma-2"}
     assert scores["qwen2.5-vl-3b"]["score"] == 53.1 and scores["kosmos-2"]["score"] == 24.4
     assert all(s["source"].startswith("MMMU") and "published.yaml" in s["source"] for s in scores.values())
-    bad = copy.deepcopy(paper)
+    bad = copy.deepcopy(paper.raw)
     bad["backbones"]["paligemma-1"]["vqa"] = {"published": "paligemma-1"}  # null in published.yaml: its reason
     with pytest.raises(ConfigError, match=r"backbones\.paligemma-1\.vqa\.published.*no VQA score.*fine-tuning"):
         study.check(bad)
@@ -176,18 +211,17 @@ def test_vqa_scores_come_from_the_published_numbers(paper):
 
 
 def test_embodied_sft_variants_become_backbones(paper):
-    from vlm4vla_core.config import with_sft_variants
-
-    full = with_sft_variants(paper)
-    assert with_sft_variants(full) == full  # idempotent: the stages re-read the expanded config
-    v = full["backbones"]["qwen2.5-vl-3b-bridgevqa"]
-    assert (v["family"], v["source"], v["sft"], v["ablations"]) == ("qwen2_5_vl", "sft", "qwen2.5-vl-3b", ["full"])
-    assert v["training"] == paper["backbones"]["qwen2.5-vl-3b"]["training"]
-    assert full["backbones"]["qwen2.5-vl-7b-robobrain2"]["source"] == "BAAI/RoboBrain2.0-7B"
-    validate(full)
-    assert len(jobs(full)) == 360 + 7 * 3 * 3
-    assert {j["ablation"] for j in jobs(full) if j["backbone"] == "qwen2.5-vl-3b-bridgevqa"} == {"full"}
-    bad = copy.deepcopy(paper)
+    full = paper.with_sft_variants()
+    assert full.with_sft_variants().raw == full.raw  # idempotent: the stages re-read the expanded config
+    v = full.backbones["qwen2.5-vl-3b-bridgevqa"]
+    assert (v.family, v.source, v.sft, v.ablations) == ("qwen2_5_vl", "sft", "qwen2.5-vl-3b", ("full",))
+    assert v.training == paper.backbones["qwen2.5-vl-3b"].training
+    assert full.backbones["qwen2.5-vl-7b-robobrain2"].source == "BAAI/RoboBrain2.0-7B"
+    assert "qwen2.5-vl-3b-bridgevqa" not in paper.backbones and "qwen2.5-vl-3b-bridgevqa" not in paper.raw["backbones"]
+    validate(copy.deepcopy(dict(full.raw)))
+    assert len(full.jobs()) == 360 + 7 * 3 * 3
+    assert {j["ablation"] for j in full.jobs() if j["backbone"] == "qwen2.5-vl-3b-bridgevqa"} == {"full"}
+    bad = copy.deepcopy(paper.raw)
     del bad["embodied_sft"]["qwen2.5-vl-3b-robopoint"]["data_path"]
     assert "embodied_sft.qwen2.5-vl-3b-robopoint" in _error(bad)
     bad = copy.deepcopy(load_config(DEMO))
@@ -210,7 +244,7 @@ def test_the_workflow_stops_at_an_old_mode_name_with_the_new_one(tmp_path):
 
 def test_an_old_resources_key_stops_with_the_rule_name(paper):
     for old, new in RENAMED_RESOURCES.items():
-        bad = copy.deepcopy(paper)
+        bad = copy.deepcopy(paper.raw)
         bad["resources"][old] = bad["resources"].pop(new)
         assert f"key 'resources.{old}' is now called 'resources.{new}'" in _error(bad)
 
@@ -235,14 +269,14 @@ def test_resources_are_keyed_by_the_rules_that_read_them():
 
 
 def test_a_rule_reads_the_shared_entry_for_a_key_its_own_lacks():
-    config = {"resources": {"evaluate": {"cpus": 4, "mem_mb": 9000}, "evaluate_baseline": {"cpus": 1}}}
-    assert resource(config, "evaluate_baseline", "cpus", 2) == 1
-    assert resource(config, "evaluate_baseline", "mem_mb", 2) == 9000
-    assert resource(config, "evaluate_baseline", "runtime", 60) == 60
-    assert resource(config, "published", "runtime", 30) == 30  # neither published nor aggregate set
+    study = Study.from_dict({"resources": {"evaluate": {"cpus": 4, "mem_mb": 9000}, "evaluate_baseline": {"cpus": 1}}})
+    assert study.resource("evaluate_baseline", "cpus", 2) == 1
+    assert study.resource("evaluate_baseline", "mem_mb", 2) == 9000
+    assert study.resource("evaluate_baseline", "runtime", 60) == 60
+    assert study.resource("published", "runtime", 30) == 30  # neither published nor aggregate set
     assert set(RESOURCE_FALLBACK) <= set(RESOURCE_RULES) and set(RESOURCE_FALLBACK.values()) <= set(RESOURCE_RULES)
     with pytest.raises(KeyError, match="collect_data"):
-        resource(config, "collect_data", "cpus")
+        study.resource("collect_data", "cpus")
 
 
 def test_the_workflow_stops_at_an_old_resources_key(tmp_path):
@@ -277,9 +311,9 @@ def test_demo_study_plans_the_pretraining_levels_and_the_sft_axis(tmp_path):
 
 def test_bad_config_stops_before_any_job(tmp_path):
     wf = _clone(tmp_path)
-    cfg = yaml.safe_load((wf / "config.yaml").read_text())
-    cfg["backbones"]["kosmos-2"]["family"] = "kosmos3"
-    (wf / "config.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((wf / "config.yaml").read_text())
+    raw["backbones"]["kosmos-2"]["family"] = "kosmos3"
+    (wf / "config.yaml").write_text(yaml.safe_dump(raw))
     res = _snakemake("-n", cwd=wf)
     assert res.returncode != 0
     assert "backbones.kosmos-2.family" in res.stderr + res.stdout

@@ -9,7 +9,7 @@ import pytest
 
 from vlm4vla_core import plan_cost
 from vlm4vla_core.backbones.memory import GPUS
-from vlm4vla_core.config import ConfigError, load_config
+from vlm4vla_core.config import ConfigError, Study, load_study
 from vlm4vla_core.study import check
 
 MW = dict(kind="metaworld", chunk=4, tasks=["button-press-topdown-v3"], image_size=32, camera="corner4",
@@ -81,10 +81,10 @@ def test_the_plan_of_a_small_study_is_the_hand_computed_one():
 
 
 def test_one_more_backbone_leaves_the_sft_variants_aside():
-    config = small_study()
-    config["vqa_sets"]["mwvqa"]["train_episodes_per_task"] = 1
-    config["embodied_sft"] = {"a-sft": {"base": "a", "dataset": "mwvqa"}}
-    plan = plan_cost.plan_study(check(config), {"a": FACTS, "b": dict(FACTS, text_active=2000)})
+    raw = small_study()
+    raw["vqa_sets"]["mwvqa"]["train_episodes_per_task"] = 1
+    raw["embodied_sft"] = {"a-sft": {"base": "a", "dataset": "mwvqa"}}
+    plan = plan_cost.plan_study(check(raw), {"a": FACTS, "b": dict(FACTS, text_active=2000)})
     per = {b: sum(r["gpu_hours"] for r in plan["rows"] if r["backbone"] == b) for b in ("a", "b", "a-sft")}
     assert per["a-sft"] < per["a"]  # full fine-tuning only: half the jobs
     assert plan["one_more_backbone"]["min"] == pytest.approx(per["a"])
@@ -92,18 +92,22 @@ def test_one_more_backbone_leaves_the_sft_variants_aside():
 
 
 def test_missing_assumptions_name_their_key():
-    config = small_study()
-    del config["cost"]["simulators"]["mw_fast"]
+    raw = small_study()
+    del raw["cost"]["simulators"]["mw_fast"]
     with pytest.raises(ConfigError, match="cost.simulators.mw_fast"):
-        plan_cost.plan_study(config, {"a": FACTS, "b": FACTS})
-    config = small_study()
-    config["resources"]["evaluate"]["gpu_model"] = "B300"
+        plan_cost.plan_study(Study.from_dict(raw), {"a": FACTS, "b": FACTS})
+    raw = small_study()
+    raw["resources"]["evaluate"]["gpu_model"] = "B300"
     with pytest.raises(ConfigError, match="resources.evaluate.gpu_model"):
-        plan_cost.plan_study(config, {"a": FACTS, "b": FACTS})
-    config = small_study()
-    del config["cost"]
+        plan_cost.plan_study(Study.from_dict(raw), {"a": FACTS, "b": FACTS})
+    raw = small_study()
+    del raw["cost"]
     with pytest.raises(ConfigError, match="'cost'"):
-        plan_cost.plan_study(config, {"a": FACTS, "b": FACTS})
+        plan_cost.plan_study(Study.from_dict(raw), {"a": FACTS, "b": FACTS})
+    raw = small_study()
+    del raw["cost"]["mfu"]
+    with pytest.raises(ConfigError, match="missing key 'cost.mfu'"):
+        plan_cost.plan_study(Study.from_dict(raw), {"a": FACTS, "b": FACTS})
 
 
 def test_every_gpu_of_the_memory_planner_has_a_peak():
@@ -111,7 +115,7 @@ def test_every_gpu_of_the_memory_planner_has_a_peak():
 
 
 def test_step_budgets_of_the_paper_protocols():
-    config = load_config("config.yaml")
+    config = load_study("config.yaml")
     calvin, libero, bridge = (plan_cost.step_budget(config, k) for k in ("calvin", "libero10", "simpler_bridge"))
     # 1000 chains x 5 subtasks x 360 steps, 3 modes; calls per subtask: ceil(360/10) + 360/5 + 360
     assert calvin["env_steps"] == 1000 * 5 * 360 * 3
@@ -140,14 +144,15 @@ def test_moe_experts_count_at_top_k():
 
 def test_the_dry_run_line_shows_a_plan_of_the_same_config_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = small_study()
+    raw = small_study()
+    config = Study.from_dict(raw)
     assert "is not made yet" in plan_cost.dry_run_line(config, "c.yaml")
     plan = plan_cost.plan_study(config, {"a": FACTS, "b": FACTS})
     from vlm4vla_core.io import write_json
 
     write_json(plan_cost.plan_path(config), dict(plan, config_digest=plan_cost.config_digest(config)))
     assert plan_cost.dry_run_line(config, "c.yaml") == plan_cost.summary_line(plan)
-    config["seeds"] = [0, 1]
-    assert "is for another config" in plan_cost.dry_run_line(config, "c.yaml")
-    del config["cost"]
-    assert plan_cost.dry_run_line(config, "c.yaml") == ""
+    raw["seeds"] = [0, 1]
+    assert "is for another config" in plan_cost.dry_run_line(Study.from_dict(raw), "c.yaml")
+    del raw["cost"]
+    assert plan_cost.dry_run_line(Study.from_dict(raw), "c.yaml") == ""

@@ -37,11 +37,11 @@ def _nav_pages(nav) -> list[str]:
 
 
 def test_every_docs_page_is_in_the_nav_and_validation_is_strict():
-    cfg = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    site = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
-    assert sorted(_nav_pages(cfg["nav"])) == sorted(pages)
-    assert cfg["strict"] is True
-    assert {k: cfg["validation"][k] for k in ("not_found", "anchors", "absolute_links", "unrecognized_links",
+    assert sorted(_nav_pages(site["nav"])) == sorted(pages)
+    assert site["strict"] is True
+    assert {k: site["validation"][k] for k in ("not_found", "anchors", "absolute_links", "unrecognized_links",
                                               "omitted_files")} == dict.fromkeys(
         ("not_found", "anchors", "absolute_links", "unrecognized_links", "omitted_files"), "warn")
 

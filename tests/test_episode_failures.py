@@ -10,6 +10,7 @@ import pytest
 
 from vlm4vla_core import benchmarks, evaluate
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, EpisodeFailures, Obs, run_episodes
+from vlm4vla_core.config import Study
 
 
 class FlakyBench(Benchmark):
@@ -63,7 +64,7 @@ def test_an_episode_that_raises_is_a_failure_with_its_error(flaky, slots):
 
 
 def test_a_job_records_the_failure_and_a_broken_simulator_stops_it(flaky, tmp_path):
-    results, parts = evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "eval.json")
+    results, parts = evaluate.evaluate(Study.from_dict(flaky), "f", 0, ones, 2, ["whole_chunk"], tmp_path / "eval.json")
     full = results["whole_chunk"]
     assert full["failed_episodes"] == 1 and full["episodes"][3]["error"].startswith("RuntimeError")
     assert sum(r["success"] for r in full["episodes"]) == 7  # counted as a failure
@@ -71,7 +72,7 @@ def test_a_job_records_the_failure_and_a_broken_simulator_stops_it(flaky, tmp_pa
 
     flaky["benchmarks"]["f"]["broken"] = True
     with pytest.raises(EpisodeFailures) as err:
-        evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
+        evaluate.evaluate(Study.from_dict(flaky), "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
     message = str(err.value)
     assert "3 of 8 episodes raised" in message  # stopped once more than 25% raised, not after all 8
     assert message.count("OSError: simulator connection lost") == 3 and "episode 2 (t0)" in message
@@ -79,7 +80,7 @@ def test_a_job_records_the_failure_and_a_broken_simulator_stops_it(flaky, tmp_pa
     # fixed and run again: the episodes that raised are retried, the others are kept
     flaky["benchmarks"]["f"]["broken"] = False
     flaky["benchmarks"]["f"]["raise_at"] = []
-    again, _ = evaluate.evaluate(flaky, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
+    again, _ = evaluate.evaluate(Study.from_dict(flaky), "f", 0, ones, 2, ["whole_chunk"], tmp_path / "broken.json")
     assert again["whole_chunk"]["failed_episodes"] == 0 and all(r["success"] for r in again["whole_chunk"]["episodes"])
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import ConfigError
+from vlm4vla_core.config import ConfigError, Study
 from vlm4vla_core.policy import PolicyConfig, arm_to_label, label_to_arm
 
 NORM_MIN, NORM_MAX = -0.65, 0.65  # every configs/oxe_training/*/*.json and configs/calvin_finetune/*.json: 125-127 / 135-137
@@ -140,11 +140,11 @@ def test_study_config_rejects_an_unknown_arm_range():
     import yaml
     from pathlib import Path
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo.yaml").read_text())
-    name = next(iter(config["benchmarks"]))
-    config["benchmarks"][name]["arm_range"] = "wide"
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo.yaml").read_text())
+    name = next(iter(raw["benchmarks"]))
+    raw["benchmarks"][name]["arm_range"] = "wide"
     with pytest.raises(ConfigError, match=f"benchmarks.{name}.arm_range"):
-        validate(config)
+        validate(raw)
 
 
 # -- the gripper sign through predict ------------------------------------------------------------------------
@@ -224,10 +224,11 @@ def test_training_takes_the_benchmark_arm_range_and_old_policies_keep_theirs(tmp
     data = tmp_path / "data"
     data.mkdir()
     data.joinpath("stats.json").write_text(json.dumps({"action": {"q01": [-1.0] * 4, "q99": [1.0] * 4}}))
-    config = {"backbones": {"b": {"family": "qwen2_5_vl"}}, "evaluation": {},
-              "policy": {"head_hidden": 8, "loss": "huber", "gripper_weight": 0.01, "arm_norm": 0.65},
-              "benchmarks": {"mw": {"kind": "metaworld", "chunk": 2, "image_size": 28},
-                             "mw2": {"kind": "metaworld", "chunk": 2, "image_size": 28, "arm_range": "official"}}}
+    config = Study.from_dict({
+        "backbones": {"b": {"family": "qwen2_5_vl"}}, "evaluation": {},
+        "policy": {"head_hidden": 8, "loss": "huber", "gripper_weight": 0.01, "arm_norm": 0.65},
+        "benchmarks": {"mw": {"kind": "metaworld", "chunk": 2, "image_size": 28},
+                       "mw2": {"kind": "metaworld", "chunk": 2, "image_size": 28, "arm_range": "official"}}})
     assert policy_config_for(config, "b", "mw", "full", 0, "x", data).arm_range == "full"
     assert policy_config_for(config, "b", "mw2", "full", 0, "x", data).arm_range == "official"
 

@@ -20,6 +20,7 @@ from vlm4vla_core.aggregate import claims as claims_mod
 from vlm4vla_core.aggregate import inference as inf
 from vlm4vla_core.aggregate.files import ResultsError
 from vlm4vla_core.aggregate.slopes import eiv_slope, fit_points, interaction
+from vlm4vla_core.config import Study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_aggregate import CHAINS, calvin_json, paper_config, run_json  # noqa: E402
@@ -213,18 +214,18 @@ def test_claims_file_one_line_and_schema(tmp_path):
 
 
 def test_shipped_claims_files_fit_their_configs():
-    from vlm4vla_core.config import load_config
+    from vlm4vla_core.config import load_study
 
     root = Path(__file__).resolve().parents[1]
     for cfg_path in (root / "config.yaml", root / "config" / "demo.yaml"):
-        cfg = load_config(cfg_path)
-        claims = claims_mod.load_claims(root / cfg["claims"])
-        claims_mod.check_claims(claims, cfg)
+        study = load_study(cfg_path)
+        claims = claims_mod.load_claims(root / study.claims)
+        claims_mod.check_claims(claims, study)
         assert len(claims["claims"]) >= 5
     bad = claims_mod.load_claims(root / "config" / "claims" / "demo.yaml")
     bad["claims"][0]["a"] = "tiny-llava"
     with pytest.raises(ResultsError, match=r"claims.0 .*backbone 'tiny-llava' is not in the config"):
-        claims_mod.check_claims(bad, load_config(root / "config" / "demo.yaml"))
+        claims_mod.check_claims(bad, load_study(root / "config" / "demo.yaml"))
 
 
 @pytest.mark.parametrize("direction,estimate,se,sesoi,verdict", [
@@ -252,8 +253,9 @@ def test_aggregate_writes_inference_and_claims(tmp_path):
                       "  - {id: slope, kind: slope, benchmark: calv, direction: greater, sesoi: 0.01}\n")
     from vlm4vla_core.aggregate import aggregate
 
-    cfg = paper_config()
-    cfg["benchmarks"] = {"calv": cfg["benchmarks"]["calv"]}
+    raw = dict(paper_config().raw)
+    raw["benchmarks"] = {"calv": raw["benchmarks"]["calv"]}
+    cfg = Study.from_dict(raw)
     out = tmp_path / "out"
     aggregate(paths, cfg, out, claims=claims)
     md = (out / "inference" / "claims.md").read_text()
@@ -488,11 +490,11 @@ def test_findings_show_an_unbounded_interval(tmp_path):
     path.write_text(json.dumps({"claims": [dict(id="c", verdict="inconclusive", text="a beats b", estimate=100.0,
                                                 ci95=[None, None], status="ok", p_claim_adjusted=1.0)]}))
     claims = {"claims": [dict(id="c", kind="contrast", a="a", b="b", benchmark="mw")]}
-    found = findings.lines(tmp_path, claims, {}, {"inference_contrasts"})
+    found = findings.lines(tmp_path, claims, Study.from_dict({}), {"inference_contrasts"})
     assert ("- **inconclusive**: a beats b (estimate 100 [unbounded, unbounded]; p adj. 1) — "
             "[inference_contrasts](html/inference_contrasts.html)") in findings.markdown(found)
     assert "(estimate 100 [unbounded, unbounded]; p adj. 1) — `inference_contrasts.html`_" in findings.rst(found, "s")
-    assert findings.lines(tmp_path, None, {}, set()) == []  # no claims file: no findings
+    assert findings.lines(tmp_path, None, Study.from_dict({}), set()) == []  # no claims file: no findings
 
 
 def test_findings_of_a_results_table_link_the_plain_tables(tmp_path):
@@ -509,7 +511,7 @@ def test_findings_of_a_results_table_link_the_plain_tables(tmp_path):
     claims = {"claims": [dict(id="c", kind="contrast", a="q/freeze_vision", b="q", benchmark="mw"),
                          dict(id="i", kind="interaction")]}
     pages = {"ablation_table", "main_table", "ablation", "regression_table"}
-    found = findings.markdown(findings.lines(tmp_path, claims, {}, pages))
+    found = findings.markdown(findings.lines(tmp_path, claims, Study.from_dict({}), pages))
     assert ("- **inconclusive**: freezing hurts (no estimate: no episode records) — [ablation_table]"
             "(html/ablation_table.html), [main_table](html/main_table.html), [ablation](html/ablation.html)") in found
     assert ("- **supported**: slopes differ (F(2, 18) = 3.76; p adj. 0.01) — [regression_table]"

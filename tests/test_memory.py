@@ -10,13 +10,13 @@ from vlm4vla_core.backbones import Processor, get_adapter
 from vlm4vla_core import plan_memory
 from vlm4vla_core.backbones import memory
 from vlm4vla_core.backbones.card import meta_model
-from vlm4vla_core.config import ConfigError, load_config
+from vlm4vla_core.config import ConfigError, load_study
 from vlm4vla_core.policy import PolicyConfig, VLAPolicy
 
 
 @pytest.fixture(scope="module")
 def paper():
-    return load_config("config.yaml")
+    return load_study("config.yaml")
 
 
 def test_head_params_match_the_policy():
@@ -40,15 +40,15 @@ def test_30b_moe_needs_zero3_on_8_x_80gb(paper):
 def test_check_refuses_a_job_that_cannot_fit(paper, tmp_path, capsys):
     import yaml
 
-    cfg = copy.deepcopy(paper)
-    cfg["backbones"]["qwen3-vl-30b-a3b"]["training"]["zero_stage"] = 2
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    raw = copy.deepcopy(paper.raw)
+    raw["backbones"]["qwen3-vl-30b-a3b"]["training"]["zero_stage"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     args = ["--config", str(tmp_path / "c.yaml"), "--backbone", "qwen3-vl-30b-a3b", "--benchmark", "calvin", "--check"]
     assert plan_memory.main(args) == 1
     assert "does not fit" in capsys.readouterr().err
     assert plan_memory.main(args + ["--gpu", "H200-141GB"]) == 0
     with pytest.raises(ConfigError, match="resources.train.gpu_model"):
-        plan_memory.plan_job(cfg, "kosmos-2", "calvin", gpu="TPU")
+        plan_memory.plan_job(paper, "kosmos-2", "calvin", gpu="TPU")
 
 
 def _block(**changes):

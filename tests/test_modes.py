@@ -10,7 +10,7 @@ import pytest
 from vlm4vla_core import benchmarks, evaluate
 from vlm4vla_core.aggregate import load_runs
 from vlm4vla_core.aggregate.tables import BEST_OF, HELD_OUT, main_table
-from vlm4vla_core.config import ConfigError, execute_steps, held_out_values
+from vlm4vla_core.config import ConfigError, Study, execute_steps, held_out_values
 
 #: execute steps of VLM4VLA's scripts (CladernyJorn/VLM4VLA 20fedc9): eval/calvin/evaluate_ddp.py line 303
 #: (``execute_step=10``, chunk 10); eval/libero/eval_ckpts_libero.py line 17 (``[4, 2]``, chunk 4);
@@ -19,6 +19,10 @@ OFFICIAL_STEPS = {"calvin": (10, [10]), "libero10": (4, [4, 2]), "simpler_bridge
 
 
 def study(**benches):
+    return Study.from_dict(raw_study(**benches))
+
+
+def raw_study(**benches):
     return {"study": "t", "evaluation": {"modes": ["whole_chunk", "half_chunk"], "mode_selection": "best"},
             "benchmarks": {name: dict(kind=kind, chunk=chunk, data_path="x", **kw)
                            for name, (kind, chunk, kw) in benches.items()}}
@@ -35,7 +39,7 @@ def test_modes_are_configurable_and_a_fixed_rule_must_name_one():
     config = study(mw=("metaworld", 4, {}), lib=("libero10", 4, {"modes": ["single_step"], "mode_selection": "single_step"}))
     assert benchmarks.modes_of(config, "mw") == (["whole_chunk", "half_chunk"], "best", "evaluation.modes")
     assert benchmarks.modes_of(config, "lib") == (["single_step"], "single_step", "benchmarks.lib.modes")
-    config["benchmarks"]["cal"] = dict(kind="calvin", chunk=10, data_path="x", mode_selection="half_chunk")
+    config = study(cal=("calvin", 10, {"mode_selection": "half_chunk"}))
     with pytest.raises(ConfigError, match=r"benchmarks\.cal\.mode_selection.*\['whole_chunk'\]"):
         benchmarks.modes_of(config, "cal")
 
@@ -76,8 +80,8 @@ def _counting(monkeypatch):
 
 def test_eval_record_reports_the_rule_beside_the_number(monkeypatch, tmp_path):
     bench = _counting(monkeypatch)
-    config = {"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=2, n=10)},
-              "evaluation": {"modes": ["whole_chunk", "single_step"], "mode_selection": "best"}}
+    config = Study.from_dict({"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=2, n=10)},
+              "evaluation": {"modes": ["whole_chunk", "single_step"], "mode_selection": "best"}})
     odd = lambda requests: [np.full((2, 2), 1.0 if r["image"][0, 0, 0] % 2 else -1.0, np.float32) for r in requests]
     results, parts = evaluate.evaluate(config, "c", 0, odd, 2, ["whole_chunk", "single_step"], tmp_path / "e.json")
     parts.remove()
@@ -101,8 +105,8 @@ def _run(tmp, seed, modes, rule, reported):
 
 def test_a_best_of_modes_cell_shows_the_held_out_number_beside_it(tmp_path):
     a, b = [1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 1, 1]  # as by hand above: best 66.7%, held-out 16.7%
-    config = {"study": "unit", "seeds": [0], "ablations": ["full"], "benchmarks": {"metaworld": {"kind": "metaworld"}},
-              "backbones": {"qwen": {"family": "f"}}}
+    config = Study.from_dict({"study": "unit", "seeds": [0], "ablations": ["full"],
+                              "benchmarks": {"metaworld": {"kind": "metaworld"}}, "backbones": {"qwen": {"family": "f"}}})
     res = load_runs([_run(tmp_path, 0, {"whole_chunk": a, "half_chunk": b}, "best", "half_chunk")], config)
     _, shown = main_table(res, config, ["metaworld"])
     # one seed: the episodes' interval alone (4 of 6: se sqrt(1e4 * 2/9 * 6/5 / 6) = 21.1, t(5)), labelled so
@@ -116,13 +120,12 @@ def test_a_config_with_an_old_mode_name_stops_with_the_new_name():
     from vlm4vla_core.config import ROOT, load_config
     from vlm4vla_core.study import check
 
-    config = load_config(ROOT / "config" / "demo.yaml")
-    assert "full" in config["ablations"]
-    check(config)
-    config["evaluation"]["modes"] = ["full", "half_chunk"]
-    config["benchmarks"]["metaworld"]["mode_selection"] = "single"
+    raw = load_config(ROOT / "config" / "demo.yaml")
+    assert "full" in check(raw).ablations
+    raw["evaluation"]["modes"] = ["full", "half_chunk"]
+    raw["benchmarks"]["metaworld"]["mode_selection"] = "single"
     with pytest.raises(ConfigError) as err:
-        check(config)
+        check(raw)
     msg = str(err.value)
     assert "key 'evaluation.modes' (item 0): execution mode 'full' is now called 'whole_chunk'" in msg
     assert "key 'benchmarks.metaworld.mode_selection': execution mode 'single' is now called 'single_step'" in msg
@@ -134,8 +137,8 @@ def test_results_written_with_the_old_mode_names_are_read_under_the_new_ones(tmp
     from vlm4vla_core.aggregate import ResultsError, load_results_csv
 
     a, b = [1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 1, 1]
-    config = {"study": "unit", "seeds": [0, 1], "ablations": ["full"], "benchmarks": {"metaworld": {"kind": "metaworld"}},
-              "backbones": {"qwen": {"family": "f"}}}
+    config = Study.from_dict({"study": "unit", "seeds": [0, 1], "ablations": ["full"],
+                              "benchmarks": {"metaworld": {"kind": "metaworld"}}, "backbones": {"qwen": {"family": "f"}}})
     old = load_runs([_run(tmp_path, 0, {"full": a, "half": b}, "best", "half")], config)
     new = load_runs([_run(tmp_path, 1, {"whole_chunk": a, "half_chunk": b}, "best", "half_chunk")], config)
     assert list(old.modes["mode"]) == list(new.modes["mode"]) == ["whole_chunk", "half_chunk"]
@@ -173,8 +176,8 @@ def test_an_old_shard_merges_and_reports_under_the_new_names(tmp_path):
 def test_the_log_names_the_mode_and_the_steps_it_executes(monkeypatch, tmp_path, capsys):
     _counting(monkeypatch)
     monkeypatch.setenv("VLM4VLA_PROGRESS_SECONDS", "0")
-    config = {"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=4, n=2)},
-              "evaluation": {"modes": ["half_chunk"], "mode_selection": "best"}}
+    config = Study.from_dict({"study": "t", "benchmarks": {"c": dict(kind="counting", chunk=4, n=2)},
+              "evaluation": {"modes": ["half_chunk"], "mode_selection": "best"}})
     ones = lambda requests: [np.ones((4, 2), np.float32) for _ in requests]
     _, parts = evaluate.evaluate(config, "c", 0, ones, 4, ["half_chunk"], tmp_path / "e.json")
     parts.remove()

@@ -57,9 +57,9 @@ def test_the_smoke_run_writes_the_measured_columns(tmp_path):
 def test_an_unknown_backbone_is_named():
     import pytest
 
-    from vlm4vla_core.config import load_config
+    from vlm4vla_core.config import load_study
 
-    config = load_config(str(ROOT / "config.yaml"))
-    assert check_planner.family_backbones(config, ["paligemma-2"]) == [("paligemma", "google/paligemma2-3b-pt-224")]
+    study = load_study(str(ROOT / "config.yaml"))
+    assert check_planner.family_backbones(study, ["paligemma-2"]) == [("paligemma", "google/paligemma2-3b-pt-224")]
     with pytest.raises(SystemExit, match="paligemma-3"):
-        check_planner.family_backbones(config, ["paligemma-3"])
+        check_planner.family_backbones(study, ["paligemma-3"])

@@ -26,7 +26,7 @@ from vlm4vla_core.benchmarks.calvin import canonical_to_calvin
 from vlm4vla_core.benchmarks.libero10 import NOOP, libero_image
 from vlm4vla_core.benchmarks.simpler_bridge import TASKS
 from vlm4vla_core.benchmarks.simpler_bridge.convert import GripperRule, to_controller
-from vlm4vla_core.config import execute_steps
+from vlm4vla_core.config import Study, execute_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 CALVIN, SIMPLER, LIBERO = benchmarks.get("calvin"), benchmarks.get("simpler_bridge"), benchmarks.get("libero10")
@@ -259,8 +259,8 @@ def test_bridge_controller_rotation_with_three_non_zero_angles():
 OFFICIAL_EXECUTE = {"calvin": {10}, "simpler_bridge": {4, 2, 1}, "libero10": {4, 2}}
 
 
-def evaluated_execute_steps(config: dict, name: str, entry: dict) -> set[int]:
-    modes = entry.get("modes") or config["evaluation"]["modes"]
+def evaluated_execute_steps(study: Study, name: str, entry: dict) -> set[int]:
+    modes = entry.get("modes") or study.evaluation.modes
     return {execute_steps(m, entry["chunk"]) for m in modes}
 
 
@@ -268,7 +268,7 @@ def evaluated_execute_steps(config: dict, name: str, entry: dict) -> set[int]:
 def test_execution_modes_cover_the_official_ones(study, name):
     bench = benchmarks.get(study["benchmarks"][name]["kind"])
     for entry in both(study, name, bench):
-        got = evaluated_execute_steps(study, name, entry)
+        got = evaluated_execute_steps(Study.from_dict(study), name, entry)
         assert OFFICIAL_EXECUTE[name] <= got, (name, got)
         if "modes" in entry:  # a per-benchmark list runs exactly the official ones
             assert got == OFFICIAL_EXECUTE[name], (name, got)

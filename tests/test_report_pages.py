@@ -12,6 +12,7 @@ import pandas as pd
 
 from vlm4vla_core.aggregate import aggregate
 from vlm4vla_core.aggregate.diagnostics import read_metrics, task_counts
+from vlm4vla_core.config import Study
 from vlm4vla_core.testing.small_study import CLAIMS, SNAKEFILE, study_config, write_study
 
 from test_aggregate import check_pages
@@ -23,7 +24,7 @@ def test_diagnostics_and_rollouts_in_the_report_pages(tmp_path):
     sft.parent.mkdir(parents=True)
     sft.write_text("".join(json.dumps(dict(step=s, loss=2.0 / s)) + "\n" for s in (1, 2, 3)))
     out = tmp_path / "results"
-    aggregate(paths, study_config(), out, sft_logs=[sft])
+    aggregate(paths, Study.from_dict(study_config()), out, sft_logs=[sft])
     names = check_pages(out)  # every caption its own and true for its table (the rollouts column's note too)
     assert {"rollouts_metaworld", "learning_curves", "sft_loss", "heatmap_metaworld"} <= names
 
@@ -73,7 +74,7 @@ def test_report_landing_page_opens_on_the_findings(tmp_path):
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "claims.yaml").write_text(CLAIMS)
     out = tmp_path / "results" / "pages"
-    aggregate(write_study(tmp_path), study_config(), out, claims=tmp_path / "claims.yaml")
+    aggregate(write_study(tmp_path), Study.from_dict(study_config()), out, claims=tmp_path / "claims.yaml")
     claims = json.loads((out / "inference" / "claims.json").read_text())["claims"]
 
     index = (out / "index.md").read_text()
@@ -120,7 +121,7 @@ def test_figures_draw_the_inference_layers_intervals(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "_save", capture)
     (tmp_path / "claims.yaml").write_text(CLAIMS)
     out = tmp_path / "results"
-    aggregate(write_study(tmp_path), study_config(), out, claims=tmp_path / "claims.yaml")
+    aggregate(write_study(tmp_path), Study.from_dict(study_config()), out, claims=tmp_path / "claims.yaml")
 
     cells = pd.read_csv(out / "inference" / "cells.csv")
     policy = cells[cells["backbone"] != "zero-action"]
@@ -181,7 +182,7 @@ def test_outcomes_table_and_figure(tmp_path):
             modes={"whole_chunk": {"execute_steps": 4, "episodes": episodes}}, reported_mode="whole_chunk", mode_selection="whole_chunk")))
         paths.append(run / "eval.json")
     out = tmp_path / "out"
-    aggregate(paths, study_config(), out)
+    aggregate(paths, Study.from_dict(study_config()), out)
     table = pd.read_csv(out / "outcomes_table.csv").set_index("backbone")
     q = table.loc["qwen"]
     assert (q["episodes"], q["successes"], q["n_success"], q["n_timed out"], q["n_raised"], q["n_failed"]) == (5, 3, 3, 1, 1, 0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlm4vla_core.backbones import get_adapter
-from vlm4vla_core.config import TrainSettings
+from vlm4vla_core.config import Study, TrainSettings
 from vlm4vla_core.sft import IGNORE, build_example, collate, lm_loss, sample_order
 from vlm4vla_core.vqa import scoring
 from vlm4vla_core.vqa.sets import Sample, load
@@ -317,13 +317,13 @@ def test_the_vqa_stage_finds_a_plugin_generator_without_naming_the_benchmark(tmp
     bench = dict(kind="metaworld", tasks=TASKS[:1], image_size=SIZE, camera="corner4", max_steps=30)
     vqa_set = dict(generate="metaworld", benchmark="mw", train_episodes_per_task=1, heldout_episodes_per_task=1,
                    frames_per_episode=1)
-    counts = write_set({"benchmarks": {"mw": bench}, "vqa_sets": {"mwq": vqa_set}}, "mwq", tmp_path / "stage")
+    counts = write_set(Study.from_dict({"benchmarks": {"mw": bench}, "vqa_sets": {"mwq": vqa_set}}), "mwq", tmp_path / "stage")
     assert counts["train"] == generate(TASKS[:1], tmp_path / "direct", "train", 1, 1, SIZE, "corner4", 30) > 0
     assert set(counts) == {"train", "heldout"}
     assert (tmp_path / "stage" / "train" / "data.json").read_text() == \
         (tmp_path / "direct" / "train" / "data.json").read_text()
     shapes = dict(generate="shapes", train_scenes=2, heldout_scenes=1, image_size=32, questions_per_scene=1)
-    counts = write_set({"benchmarks": {}, "vqa_sets": {"s": shapes}}, "s", tmp_path / "shapes")
+    counts = write_set(Study.from_dict({"benchmarks": {}, "vqa_sets": {"s": shapes}}), "s", tmp_path / "shapes")
     from vlm4vla_core.vqa import shapes as shapes_corpus
 
     assert counts["train"] == shapes_corpus.generate(tmp_path / "shapes_direct", "train", 2, 32, 1) > 0

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from vlm4vla_core.config import ConfigError, root_backbone, validate, with_sft_variants
+from vlm4vla_core.config import ConfigError, Study, validate
 from vlm4vla_core.vqa import shapes
 
 SIZE = 64
@@ -118,27 +118,27 @@ def _study(**extra):
 
     from vlm4vla_core.config import ROOT
 
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg.update(
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw.update(
         backbones={"tiny-q": {"family": "qwen2_5_vl", "source": "tiny", "ablations": ["full"]}},
         vqa_sets={"shapes": {"generate": "shapes", "train_scenes": 10, "heldout_scenes": 5}},
         pretraining={"tiny-q-g1": {"base": "tiny-q", "dataset": "shapes"},
                      "tiny-q-g2": {"base": "tiny-q-g1", "dataset": "shapes", "ablations": ["full", "from_scratch"]}},
         embodied_sft={"tiny-q-g2-sft": {"base": "tiny-q-g2", "dataset": "shapes"}},
     )
-    cfg.update(extra)
-    return cfg
+    raw.update(extra)
+    return raw
 
 
 def test_pretraining_levels_chain_and_become_backbones():
-    cfg = validate(_study())
-    full = with_sft_variants(cfg)
+    study = Study.from_dict(validate(_study()))
+    full = study.with_sft_variants()
     for name, base in (("tiny-q-g1", "tiny-q"), ("tiny-q-g2", "tiny-q-g1"), ("tiny-q-g2-sft", "tiny-q-g2")):
-        assert full["backbones"][name]["sft"] == base
-        assert full["backbones"][name]["family"] == "qwen2_5_vl" and full["backbones"][name]["source"] == "sft"
-        assert root_backbone(cfg, name) == "tiny-q"
-    assert full["backbones"]["tiny-q-g2"]["ablations"] == ["full", "from_scratch"]
-    assert with_sft_variants(full) == full
+        assert full.backbones[name].sft == base
+        assert full.backbones[name].family == "qwen2_5_vl" and full.backbones[name].source == "sft"
+        assert study.root_backbone(name) == "tiny-q"
+    assert full.backbones["tiny-q-g2"].ablations == ("full", "from_scratch")
+    assert full.with_sft_variants().raw == full.raw
 
 
 @pytest.mark.parametrize("change, message", [

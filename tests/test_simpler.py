@@ -83,9 +83,9 @@ def policy(requests_log: list, gripper=-1.0):
 
 # -- config and episodes -------------------------------------------------------------------------
 def test_config_names_map_to_the_official_env_ids_and_limits():
-    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["benchmarks"]["simpler_bridge"]
-    BRIDGE.check("simpler_bridge", cfg)
-    e = BRIDGE.settings(cfg)
+    entry = yaml.safe_load((ROOT / "config.yaml").read_text())["benchmarks"]["simpler_bridge"]
+    BRIDGE.check("simpler_bridge", entry)
+    e = BRIDGE.settings(entry)
     assert e["gripper_filter"] == "consecutive_open_2" and e["success"] == "final_step"
     assert [TASKS[t]["env_id"] for t in e["tasks"]] == ENV_IDS
     eps = BRIDGE.episodes(e, seed=0)
@@ -99,7 +99,7 @@ def test_config_names_map_to_the_official_env_ids_and_limits():
     for bad, match in [({"tasks": ["put_spoon_on_plate"]}, "tasks"), ({"gripper_filter": "sticky"}, "gripper_filter"),
                        ({"episodes_per_task": 25}, "episodes_per_task"), ({"max_step": 3}, "max_steps")]:
         with pytest.raises(ConfigError, match=match):
-            BRIDGE.check("simpler_bridge", {**cfg, **bad})
+            BRIDGE.check("simpler_bridge", {**entry, **bad})
 
 
 # -- protocol ------------------------------------------------------------------------------------
@@ -230,11 +230,11 @@ def test_vulkan_check_stops_with_what_to_install(tmp_path):
     assert "no usable Vulkan device" in str(err.value)
     BRIDGE.preflight(entry(vulkan_check=False))
     # the evaluate stage stops before the policy loads and before any episode
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     for key in ("pretraining", "embodied_sft", "vqa_sets", "claims"):  # the demo's variants and claims name its backbones
-        cfg.pop(key, None)
-    cfg["benchmarks"] = {"simpler_bridge": dict(kind="simpler_bridge", chunk=4, data_path="unused")}
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+        raw.pop(key, None)
+    raw["benchmarks"] = {"simpler_bridge": dict(kind="simpler_bridge", chunk=4, data_path="unused")}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     res = subprocess.run([sys.executable, "-m", "vlm4vla_core", "evaluate", "--config", str(tmp_path / "study.yaml"),
                           "--benchmark", "simpler_bridge", "--seed", "0", "--policy", str(tmp_path / "no-policy"),
                           "--out", str(tmp_path / "eval.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)

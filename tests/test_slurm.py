@@ -117,16 +117,16 @@ def test_snakemake_profile_slurm_plans_the_paper_study_without_conda_or_slurm(tm
 
 def test_planning_reports_a_missing_local_source_and_a_broken_global_batch(tmp_path):
     wf = _clone(tmp_path)
-    cfg = yaml.safe_load((wf / "config.yaml").read_text())
-    cfg["backbones"]["kosmos-2"]["source"] = "./checkpoints/kosmos-2-missing"
-    (wf / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((wf / "config.yaml").read_text())
+    raw["backbones"]["kosmos-2"]["source"] = "./checkpoints/kosmos-2-missing"
+    (wf / "bad.yaml").write_text(yaml.safe_dump(raw))
     res = _snakemake("-n", "--configfile", "bad.yaml", cwd=wf)
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "backbones.kosmos-2.source" in out and "kosmos-2-missing does not exist" in out
-    cfg = yaml.safe_load((wf / "config.yaml").read_text())
-    cfg["backbones"]["qwen3-vl-30b-a3b"]["train_resources"]["nodes"] = 3
-    (wf / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((wf / "config.yaml").read_text())
+    raw["backbones"]["qwen3-vl-30b-a3b"]["train_resources"]["nodes"] = 3
+    (wf / "bad.yaml").write_text(yaml.safe_dump(raw))
     res = _snakemake("-n", "--configfile", "bad.yaml", cwd=wf)
     out = res.stdout + res.stderr
     assert res.returncode != 0 and "qwen3-vl-30b-a3b" in out and "3 nodes x 8" in out, out[-2000:]

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from vlm4vla_core.backbones import get_adapter
-from vlm4vla_core.config import load_config
+from vlm4vla_core.config import load_study
 from vlm4vla_core.policy import VLAPolicy, load_policy
 from vlm4vla_core.train import policy_config_for
 
@@ -34,21 +34,21 @@ def study(tmp_path_factory):
     from vlm4vla_core.benchmarks.metaworld.collect import collect
 
     collect([TASK], 2, root / "data", image_size=SIZE, camera="corner4", max_steps=150, workers=1, progress=False)
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    cfg["benchmarks"]["metaworld"].update(tasks=[TASK], image_size=SIZE, episodes_per_task=1, max_steps=30)
-    cfg["training"].update(max_steps=24, checkpoint_every=4, log_every=4, micro_batch=4, warmup_steps=4, lr=1e-3)
-    cfg["policy"]["head_hidden"] = 32
-    cfg["evaluation"]["modes"] = ["whole_chunk", "half_chunk", "single_step"]  # every execution mode, whatever the demo runs
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw["benchmarks"]["metaworld"].update(tasks=[TASK], image_size=SIZE, episodes_per_task=1, max_steps=30)
+    raw["training"].update(max_steps=24, checkpoint_every=4, log_every=4, micro_batch=4, warmup_steps=4, lr=1e-3)
+    raw["policy"]["head_hidden"] = 32
+    raw["evaluation"]["modes"] = ["whole_chunk", "half_chunk", "single_step"]  # every execution mode, whatever the demo runs
     for name in FAMILIES:
-        cfg["backbones"][name]["source"] = str(root / name)
-    (root / "study.yaml").write_text(yaml.safe_dump(cfg))
+        raw["backbones"][name]["source"] = str(root / name)
+    (root / "study.yaml").write_text(yaml.safe_dump(raw))
     return root
 
 
 def _policy(study, backbone="tiny-qwen2.5-vl", ablation="full"):
-    config = load_config(study / "study.yaml")
-    cfg = policy_config_for(config, backbone, "metaworld", ablation, 0, str(study / backbone), study / "data")
-    return VLAPolicy(cfg)
+    config = load_study(study / "study.yaml")
+    policy_cfg = policy_config_for(config, backbone, "metaworld", ablation, 0, str(study / backbone), study / "data")
+    return VLAPolicy(policy_cfg)
 
 
 def _frames(n, seed=0):
@@ -174,9 +174,9 @@ def test_sigterm_checkpoints_and_exits_for_a_retry(study, tmp_path):
 def test_changed_settings_start_over_instead_of_resuming(study, tmp_path):
     _run(study, tmp_path / "run", "--stop-after", "8")
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file() and not (tmp_path / "run" / "policy").exists()
-    cfg = yaml.safe_load((study / "study.yaml").read_text())
-    cfg["training"]["lr"] = 3e-3
-    (tmp_path / "other.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((study / "study.yaml").read_text())
+    raw["training"]["lr"] = 3e-3
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
     cmd, env = _cli(study, tmp_path / "run")
     cmd[cmd.index("--config") + 1] = str(tmp_path / "other.yaml")
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -188,9 +188,9 @@ def test_changed_settings_start_over_instead_of_resuming(study, tmp_path):
 
 
 def test_two_process_deepspeed_step(study, tmp_path):
-    cfg = yaml.safe_load((study / "study.yaml").read_text())
-    cfg["training"].update(max_steps=3, checkpoint_every=2, log_every=1, zero_stage=2)
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((study / "study.yaml").read_text())
+    raw["training"].update(max_steps=3, checkpoint_every=2, log_every=1, zero_stage=2)
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(raw))
     cmd, env = _cli(study, tmp_path / "run", "--stop-after", "2", backbone="tiny-paligemma")
     cmd[cmd.index("--config") + 1] = str(tmp_path / "two.yaml")
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
@@ -241,9 +241,9 @@ def test_two_processes_give_the_loss_curve_of_one_with_accumulation_two(study, t
     """Same global batch (training.global_batch 4 = micro-batch 2 x 2): 1 process accumulates 2 micro-batches,
     2 processes take one each; the batches are drawn by global micro-batch index, the logged loss is the mean
     over ranks, so the curves agree within float tolerance."""
-    cfg = yaml.safe_load((study / "study.yaml").read_text())
-    cfg["training"].update(max_steps=4, checkpoint_every=4, log_every=1, micro_batch=2, global_batch=4)
-    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((study / "study.yaml").read_text())
+    raw["training"].update(max_steps=4, checkpoint_every=4, log_every=1, micro_batch=2, global_batch=4)
+    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(raw))
     curves = {}
     for n in (1, 2):
         cmd, env = _cli(study, tmp_path / f"run{n}", backbone="tiny-paligemma")
@@ -262,9 +262,9 @@ def test_two_processes_give_the_loss_curve_of_one_with_accumulation_two(study, t
 
 
 def test_a_global_batch_the_processes_cannot_keep_is_refused_at_start(study, tmp_path):
-    cfg = yaml.safe_load((study / "study.yaml").read_text())
-    cfg["training"].update(micro_batch=4, global_batch=6)
-    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(cfg))
+    raw = yaml.safe_load((study / "study.yaml").read_text())
+    raw["training"].update(micro_batch=4, global_batch=6)
+    (tmp_path / "gb.yaml").write_text(yaml.safe_dump(raw))
     cmd, env = _cli(study, tmp_path / "run")
     cmd[cmd.index("--config") + 1] = str(tmp_path / "gb.yaml")
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

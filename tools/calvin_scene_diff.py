@@ -33,10 +33,10 @@ def leaves(obj, prefix: str = "") -> dict:
     return {prefix: obj}
 
 
-def part(cfg: dict, dotted: str):
+def part(scene: dict, dotted: str):
     for key in dotted.split("."):
-        cfg = cfg.get(key, {}) if isinstance(cfg, dict) else {}
-    return cfg
+        scene = scene.get(key, {}) if isinstance(scene, dict) else {}
+    return scene
 
 
 def diff(a: dict, b: dict) -> list[dict]:

@@ -46,7 +46,7 @@ import torch
 from vlm4vla_core.backbones import get_adapter
 from vlm4vla_core.backbones.memory import (PROMPT_TEXT_TOKENS, _layers, activation_bytes, architecture_facts,
                                            block_bytes)
-from vlm4vla_core.config import load_config
+from vlm4vla_core.config import Study, load_study
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -75,17 +75,17 @@ def _cut(cfg, layers: int, smoke: bool) -> None:
         zoo._set_mrope_sections(cfg)
 
 
-def family_backbones(config: dict, names: list[str] | None = None) -> list[tuple[str, str]]:
+def family_backbones(study: Study, names: list[str] | None = None) -> list[tuple[str, str]]:
     """(family, hub id) of the first backbone of each family in the study, or of the backbones ``names``."""
-    entries = config["backbones"]
+    entries = study.backbones
     if names:
         unknown = [n for n in names if n not in entries]
         if unknown:
             raise SystemExit(f"check_planner: unknown backbone(s) {', '.join(unknown)} (keys under 'backbones:')")
-        return [(entries[n]["family"], entries[n]["source"]) for n in names]
+        return [(entries[n].family, entries[n].source) for n in names]
     out = {}
     for entry in entries.values():
-        out.setdefault(entry["family"], entry["source"])
+        out.setdefault(entry.family, entry.source)
     return list(out.items())
 
 
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print what the decoder layers keep, per autograd op, shape and dtype")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    sources = family_backbones(load_config(args.config), args.backbones)
+    sources = family_backbones(load_study(args.config), args.backbones)
     rows = []
     for family, source in sources:
         if args.families and family not in args.families:

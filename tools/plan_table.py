@@ -11,15 +11,15 @@ import warnings
 
 from vlm4vla_core.backbones.memory import GIB
 from vlm4vla_core.plan_memory import plan_job
-from vlm4vla_core.config import load_config
+from vlm4vla_core.config import load_study
 
 warnings.filterwarnings("ignore")
-config = load_config(sys.argv[1] if len(sys.argv) > 1 else "config.yaml")
+config = load_study(sys.argv[1] if len(sys.argv) > 1 else "config.yaml")
 print("| backbone | benchmark | params (B) | ZeRO-2: params / grads / optim / act = total (GiB) | "
       "ZeRO-3: total (GiB) | configured | fits (calvin, simpler_bridge, libero10) |")
 print("|---|---|---|---|---|---|---|")
-for backbone in config["backbones"]:
-    plans = {b: plan_job(config, backbone, b) for b in config["benchmarks"]}
+for backbone in config.backbones:
+    plans = {b: plan_job(config, backbone, b) for b in config.benchmarks}
     worst = max(plans.values(), key=lambda p: p[f"zero{p['zero_stage']}"]["total"])
     z2, z3 = worst["zero2"], worst["zero3"]
     fmt = lambda z: f"{z['parameters'] / GIB:.1f} / {z['gradients'] / GIB:.1f} / {z['optimizer'] / GIB:.1f} / " \

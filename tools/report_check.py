@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import yaml
 
+    from vlm4vla_core.config import Study
     from vlm4vla_core.testing.small_study import CLAIMS, SNAKEFILE, study_config, write_study  # the tests' small study
 
     from vlm4vla_core.aggregate import aggregate
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "claims.yaml").write_text(CLAIMS)
     results = args.out / "results" / "pages"
-    aggregate(write_study(args.out / "study"), study_config(), results, claims=args.out / "claims.yaml")
+    aggregate(write_study(args.out / "study"), Study.from_dict(study_config()), results, claims=args.out / "claims.yaml")
     shots = args.out / "screenshots"
     shots.mkdir(exist_ok=True)
     (args.out / "Snakefile").write_text(SNAKEFILE.format(rst=str(ROOT / "workflow" / "report" / "workflow.rst")))

@@ -27,16 +27,16 @@ def check_study(out: Path, study: str, benchmark: str, entry: dict, train_steps:
     benchmark. Returns its path."""
     import yaml
 
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     for key in ("pretraining", "embodied_sft", "vqa_sets", "claims"):  # the claims name the demo's arms
-        cfg.pop(key, None)
-    cfg.update(study=study, seeds=[0], ablations=["full"])
-    cfg["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
-    cfg["benchmarks"] = {benchmark: {**entry, "modes": ["whole_chunk"]}}
-    cfg["training"].update(max_steps=train_steps, checkpoint_every=train_steps, log_every=5, micro_batch=8)
-    cfg["evaluation"].update(modes=["whole_chunk"], mode_selection="whole_chunk", baseline=False)
+        raw.pop(key, None)
+    raw.update(study=study, seeds=[0], ablations=["full"])
+    raw["backbones"] = {"tiny-qwen2.5-vl": {"family": "qwen2_5_vl", "source": str(out / "backbone")}}
+    raw["benchmarks"] = {benchmark: {**entry, "modes": ["whole_chunk"]}}
+    raw["training"].update(max_steps=train_steps, checkpoint_every=train_steps, log_every=5, micro_batch=8)
+    raw["evaluation"].update(modes=["whole_chunk"], mode_selection="whole_chunk", baseline=False)
     path = out / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(raw))
     return path
 
 

@@ -7,13 +7,23 @@ the schema this module checks what a schema cannot inside the config itself
 other module of the package: ``vlm4vla_core.study`` adds the checks of the
 family adapters and the benchmark plug-ins. Every error names the key that is
 wrong.
+
+The package reads a config through one typed, frozen object, ``Study``
+(``Study.from_dict(validated)``, ``load_study(path)``): its sections are
+attributes (``study.training``, ``study.backbones["x"].family``) and the
+per-job settings are its methods (``train_settings``, ``resource``, ``jobs``).
+Only this module and the workflow's glue (the Snakefile and its rules, which
+Snakemake hands a dict) index the dict; ``Study.raw`` is that dict.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +107,7 @@ def validate(config: Any) -> dict:
         raise ConfigError("invalid config: " + "; ".join(_explain(e, schema) for e in errors))
 
     sets = config.get("vqa_sets") or {}
-    all_variants = variants(config)
+    all_variants = _variants(config)
     for section in VARIANT_SECTIONS:
         for name, entry in (config.get(section) or {}).items():
             if section == "embodied_sft" and name in (config.get("pretraining") or {}):
@@ -207,13 +217,6 @@ def resolve_batch(settings: TrainSettings, world: int) -> TrainSettings:
     return replace(settings, grad_accum=settings.global_batch // per_step)
 
 
-def train_settings(config: dict, backbone: str, benchmark: str) -> TrainSettings:
-    merged = dict(config["training"])
-    merged.update(config["benchmarks"][benchmark].get("training", {}))
-    merged.update(config["backbones"][backbone].get("training", {}))
-    return TrainSettings(**merged)
-
-
 def check_mode_names(config: dict) -> None:
     """Stop at an execution mode under its old name (``evaluation.modes``, ``evaluation.mode_selection``,
     ``benchmarks.<name>.modes`` / ``.mode_selection``), naming the key and the new name."""
@@ -247,18 +250,6 @@ def check_resource_names(config: dict) -> None:
     if old:
         raise ConfigError("; ".join(f"key 'resources.{k}' is now called 'resources.{RENAMED_RESOURCES[k]}' (the "
                                     "rule's name)" for k in old) + f" (the rules: {', '.join(RESOURCE_RULES)})")
-
-
-def resource(config: dict, rule: str, key: str, default: Any = None) -> Any:
-    """``resources.<rule>.<key>`` of a study config; where the rule's entry lacks the key, the entry of the
-    rule it shares resources with (``RESOURCE_FALLBACK``), then ``default``."""
-    if rule not in RESOURCE_RULES:
-        raise KeyError(f"{rule!r} is not a rule with resources (one of {', '.join(RESOURCE_RULES)})")
-    section = config.get("resources") or {}
-    for name in (rule, RESOURCE_FALLBACK.get(rule)):
-        if key in (section.get(name) or {}):
-            return section[name][key]
-    return default
 
 
 def renamed_modes(record: dict) -> dict:
@@ -308,17 +299,9 @@ def select_mode(success: dict[str, float], rule: str) -> str:
     return max(order, key=lambda m: (success[m], -order.index(m)))
 
 
-def variants(config: dict) -> dict[str, dict]:
-    """Every fine-tuned variant of the study (``pretraining`` then ``embodied_sft`` entries), by name."""
+def _variants(config: dict) -> dict[str, dict]:
+    """Every fine-tuned variant of a config dict (``pretraining`` then ``embodied_sft`` entries), by name."""
     return {name: entry for section in VARIANT_SECTIONS for name, entry in (config.get(section) or {}).items()}
-
-
-def root_backbone(config: dict, name: str) -> str:
-    """The backbone of ``backbones`` a variant (or a chain of variants) starts from; a backbone's own name."""
-    chain = variants(config)
-    while name in chain:
-        name = chain[name]["base"]
-    return name
 
 
 def held_out_values(values_by_mode: dict[str, "np.ndarray"]) -> tuple["np.ndarray", list[str]]:
@@ -339,36 +322,278 @@ def held_out_values(values_by_mode: dict[str, "np.ndarray"]) -> tuple["np.ndarra
     return out, [for_even, for_odd]
 
 
-def with_sft_variants(config: dict) -> dict:
-    """The config with every pretraining and embodied-SFT variant added under ``backbones`` (idempotent):
-    its root backbone's family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT
-    stage's checkpoint) or the variant's own published ``source``; its VLA jobs run the variant's
-    ``ablations`` (default: full fine-tuning only, as the paper's variants)."""
-    chain = variants(config)
-    if not chain:
-        return config
-    out = dict(config)
-    out["backbones"] = dict(config["backbones"])
-    for name, entry in chain.items():
-        if name in out["backbones"]:
-            continue
-        base = config["backbones"][root_backbone(config, name)]
-        added = dict(family=base["family"], source=entry.get("source") or "sft", sft=entry["base"],
-                     params_b=base.get("params_b"), ablations=list(entry.get("ablations", ["full"])),
-                     description=entry.get("description") or f"{entry['base']} fine-tuned on {entry['dataset']}")
-        if base.get("training"):
-            added["training"] = dict(base["training"])
-        out["backbones"][name] = added
-    return out
+def _copy(value) -> dict:
+    """A copy of a mapping of the config (absent: empty), so that the view never changes the dict it came from."""
+    return copy.deepcopy(dict(value or {}))
 
 
-def jobs(config: dict) -> list[dict]:
-    """Every (backbone, benchmark, ablation, seed) training job of the study; a backbone that lists its own
-    ``ablations`` (an embodied-SFT variant) runs those of the study's that it names."""
-    return [
-        dict(backbone=b, benchmark=k, ablation=a, seed=s)
-        for b, entry in config["backbones"].items()
-        for k in config["benchmarks"]
-        for a in config["ablations"] if a in entry.get("ablations", config["ablations"])
-        for s in config["seeds"]
-    ]
+def _frozen(mapping: dict) -> Mapping:
+    return MappingProxyType(mapping)
+
+
+def _nothing() -> Mapping:
+    """An absent mapping of a section: empty and read-only."""
+    return MappingProxyType({})
+
+
+def _typed(cls, values: Mapping, **extra):
+    """A section's dataclass from its dict entry: the keys it declares (absent ones take their defaults), a
+    mapping among them as a read-only copy."""
+    names = {f.name for f in fields(cls)} - set(extra)
+    return cls(**{k: _frozen(_copy(v)) if isinstance(v, Mapping) else copy.deepcopy(v)
+                  for k, v in values.items() if k in names}, **extra)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """``backbones.<name>``: a VLM of the study (a pretraining or embodied-SFT variant once
+    ``Study.with_sft_variants`` has added it: then ``sft`` names its base)."""
+
+    name: str
+    family: str
+    source: str
+    params_b: float | None = None
+    vqa: Mapping | None = None  # {score, source[, n]} or {published}
+    training: Mapping = field(default_factory=_nothing)  # overrides of the study's training defaults
+    train_resources: Mapping = field(default_factory=_nothing)  # overrides of resources.train
+    description: str | None = None
+    sft: str | None = None
+    ablations: tuple[str, ...] | None = None  # the study's ablations it runs (None: all)
+
+
+@dataclass(frozen=True)
+class BenchmarkEntry:
+    """``benchmarks.<name>``: the keys common to every kind, typed, and ``entry``, the whole entry (a
+    copy) with the keys of the kind's own plug-in, which reads them (``vlm4vla_core.benchmarks``)."""
+
+    name: str
+    kind: str
+    chunk: int
+    entry: Mapping
+    image_size: int | None = None
+    data_path: str | None = None
+    training: Mapping = field(default_factory=_nothing)  # overrides of the study's training defaults
+    eval_shards: int = 1
+    eval_workers: int = 1
+    eval_batch: int | None = None
+    simulator_python: str | None = None
+    modes: tuple[str, ...] | None = None
+    mode_selection: str | None = None
+    arm_range: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """``pretraining.<name>`` or ``embodied_sft.<name>`` (``section``): a backbone fine-tuned by the SFT
+    stage on a dataset (or a published fine-tuned checkpoint, ``source``)."""
+
+    name: str
+    section: str
+    base: str
+    dataset: str
+    data_path: str | None = None
+    source: str | None = None
+    training: Mapping = field(default_factory=_nothing)  # overrides of the SFT run's training settings
+    ablations: tuple[str, ...] | None = None  # VLA ablations it runs (None: full only)
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class VqaSet:
+    """``vqa_sets.<name>``: a held-out VQA set. Typed: where it comes from (a generator of ``generate`` and the
+    ``benchmark`` whose scenes it uses, or ``framework: lmms-eval``); ``entry``, the whole entry (a copy), holds
+    the keys of its generator or framework (scenes, task, paths), read by ``vlm4vla_core.vqa``."""
+
+    name: str
+    entry: Mapping
+    generate: str | None = None
+    benchmark: str | None = None
+    framework: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """``policy``: the action head and its loss."""
+
+    head_hidden: int
+    loss: str
+    gripper_weight: float
+    arm_norm: float
+    head_layers: int = 2
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``evaluation``: the execution modes, the selection rule and the evaluation jobs' limits."""
+
+    modes: tuple[str, ...]
+    mode_selection: str
+    baseline: bool = True
+    max_failed_share: float = MAX_FAILED_SHARE
+    videos_per_task: int = 1  # successful and failed episodes per task and job saved as videos
+
+
+@dataclass(frozen=True)
+class Cost:
+    """``cost``: the assumptions of the cost plan (``plan-cost``); ``simulators`` and ``vqa`` per benchmark
+    and per VQA set."""
+
+    mfu: float | None = None
+    inference_mfu: float | None = None
+    simulators: Mapping = field(default_factory=_nothing)
+    vqa: Mapping = field(default_factory=_nothing)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study config as one typed, frozen object, built once from the validated dict (``from_dict``,
+    ``load_study``). Sections are attributes; per-job settings are methods. Keys that depend on a plug-in
+    or a generator stay mappings beside the typed common part: a benchmark's own keys (``BenchmarkEntry.entry``,
+    read by its plug-in), a VQA set's (``VqaSet.entry``, read by ``vlm4vla_core.vqa``); a rule's resources are
+    read through ``resource``.
+    A section the dict lacks is None or empty (a partial dict: results read without a study's stages);
+    ``raw`` is the dict itself, for the workflow's glue, the config hash and the plan digest."""
+
+    raw: Mapping
+    name: str | None
+    seeds: tuple[int, ...] | None
+    backbones: Mapping[str, Backbone]
+    benchmarks: Mapping[str, BenchmarkEntry]
+    ablations: tuple[str, ...] | None
+    pretraining: Mapping[str, Variant]
+    embodied_sft: Mapping[str, Variant]
+    vqa_sets: Mapping[str, VqaSet]
+    policy: Policy | None
+    training: Mapping  # the training defaults of every job (TrainSettings' keys)
+    evaluation: Evaluation | None
+    resources: Mapping  # per workflow rule (RESOURCE_RULES); read through ``resource``
+    cost: Cost | None
+    claims: str | None
+
+    @classmethod
+    def from_dict(cls, config: Mapping) -> "Study":
+        """The typed view of a config dict (validated by ``validate`` or the workflow's schema check)."""
+        if isinstance(config, Study):
+            return config
+        if not isinstance(config, Mapping):
+            raise ConfigError("the config must be a mapping of keys to values")
+
+        def tuple_or_none(key):
+            return tuple(config[key]) if config.get(key) is not None else None
+
+        def variants_of(section):
+            return _frozen({n: _typed(Variant, e, name=n, section=section,
+                                      **({"ablations": tuple(e["ablations"])} if "ablations" in e else {}))
+                            for n, e in (config.get(section) or {}).items()})
+
+        backbones = {}
+        for n, e in (config.get("backbones") or {}).items():
+            e = e or {}
+            backbones[n] = _typed(Backbone, dict(e, family=e.get("family"), source=e.get("source")), name=n,
+                                  **({"ablations": tuple(e["ablations"])} if "ablations" in e else {}))
+        benches = {}
+        for n, e in (config.get("benchmarks") or {}).items():
+            e = e or {}
+            benches[n] = _typed(BenchmarkEntry, dict(e, kind=e.get("kind"), chunk=e.get("chunk")), name=n,
+                                entry=_frozen(_copy(e)), **({"modes": tuple(e["modes"])} if e.get("modes") else {}))
+        evaluation = config.get("evaluation")
+        if evaluation is not None:
+            evaluation = _typed(Evaluation, dict(evaluation, modes=tuple(evaluation.get("modes") or ()),
+                                                 mode_selection=evaluation.get("mode_selection")))
+        policy = config.get("policy")
+        cost = config.get("cost")
+        return cls(
+            raw=config, name=config.get("study"), seeds=tuple_or_none("seeds"), backbones=_frozen(backbones),
+            benchmarks=_frozen(benches), ablations=tuple_or_none("ablations"),
+            pretraining=variants_of("pretraining"), embodied_sft=variants_of("embodied_sft"),
+            vqa_sets=_frozen({n: _typed(VqaSet, e or {}, name=n, entry=_frozen(_copy(e)))
+                              for n, e in (config.get("vqa_sets") or {}).items()}),
+            policy=_typed(Policy, policy) if policy is not None else None, training=_frozen(_copy(config.get("training"))),
+            evaluation=evaluation, resources=_frozen({r: _frozen(_copy(e)) for r, e in
+                                                      (config.get("resources") or {}).items()}),
+            cost=_typed(Cost, cost) if cost else None, claims=config.get("claims"))
+
+    def variants(self) -> dict[str, Variant]:
+        """Every fine-tuned variant of the study (``pretraining`` then ``embodied_sft`` entries), by name."""
+        return {**self.pretraining, **self.embodied_sft}
+
+    def root_backbone(self, name: str) -> str:
+        """The backbone of ``backbones`` a variant (or a chain of variants) starts from; a backbone's own name."""
+        chain = self.variants()
+        while name in chain:
+            name = chain[name].base
+        return name
+
+    def train_settings(self, backbone: str, benchmark: str) -> TrainSettings:
+        """Training settings of one job: defaults < benchmark overrides < backbone overrides."""
+        merged = dict(self.training)
+        merged.update(self.benchmarks[benchmark].training)
+        merged.update(self.backbones[backbone].training)
+        return TrainSettings(**merged)
+
+    def sft_settings(self, variant: str) -> TrainSettings:
+        """Training settings of an SFT run: the training defaults < the root backbone's ``training``
+        (precision, memory settings) < the variant's ``training``."""
+        merged = dict(self.training)
+        merged.update(self.backbones[self.root_backbone(variant)].training)
+        merged.update(self.variants()[variant].training)
+        return TrainSettings(**merged)
+
+    def resource(self, rule: str, key: str, default: Any = None) -> Any:
+        """``resources.<rule>.<key>``; where the rule's entry lacks the key, the entry of the rule it shares
+        resources with (``RESOURCE_FALLBACK``), then ``default``."""
+        if rule not in RESOURCE_RULES:
+            raise KeyError(f"{rule!r} is not a rule with resources (one of {', '.join(RESOURCE_RULES)})")
+        for name in (rule, RESOURCE_FALLBACK.get(rule)):
+            if key in self.resources.get(name, {}):
+                return self.resources[name][key]
+        return default
+
+    def train_resource(self, backbone: str, key: str, default: Any = None) -> Any:
+        """A resource of a backbone's train jobs: ``backbones.<b>.train_resources`` over ``resources.train``."""
+        entry = self.backbones.get(backbone)
+        own = entry.train_resources if entry is not None else {}
+        return own[key] if key in own else self.resource("train", key, default)
+
+    def with_sft_variants(self) -> "Study":
+        """The study with every pretraining and embodied-SFT variant added under ``backbones`` (idempotent):
+        its root backbone's family, size and training settings, ``sft: <base>``, and ``source: sft`` (the SFT
+        stage's checkpoint) or the variant's own published ``source``; its VLA jobs run the variant's
+        ``ablations`` (default: full fine-tuning only, as the paper's variants). ``raw`` is the dict with them."""
+        chain = self.variants()
+        if not chain:
+            return self
+        out = dict(self.raw)
+        out["backbones"] = dict(self.raw["backbones"])
+        for name, entry in chain.items():
+            if name in out["backbones"]:
+                continue
+            base = self.backbones[self.root_backbone(name)]
+            added = dict(family=base.family, source=entry.source or "sft", sft=entry.base,
+                         params_b=base.params_b, ablations=list(entry.ablations) if entry.ablations is not None else ["full"],
+                         description=entry.description or f"{entry.base} fine-tuned on {entry.dataset}")
+            if base.training:
+                added["training"] = dict(base.training)
+            out["backbones"][name] = added
+        return Study.from_dict(out)
+
+    def jobs(self) -> list[dict]:
+        """Every (backbone, benchmark, ablation, seed) training job of the study; a backbone that lists its own
+        ``ablations`` (an embodied-SFT variant) runs those of the study's that it names."""
+        return [
+            dict(backbone=b, benchmark=k, ablation=a, seed=s)
+            for b, entry in self.backbones.items()
+            for k in self.benchmarks
+            for a in self.ablations if a in (entry.ablations if entry.ablations is not None else self.ablations)
+            for s in self.seeds
+        ]
+
+    def image_size(self, default: int = 224) -> int:
+        """The largest image size of the study's benchmarks: the size backbones are built, fine-tuned and
+        asked VQA at."""
+        return max(b.image_size or default for b in self.benchmarks.values())
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study config file: its typed view."""
+    return Study.from_dict(load_config(path))

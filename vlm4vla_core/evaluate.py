@@ -33,12 +33,12 @@ from vlm4vla_core import benchmarks
 from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.video import RolloutVideos
 from vlm4vla_core.config import BASELINE as ZERO
-from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, execute_steps, held_out_values, renamed_modes,
+from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, Study, execute_steps, held_out_values, renamed_modes,
                                  select_mode)
 from vlm4vla_core.io import read_json, write_json
 
-#: rollout videos land in <result folder>/videos/<result stem>/<mode>/; default successes and failures per task
-VIDEOS, VIDEOS_PER_TASK = "videos", 1
+#: rollout videos land in <result folder>/videos/<result stem>/<mode>/ (how many per task: evaluation.videos_per_task)
+VIDEOS = "videos"
 
 
 class Parts:
@@ -132,7 +132,7 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
               f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
 
 
-def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: list[str], out: Path,
+def evaluate(config: Study, benchmark: str, seed: int, infer, chunk: int, modes: list[str], out: Path,
              shard_index: int = 0, shards: int = 1, key: dict | None = None) -> tuple[dict[str, dict], "Parts"]:
     """Roll out ``infer`` on the shard's episodes in each mode; returns ({mode: {execute_steps, episodes}},
     the finished-episode store, removed by the caller once the result is written)."""
@@ -140,9 +140,10 @@ def evaluate(config: dict, benchmark: str, seed: int, infer, chunk: int, modes: 
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
     in_process = bench.runs_in_process(entry)
-    share = float(config.get("evaluation", {}).get("max_failed_share", MAX_FAILED_SHARE))
+    evaluation = config.evaluation
+    share = float(evaluation.max_failed_share if evaluation is not None else MAX_FAILED_SHARE)
     # a study config always has an evaluation section; a bare benchmark config (tests, tools) films nothing
-    per_task = int(config["evaluation"].get("videos_per_task", VIDEOS_PER_TASK)) if "evaluation" in config else 0
+    per_task = int(evaluation.videos_per_task) if evaluation is not None else 0
     results = {}
     for mode in modes:
         steps = execute_steps(mode, chunk)
@@ -233,13 +234,13 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     record = dict(
-        study=config["study"], backbone=args.backbone, family=family, benchmark=args.benchmark, kind=bench.kind,
+        study=config.name, backbone=args.backbone, family=family, benchmark=args.benchmark, kind=bench.kind,
         ablation=args.ablation, seed=args.seed, metric=bench.metric, checkpoint=args.policy, modes=results,
         mode_selection=rule, modes_source=source, shard=[args.shard, args.shards],
         episodes_total=len(bench.episodes(entry, args.seed)),
         simulator="in-process" if bench.runs_in_process(entry)
         else f"{bench.workers(entry)} worker process(es): {' '.join(bench.simulator_command(entry))}",
-        provenance=provenance(config),
+        provenance=provenance(config.raw),
     )
     if args.shards == 1:
         record["reported_mode"] = select_mode({m: bench.score(r["episodes"]) for m, r in results.items()}, rule)

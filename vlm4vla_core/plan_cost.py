@@ -32,6 +32,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from vlm4vla_core.config import Cost, Study
+
 #: Dense tensor-core peak TFLOP/s per GPU for bf16/fp16, and for fp32 without TF32 (PyTorch's default for
 #: matmuls). NVIDIA data sheets: A100 (312 / 19.5), H100 SXM (989 / 67), H200 (989 / 67), L40S (362 / 91.6),
 #: A10 (125 / 31.2).
@@ -81,19 +83,19 @@ def train_flops(f: dict, sequence: int, head: int, ablation: str, checkpointing:
     return passes * text + (1 if ablation == "freeze_vision" else passes) * vision
 
 
-def _cost(config: dict) -> dict:
+def _cost(config: Study) -> Cost:
     from vlm4vla_core.config import ConfigError
 
-    cost = config.get("cost")
+    cost = config.cost
     if not cost:
         raise ConfigError("missing key 'cost' (mfu, inference_mfu, simulators, vqa): the assumptions of plan-cost")
     for key in ("mfu", "inference_mfu"):
-        if key not in cost:
+        if getattr(cost, key) is None:
             raise ConfigError(f"missing key 'cost.{key}'")
     return cost
 
 
-def step_budget(config: dict, benchmark: str) -> dict:
+def step_budget(config: Study, benchmark: str) -> dict:
     """Environment steps, policy calls and rendered frames of one evaluation run of ``benchmark`` (all
     its episodes, every execution mode), each episode to its step limit."""
     from vlm4vla_core import benchmarks
@@ -102,69 +104,65 @@ def step_budget(config: dict, benchmark: str) -> dict:
     bench, entry = benchmarks.of(config, benchmark)
     episodes = bench.episodes(entry, 0)
     env_steps = calls = 0
-    for mode in config["evaluation"]["modes"]:
+    for mode in config.evaluation.modes:
         execute = execute_steps(mode, entry["chunk"])
         for episode in episodes:
             b = bench.step_budget(entry, episode)
             env_steps += b["env_steps"]
             per_segment = b["policy_steps"] / b["segments"]
             calls += b["segments"] * math.ceil(per_segment / execute)
-    return dict(episodes=len(episodes), modes=len(config["evaluation"]["modes"]), env_steps=env_steps, calls=calls)
+    return dict(episodes=len(episodes), modes=len(config.evaluation.modes), env_steps=env_steps, calls=calls)
 
 
-def plan_study(config: dict, facts: dict[str, dict]) -> dict:
+def plan_study(config: Study, facts: dict[str, dict]) -> dict:
     """The study's cost from the FLOPs facts of each backbone's architecture (``facts[backbone]``; an
     embodied-SFT variant may be given by its base). Returns rows (rule, backbone, jobs, gpu_hours,
     core_hours) and their totals."""
     from vlm4vla_core.backbones.memory import PROMPT_TEXT_TOKENS, head_params
     from vlm4vla_core import benchmarks
-    from vlm4vla_core.config import (BASELINE, ConfigError, jobs, resolve_batch, root_backbone, train_settings,
-                                     with_sft_variants)
+    from vlm4vla_core.config import BASELINE, ConfigError, resolve_batch
 
-    config = with_sft_variants(config)
+    config = config.with_sft_variants()
     cost = _cost(config)
-    resources = config["resources"]
-    pol = config["policy"]
+    pol = config.policy
 
     def facts_of(backbone):
-        for name in (backbone, root_backbone(config, backbone)):  # a variant has its root backbone's architecture
+        for name in (backbone, config.root_backbone(backbone)):  # a variant has its root backbone's architecture
             if name in facts:
                 return facts[name]
         raise ConfigError(f"backbone {backbone!r}: no architecture facts (a tiny backbone has no published size)")
 
     rows = defaultdict(lambda: dict(jobs=0, gpu_hours=0.0, core_hours=0.0))
-    train_gpu = resources.get("train", {}).get("gpu_model")
-    for job in jobs(config):
+    train_gpu = config.resource("train", "gpu_model")
+    for job in config.jobs():
         b, k = job["backbone"], job["benchmark"]
         f = facts_of(b)
-        entry = config["backbones"][b]
-        own = entry.get("train_resources", {})
-        gpu = own.get("gpu_model", train_gpu)
-        nodes = own.get("nodes", resources.get("train", {}).get("nodes", 1))
-        per_node = own.get("gpus", resources.get("train", {}).get("gpus", 0))
-        settings = train_settings(config, b, k)
+        gpu = config.train_resource(b, "gpu_model")
+        nodes = config.train_resource(b, "nodes", 1)
+        per_node = config.train_resource(b, "gpus", 0)
+        settings = config.train_settings(b, k)
         world = nodes * per_node if per_node else settings.num_processes
         settings = resolve_batch(settings, world)
         samples = settings.max_steps * settings.micro_batch * settings.grad_accum * world
-        bench = config["benchmarks"][k]
-        head = head_params(f["hidden"], bench["chunk"], benchmarks.get(bench["kind"]).action_dim, pol["head_hidden"],
-                           pol.get("head_layers", 2))
+        bench = config.benchmarks[k]
+        head = head_params(f["hidden"], bench.chunk, benchmarks.get(bench.kind).action_dim, pol.head_hidden,
+                           pol.head_layers)
         per_sample = train_flops(f, f["image_tokens"] + PROMPT_TEXT_TOKENS, head, job["ablation"],
                                  settings.gradient_checkpointing)
         peak = peak_flops(gpu, settings.precision, "resources.train.gpu_model")
         row = rows[("train", b)]
         row["jobs"] += 1
-        row["gpu_hours"] += samples * per_sample / (peak * cost["mfu"]) / HOUR
+        row["gpu_hours"] += samples * per_sample / (peak * cost.mfu) / HOUR
 
-    ev = resources.get("evaluate", {})
-    eval_gpu, eval_gpus = ev.get("gpu_model", train_gpu), int(ev.get("gpus", 0) or 0)
-    sims = cost.get("simulators") or {}
-    budgets = {k: step_budget(config, k) for k in config["benchmarks"]}
-    runs = [(j["backbone"], j["benchmark"]) for j in jobs(config)]
-    if config["evaluation"].get("baseline", True):
-        runs += [(None, k) for k in config["benchmarks"] for _ in config["seeds"]]
+    eval_gpu = config.resource("evaluate", "gpu_model", train_gpu)
+    eval_gpus = int(config.resource("evaluate", "gpus", 0) or 0)
+    sims = dict(cost.simulators)
+    budgets = {k: step_budget(config, k) for k in config.benchmarks}
+    runs = [(j["backbone"], j["benchmark"]) for j in config.jobs()]
+    if config.evaluation.baseline:
+        runs += [(None, k) for k in config.benchmarks for _ in config.seeds]
     for b, k in runs:
-        bench = config["benchmarks"][k]
+        bench = config.benchmarks[k]
         if k not in sims:
             raise ConfigError(f"missing key 'cost.simulators.{k}': one core's seconds per step (step_s) and per "
                               "rendered frame (render_s) of the benchmark's simulator")
@@ -173,14 +171,14 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
         policy_s = 0.0
         if b is not None:
             f = facts_of(b)
-            head = head_params(f["hidden"], bench["chunk"], benchmarks.get(bench["kind"]).action_dim,
-                               pol["head_hidden"], pol.get("head_layers", 2))
-            precision = train_settings(config, b, k).precision
+            head = head_params(f["hidden"], bench.chunk, benchmarks.get(bench.kind).action_dim,
+                               pol.head_hidden, pol.head_layers)
+            precision = config.train_settings(b, k).precision
             flops = sum(forward_flops(f, f["image_tokens"] + PROMPT_TEXT_TOKENS, head))
             policy_s = budget["calls"] * flops / (peak_flops(eval_gpu, precision, "resources.evaluate.gpu_model")
-                                                  * cost["inference_mfu"])
-        shards = int(bench.get("eval_shards", 1))
-        workers = int(bench.get("eval_workers", 1))
+                                                  * cost.inference_mfu)
+        shards = int(bench.eval_shards)
+        workers = int(bench.eval_workers)
         wall_s = max(core_s / workers, policy_s)  # summed over the run's shards
         row = rows[("evaluate" if b is not None else "evaluate_baseline", b or BASELINE)]
         row["jobs"] += shards
@@ -189,23 +187,22 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
 
     from vlm4vla_core.vqa import lmms
 
-    vqa_cost = cost.get("vqa") or {}
-    vq = resources.get("vqa_eval", {})
-    vqa_gpu = vq.get("gpu_model", train_gpu)
-    for b, entry in config["backbones"].items():
-        for name, vset in (config.get("vqa_sets") or {}).items():
-            if not lmms.measures(vset, entry["family"]):
+    vqa_cost = dict(cost.vqa)
+    vqa_gpu = config.resource("vqa_eval", "gpu_model", train_gpu)
+    for b, entry in config.backbones.items():
+        for name, vset in config.vqa_sets.items():
+            if not lmms.measures(vset.entry, entry.family):
                 continue
             if name not in vqa_cost:
                 raise ConfigError(f"missing key 'cost.vqa.{name}': the set's samples (and new_tokens) per backbone")
             f = facts_of(b)
             sequence = f["image_tokens"] + PROMPT_TEXT_TOKENS + int(vqa_cost[name].get("new_tokens", 0))
             flops = vqa_cost[name]["samples"] * sum(forward_flops(f, sequence))
-            precision = train_settings(config, b, next(iter(config["benchmarks"]))).precision
+            precision = config.train_settings(b, next(iter(config.benchmarks))).precision
             row = rows[("vqa_eval", b)]
             row["jobs"] += 1
             row["gpu_hours"] += flops / (peak_flops(vqa_gpu, precision, "resources.vqa_eval.gpu_model")
-                                         * cost["inference_mfu"]) / HOUR
+                                         * cost.inference_mfu) / HOUR
 
     table = [dict(rule=r, backbone=b, **v) for (r, b), v in rows.items()]
     totals = dict(jobs=sum(r["jobs"] for r in table), gpu_hours=sum(r["gpu_hours"] for r in table),
@@ -218,29 +215,29 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
                 agg[key][x] += r[x]
     # one more backbone: as one of the study's own (embodied-SFT variants, with their fewer ablations, aside)
     per_backbone = [v["gpu_hours"] for k, v in by_backbone.items()
-                    if k in config["backbones"] and not config["backbones"][k].get("sft")]
+                    if k in config.backbones and not config.backbones[k].sft]
     added = dict(min=min(per_backbone), max=max(per_backbone), mean=sum(per_backbone) / len(per_backbone)) \
         if per_backbone else {}
     return dict(rows=table, by_rule=dict(by_rule), by_backbone=dict(by_backbone), total=totals,
                 one_more_backbone=added, budgets=budgets,
-                assumptions=dict(mfu=cost["mfu"], inference_mfu=cost["inference_mfu"], train_gpu=train_gpu,
+                assumptions=dict(mfu=cost.mfu, inference_mfu=cost.inference_mfu, train_gpu=train_gpu,
                                  eval_gpu=eval_gpu, vqa_gpu=vqa_gpu, simulators=sims, vqa=vqa_cost,
                                  not_counted="the SFT stage (its data size is read when it runs), data and "
                                              "aggregation jobs (CPU)"))
 
 
-def architecture_table(config: dict) -> dict[str, dict]:
+def architecture_table(config: Study) -> dict[str, dict]:
     """``flops_facts`` of every base backbone of a study, each built on the meta device."""
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.card import meta_model
 
-    size = max(b.get("image_size", 224) for b in config["benchmarks"].values())
+    size = config.image_size()
     out = {}
-    for name, entry in config["backbones"].items():
-        if entry["source"] in ("tiny", "sft"):
+    for name, entry in config.backbones.items():
+        if entry.source in ("tiny", "sft"):
             continue
-        adapter = get_adapter(entry["family"])
-        out[name] = flops_facts(adapter, meta_model(adapter, entry["source"]), size)
+        adapter = get_adapter(entry.family)
+        out[name] = flops_facts(adapter, meta_model(adapter, entry.source), size)
     return out
 
 
@@ -274,26 +271,26 @@ def summary_line(p: dict) -> str:
             f"(training MFU {p['assumptions']['mfu']}; python -m vlm4vla_core plan-cost)")
 
 
-def config_digest(config: dict) -> str:
-    """The study config a plan was made for (as read from its file, before the SFT variants are added)."""
+def config_digest(config: Study) -> str:
+    """The study config a plan was made for (the dict as read from its file, before the SFT variants are added)."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan_path(config: dict) -> Path:
+def plan_path(config: Study) -> Path:
     """Where ``plan-cost`` keeps a study's plan for the dry run to show."""
-    return Path("results") / config["study"] / "cost_plan.json"
+    return Path("results") / config.name / "cost_plan.json"
 
 
-def dry_run_line(config: dict, config_file: str = "CONFIG") -> str:
+def dry_run_line(config: Study, config_file: str = "CONFIG") -> str:
     """The dry run's line: the saved plan's totals when it was made for this config, else how to make it
     (the plan builds every backbone on the meta device, too slow for every dry run); empty for a study
     without ``cost`` assumptions."""
     import json
 
-    if not config.get("cost"):
+    if not config.cost:
         return ""
 
     path = plan_path(config)

@@ -8,30 +8,31 @@ import sys
 from pathlib import Path
 
 from vlm4vla_core.backbones.memory import GIB, GPUS, USABLE, architecture_facts, plan
+from vlm4vla_core.config import Study
 
 
-def plan_job(config: dict, backbone: str, benchmark: str, gpu: str | None = None, ablation: str = "full") -> dict:
+def plan_job(config: Study, backbone: str, benchmark: str, gpu: str | None = None, ablation: str = "full") -> dict:
     """The plan of one (backbone, benchmark) job of a study config, with the verdict for its resources."""
     from vlm4vla_core import benchmarks
     from vlm4vla_core.backbones import get_adapter
     from vlm4vla_core.backbones.card import meta_model
-    from vlm4vla_core.config import ConfigError, train_settings
+    from vlm4vla_core.config import ConfigError
 
-    entry, bench = config["backbones"][backbone], config["benchmarks"][benchmark]
-    resources = config["resources"].get("train", {})
+    entry, bench = config.backbones[backbone], config.benchmarks[benchmark]
+    resources = config.resources.get("train", {})
     gpu = gpu or resources.get("gpu_model")
     if gpu not in GPUS:
         raise ConfigError(f"key 'resources.train.gpu_model': unknown GPU {gpu!r} (known: {', '.join(GPUS)})")
-    settings = train_settings(config, backbone, benchmark)
+    settings = config.train_settings(backbone, benchmark)
     gpus = max(int(resources.get("gpus", 1) or 1), settings.num_processes)
-    adapter = get_adapter(entry["family"])
-    if entry["source"] == "tiny":
+    adapter = get_adapter(entry.family)
+    if entry.source == "tiny":
         raise ConfigError(f"key 'backbones.{backbone}.source': a tiny backbone has no published size to plan")
-    vlm = meta_model(adapter, entry["source"])
-    facts = architecture_facts(adapter, vlm, bench.get("image_size", 224))
-    pol = config["policy"]
-    result = plan(facts, chunk=bench["chunk"], action_dim=benchmarks.get(bench["kind"]).action_dim, head_hidden=pol["head_hidden"],
-                  head_layers=pol.get("head_layers", 2), micro_batch=settings.micro_batch, gpus=gpus,
+    vlm = meta_model(adapter, entry.source)
+    facts = architecture_facts(adapter, vlm, bench.image_size or 224)
+    pol = config.policy
+    result = plan(facts, chunk=bench.chunk, action_dim=benchmarks.get(bench.kind).action_dim, head_hidden=pol.head_hidden,
+                  head_layers=pol.head_layers, micro_batch=settings.micro_batch, gpus=gpus,
                   precision=settings.precision, gradient_checkpointing=settings.gradient_checkpointing,
                   ablation=ablation)
     limit = GPUS[gpu] * GIB * USABLE

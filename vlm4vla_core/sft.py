@@ -187,23 +187,9 @@ def sft(family: str, source: str, data: Path, settings, run_dir: Path, seed: int
     return recipe.run(SFTRecipe(family, source, data, settings, run_dir, seed, image_size, stop_after, samples))
 
 
-def sft_settings(config: dict, variant: str):
-    """Training settings of an SFT run: the study's training defaults < the base backbone's ``training``
-    (precision, memory settings) < the variant's ``training``."""
-    from vlm4vla_core.config import TrainSettings
-
-    from vlm4vla_core.config import root_backbone, variants
-
-    entry = variants(config)[variant]
-    merged = dict(config["training"])
-    merged.update(config["backbones"][root_backbone(config, variant)].get("training", {}))
-    merged.update(entry.get("training", {}))
-    return TrainSettings(**merged)
-
-
 def main(argv: list[str]) -> int:
     from vlm4vla_core import study
-    from vlm4vla_core.config import ConfigError, root_backbone, variants
+    from vlm4vla_core.config import ConfigError
 
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core sft", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
@@ -216,8 +202,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--stop-after", type=int)
     args = p.parse_args(argv)
     config = study.load(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
-    if variants(config).get(args.variant) is None:
+    if config.variants().get(args.variant) is None:
         raise ConfigError(f"{args.config}: no {args.variant!r} under 'pretraining' or 'embodied_sft'")
-    family = config["backbones"][root_backbone(config, args.variant)]["family"]
-    return recipe.stage(SFTRecipe(family, args.source, Path(args.data), sft_settings(config, args.variant),
+    family = config.backbones[config.root_backbone(args.variant)].family
+    return recipe.stage(SFTRecipe(family, args.source, Path(args.data), config.sft_settings(args.variant),
                                   Path(args.run_dir), args.seed, args.image_size, args.stop_after))

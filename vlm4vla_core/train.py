@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vlm4vla_core import recipe
+from vlm4vla_core.config import Study
 from vlm4vla_core.training import install_stop_signals
 
 POLICY_DIR = "policy"
@@ -101,7 +102,7 @@ def train(policy_cfg, settings, data_dir: Path, run_dir: Path, seed: int, vlm=No
     return recipe.run(VLARecipe(policy_cfg, settings, data_dir, run_dir, seed, vlm, processor, stop_after))
 
 
-def policy_config_for(config: dict, backbone: str, benchmark: str, ablation: str, seed: int, source: str, data_dir: Path):
+def policy_config_for(config: Study, backbone: str, benchmark: str, ablation: str, seed: int, source: str, data_dir: Path):
     """The PolicyConfig of one job, from the study config and the benchmark's normalisation statistics."""
     from vlm4vla_core import benchmarks
     from vlm4vla_core.policy import PolicyConfig
@@ -117,18 +118,18 @@ def policy_config_for(config: dict, backbone: str, benchmark: str, ablation: str
         raise ValueError(f"{stats_file}: missing key action.{err.args[0]}") from None
     if len(low) != bench.action_dim - 1:
         raise ValueError(f"{stats_file}: {len(low) + 1}-D actions, benchmark kind {bench.kind} takes {bench.action_dim}")
-    pol = config["policy"]
+    pol = config.policy
     return PolicyConfig(
-        family=config["backbones"][backbone]["family"],
+        family=config.backbones[backbone].family,
         source=source,
         chunk=entry["chunk"],
         action_dim=bench.action_dim,
         image_size=entry.get("image_size", 224),
-        head_hidden=pol["head_hidden"],
-        head_layers=pol.get("head_layers", 2),
-        loss=pol["loss"],
-        gripper_weight=pol["gripper_weight"],
-        arm_norm=pol["arm_norm"],
+        head_hidden=pol.head_hidden,
+        head_layers=pol.head_layers,
+        loss=pol.loss,
+        gripper_weight=pol.gripper_weight,
+        arm_norm=pol.arm_norm,
         arm_range=bench.arm_range_of(entry),
         ablation=ablation,
         init_seed=seed,
@@ -139,7 +140,6 @@ def policy_config_for(config: dict, backbone: str, benchmark: str, ablation: str
 
 def main(argv: list[str]) -> int:
     from vlm4vla_core import study
-    from vlm4vla_core.config import train_settings
 
     install_stop_signals()  # a pre-timeout signal during start-up still ends in a checkpoint and exit 75
     p = argparse.ArgumentParser(prog="python -m vlm4vla_core train", description=__doc__)
@@ -155,13 +155,13 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
     config = study.load(args.config, benchmark=args.benchmark, backbone=args.backbone, ablation=args.ablation)
-    source = args.source or config["backbones"][args.backbone]["source"]
+    source = args.source or config.backbones[args.backbone].source
     data_dir = Path(args.data)
     try:
         policy_cfg = policy_config_for(config, args.backbone, args.benchmark, args.ablation, args.seed, source, data_dir)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    settings = train_settings(config, args.backbone, args.benchmark)
+    settings = config.train_settings(args.backbone, args.benchmark)
     return recipe.stage(VLARecipe(policy_cfg, settings, data_dir, Path(args.run_dir), args.seed,
                                   stop_after=args.stop_after))

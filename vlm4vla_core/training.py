@@ -73,7 +73,7 @@ def init_distributed_env() -> None:
 
 
 def deepspeed_config(s, world_size: int) -> dict:
-    cfg = {
+    ds_config = {
         "train_micro_batch_size_per_gpu": s.micro_batch,
         "gradient_accumulation_steps": s.grad_accum,
         "train_batch_size": s.micro_batch * s.grad_accum * world_size,
@@ -87,10 +87,10 @@ def deepspeed_config(s, world_size: int) -> dict:
         "wall_clock_breakdown": False,
     }
     if s.precision == "bf16":
-        cfg["bf16"] = {"enabled": True}
+        ds_config["bf16"] = {"enabled": True}
     elif s.precision == "fp16":
-        cfg["fp16"] = {"enabled": True, "initial_scale_power": 16}
-    return cfg
+        ds_config["fp16"] = {"enabled": True, "initial_scale_power": 16}
+    return ds_config
 
 
 _STOP: list[int] = []  # signals received (SIGTERM, SIGUSR1) since install_stop_signals()

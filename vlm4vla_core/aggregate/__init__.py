@@ -30,7 +30,7 @@ from vlm4vla_core.aggregate.results import (
 )
 from vlm4vla_core.aggregate.stats import (baseline_comparison, calvin_length_intervals, calvin_length_success,
                                           mode_intervals, summarize)
-from vlm4vla_core.config import variants, with_sft_variants
+from vlm4vla_core.config import Study
 
 __all__ = ["aggregate", "main", "results_from_runs", "load_runs", "load_results_csv", "summarize", "ResultsError"]
 
@@ -78,7 +78,7 @@ DESCRIPTIONS = {
 }
 
 
-def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None, claims=None,
+def aggregate(inputs, config: Study, out_dir: str | Path, reports=None, vqa=None, claims=None,
               sft_logs=None) -> list[Path]:
     """Write every artefact of a study into ``out_dir``; returns the paths written.
 
@@ -98,7 +98,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
 
     from vlm4vla_core.aggregate.inference_outputs import load_checked_claims, write_inference
 
-    claims = load_checked_claims(claims if claims is not None else config.get("claims"), config)  # before any work
+    claims = load_checked_claims(claims if claims is not None else config.claims, config)  # before any work
     if isinstance(inputs, Results):
         res = inputs
     elif isinstance(inputs, (str, Path)) and str(inputs).endswith(".csv"):
@@ -106,13 +106,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     else:
         res = load_runs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), config)
     out = Path(out_dir)
-    prov = provenance(config)
+    prov = provenance(config.raw)
     benches = benchmark_names(config)
     bench_order = [b for b in benches if b in set(res.results["benchmark"])] + sorted(
         set(res.results["benchmark"]) - set(benches))
     written: list[Path] = []
     notes: list[str] = []
-    unknown = sorted(set(res.results["backbone"]) - set(config.get("backbones", {})) - set(variants(config)) - {ZERO})
+    unknown = sorted(set(res.results["backbone"]) - set(config.backbones) - set(config.variants()) - {ZERO})
     if unknown:
         notes.append(f"backbones not in the config (no VQA score, listed after the config's): {', '.join(unknown)}")
 
@@ -169,7 +169,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
             notes.append("published_table not written: no reproduced cell has a published counterpart "
                          "(" + "; ".join(sorted(set(pub_numbers["note"].dropna()))) + ")")
         done = set(zip(res.results["backbone"], res.results["benchmark"], res.results["ablation"]))
-        ours = pub[pub["backbone"].isin(config.get("backbones", {})) & pub["benchmark"].isin(benches)]
+        ours = pub[pub["backbone"].isin(list(config.backbones)) & pub["benchmark"].isin(benches)]
         left = [k for k in zip(ours["backbone"], ours["benchmark"], ours["ablation"]) if k not in done]
         if left:
             notes.append(f"{len(left)} published cell(s) of this config's backbones and benchmarks have no reproduced "
@@ -200,7 +200,7 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
     cells_csv, contrasts_csv = out / "inference" / "cells.csv", out / "inference" / "contrasts.csv"
     interval_cells = pd.read_csv(cells_csv) if cells_csv in written else None
     slopes = read_json(out / "inference" / "slopes.json", "slopes")["slopes"]
-    families = {b: e.get("family", b) for b, e in with_sft_variants(config).get("backbones", {}).items()}
+    families = {b: e.family or b for b, e in config.with_sft_variants().backbones.items()}
     f = out / "figures"
     # the sourced scores of the config, then each measured VQA set (vqa-eval stage): one regression table each
     groups = [("", "config", vqa_scores(config))]
@@ -281,13 +281,13 @@ def aggregate(inputs, config: dict, out_dir: str | Path, reports=None, vqa=None,
         written.append(write_text(out / "html" / f"{name}.html", to_html(shown, pages.title(name), footer(prov),
                                                                           pages.caption(name, shown))))
         found = findings.lines(out, claims, config, {p.stem for p in written if p.parent == out / "html"})
-        written.append(write_text(out / "findings.rst", findings.rst(found, config.get("study", out.name))))
+        written.append(write_text(out / "findings.rst", findings.rst(found, config.name or out.name)))
     written.append(write_json(out / "provenance.json", dict(aggregate=prov, inputs=res.source, runs=res.provenance)))
     written.append(write_text(out / "index.md", _index(out, written, res, config, prov, notes, found)))
     return written
 
 
-def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dict, notes: list[str],
+def _index(out: Path, written: list[Path], res: Results, config: Study, prov: dict, notes: list[str],
            found: list[dict]) -> str:
     from vlm4vla_core.aggregate import findings
 
@@ -296,7 +296,7 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     r = res.results
     runs = r[r["task"] == ALL]
     lines = [
-        f"# Results of study `{config.get('study', out.name)}`",
+        f"# Results of study `{config.name or out.name}`",
         "",
         f"Inputs: {res.source}; {len(runs)} runs, {runs['backbone'].nunique()} backbones, "
         f"{runs['benchmark'].nunique()} benchmarks, seeds {sorted(int(s) for s in runs['seed'].unique())}.",
@@ -353,12 +353,12 @@ def _index(out: Path, written: list[Path], res: Results, config: dict, prov: dic
     return "\n".join(lines) + "\n"
 
 
-def load_reports(paths, config: dict) -> dict[str, dict]:
+def load_reports(paths, config: Study) -> dict[str, dict]:
     """Backbone report JSONs keyed by backbone: the folder name (backbones/<name>/report.json) or the config
     backbone whose source matches the report's."""
     out = {}
-    known = {*config.get("backbones", {}), *variants(config)}  # a variant's report sits under its own name
-    by_source = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
+    known = {*config.backbones, *config.variants()}  # a variant's report sits under its own name
+    by_source = {e.source: k for k, e in config.backbones.items()}
     for path in map(Path, paths):
         rep = read_json(path, "backbone report")
         name = path.parent.name if path.parent.name in known else by_source.get(rep.get("source"))
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", help="claims file (default: the config's 'claims'), verdicts in inference/claims.md")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        config = _load_config(args.config)
+        config = Study.from_dict(_load_config(args.config))
         written = aggregate(args.runs or args.results_csv, config, args.out, reports=args.reports, vqa=args.vqa,
                             claims=args.claims, sft_logs=args.sft_logs)
     except (ValueError, OSError, yaml.YAMLError) as err:  # ResultsError, ConfigError, unreadable files

@@ -36,6 +36,7 @@ import yaml
 from scipy import stats as sps
 
 from vlm4vla_core.aggregate.files import ResultsError
+from vlm4vla_core.config import Study
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "claims.schema.yaml"
 LINE = re.compile(r"^\s*(\S+)\s*(>|<)\s*(\S+)\s+on\s+(\S+)(?:\s+by\s+([0-9.eE+-]+))?\s*$")
@@ -86,15 +87,13 @@ def load_claims(path: str | Path) -> dict:
                 source=str(path))
 
 
-def check_claims(claims: dict, config: dict) -> None:
+def check_claims(claims: dict, config: Study) -> None:
     """Every claim names the config's benchmarks, backbones and regimes; the error names the claim's key."""
     from vlm4vla_core.aggregate.results import ABLATIONS, ZERO, benchmark_names
-    from vlm4vla_core.config import variants
-
     benches = benchmark_names(config)
-    backbones = {*(config.get("backbones") or {}), *variants(config), ZERO}
-    regimes = {*ABLATIONS, *(config.get("ablations") or []), "none"}  # a regime the study skips: not evaluated
-    sets = {"config", *(config.get("vqa_sets") or {})}
+    backbones = {*config.backbones, *config.variants(), ZERO}
+    regimes = {*ABLATIONS, *(config.ablations or ()), "none"}  # a regime the study skips: not evaluated
+    sets = {"config", *config.vqa_sets}
     for i, c in enumerate(claims["claims"]):
         where = f"{claims['source']}: claims.{i} ({c['id']})"
         if c.get("benchmark") is not None and c["benchmark"] not in benches:

@@ -19,6 +19,7 @@ import pandas as pd
 from vlm4vla_core.aggregate.figures import COLORS, _save, plt
 from vlm4vla_core.aggregate.results import ABLATIONS, ZERO, ResultsError
 from vlm4vla_core.aggregate.tables import backbone_order, ordered
+from vlm4vla_core.config import Study
 
 METRICS_FILE = "metrics.jsonl"
 #: what each curve panel plots: (metrics.jsonl key, axis label, log scale)
@@ -74,7 +75,7 @@ def _band(ax, df: pd.DataFrame, key: str, color, label: str) -> None:
         ax.fill_between(g.index, g["min"], g["max"], color=color, alpha=0.2, lw=0)
 
 
-def learning_curves(curves: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
+def learning_curves(curves: pd.DataFrame, config: Study, benchmarks: list[str], out: Path, name: str,
                     note: str | None = None) -> list[Path]:
     """Per benchmark, the training loss and the gripper accuracy against the step, one line per backbone
     under full fine-tuning: the mean over seeds with the range over seeds as a band."""
@@ -124,12 +125,13 @@ def task_counts(episodes: pd.DataFrame, benchmark: str, ablation: str = "full") 
     return e.groupby(["backbone", "task"])["success"].agg(k="sum", n="size").reset_index()
 
 
-def task_heatmap(episodes: pd.DataFrame, config: dict, benchmark: str, out: Path, name: str,
+def task_heatmap(episodes: pd.DataFrame, config: Study, benchmark: str, out: Path, name: str,
                  note: str | None = None) -> list[Path]:
     """Backbone x task success (%) of full fine-tuning pooled over seeds; each cell annotated with k/n."""
     counts = task_counts(episodes, benchmark)
     rows = backbone_order(counts["backbone"], config)
-    tasks = ordered(sorted(counts["task"].unique()), list((config.get("benchmarks", {}).get(benchmark) or {}).get("tasks", [])))
+    entry = config.benchmarks.get(benchmark)
+    tasks = ordered(sorted(counts["task"].unique()), list(entry.entry.get("tasks", []) if entry else []))
     k = counts.pivot(index="backbone", columns="task", values="k").reindex(index=rows, columns=tasks)
     n = counts.pivot(index="backbone", columns="task", values="n").reindex(index=rows, columns=tasks)
     rate = 100 * k / n
@@ -147,7 +149,7 @@ def task_heatmap(episodes: pd.DataFrame, config: dict, benchmark: str, out: Path
     return _save(fig, out, name, note)
 
 
-def pick_videos(episodes: pd.DataFrame, config: dict, per_outcome: int = 1) -> pd.DataFrame:
+def pick_videos(episodes: pd.DataFrame, config: Study, per_outcome: int = 1) -> pd.DataFrame:
     """Up to ``per_outcome`` successful and failed episodes with a video per (backbone, benchmark, ablation,
     task), from the reported mode, lowest seed and episode first; backbones in the config's order, then
     regimes, tasks (the benchmark's order) and outcomes."""
@@ -157,7 +159,7 @@ def pick_videos(episodes: pd.DataFrame, config: dict, per_outcome: int = 1) -> p
     v["outcome"] = np.where(v["success"], "success", "failure")
     rank = {b: i for i, b in enumerate(backbone_order(v["backbone"], config))}
     tasks = {t: i for i, t in enumerate(ordered(sorted(v["task"].unique()), [
-        t for e in (config.get("benchmarks") or {}).values() for t in (e or {}).get("tasks", [])]))}
+        t for e in config.benchmarks.values() for t in e.entry.get("tasks", [])]))}
     v = v.assign(_b=v["backbone"].map(rank), _a=v["ablation"].map(lambda a: (["none", *ABLATIONS] + [a]).index(a)),
                  _t=v["task"].map(tasks))
     v = v.sort_values(["_b", "benchmark", "_a", "_t", "outcome", "seed", "video"])
@@ -201,7 +203,7 @@ def _outcome_order(outcomes) -> list[str]:
     return sorted(set(outcomes), key=lambda o: (rank.get(o, 5), o))
 
 
-def outcome_counts(episodes: pd.DataFrame, config: dict, benchmarks: list[str]) -> pd.DataFrame:
+def outcome_counts(episodes: pd.DataFrame, config: Study, benchmarks: list[str]) -> pd.DataFrame:
     """One row per (benchmark, backbone, ablation) of the reported mode: episodes, successes, the steps to success
     (median, quartiles, mean; from each record's ``success_step``) and the count of every outcome (records'
     ``outcome``: success, timed out, raised, a plug-in's own kinds), pooled over seeds and tasks."""
@@ -211,7 +213,7 @@ def outcome_counts(episodes: pd.DataFrame, config: dict, benchmarks: list[str]) 
         eb = episodes[episodes["benchmark"] == bench]
         for bb in backbone_order(eb["backbone"], config):
             ebb = eb[eb["backbone"] == bb]
-            for abl in ordered(ebb["ablation"], list(config.get("ablations") or ABLATIONS) + ["none"]):
+            for abl in ordered(ebb["ablation"], list(config.ablations or ABLATIONS) + ["none"]):
                 g = ebb[ebb["ablation"] == abl]
                 t = pd.to_numeric(g.loc[g["success"].astype(bool), "success_step"], errors="coerce").dropna()
                 n = g["outcome"].value_counts()

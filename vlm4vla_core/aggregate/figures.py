@@ -15,7 +15,7 @@ from vlm4vla_core.aggregate.files import save_figure, write_text  # noqa: E402
 from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, metric_label  # noqa: E402
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS, confidence_band, summarize  # noqa: E402
 from vlm4vla_core.aggregate.tables import ordered, backbone_order  # noqa: E402
-from vlm4vla_core.config import MODES  # noqa: E402
+from vlm4vla_core.config import MODES, Study  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
 
@@ -126,7 +126,7 @@ def _zero_line(ax, zero: pd.DataFrame, metric: str | None) -> None:
     ax.set_ylim(min(lo, value - 0.03 * max(hi - lo, 1e-9)), max(hi, value + 0.03 * max(hi - lo, 1e-9)))
 
 
-def ablation_bars(results: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
+def ablation_bars(results: pd.DataFrame, config: Study, benchmarks: list[str], out: Path, name: str,
                   note: str | None = None, cells: pd.DataFrame | None = None) -> list[Path]:
     """Per benchmark: each backbone under each training regime; bar = the cell's estimate, error bar = its 95%
     interval from the inference layer (``cells``: inference/cells.csv; none without). The numbers drawn go to
@@ -139,7 +139,7 @@ def ablation_bars(results: pd.DataFrame, config: dict, benchmarks: list[str], ou
         sb = s[s["benchmark"] == bench]
         policy = sb[sb["backbone"] != ZERO]
         groups = backbone_order(policy["backbone"], config)
-        series = ordered(policy["ablation"], list(config.get("ablations", ABLATIONS)) + list(ABLATIONS))
+        series = ordered(policy["ablation"], list(ABLATIONS if config.ablations is None else config.ablations) + list(ABLATIONS))
         data = policy.rename(columns={"estimate": "mean", "ci_low": "lo", "ci_high": "hi"})
         _grouped_bars(ax, data.set_index(["backbone", "ablation"]), groups, series)
         _zero_line(ax, sb[sb["backbone"] == ZERO].rename(columns={"estimate": "mean"}), sb["metric"].iloc[0])
@@ -214,7 +214,7 @@ def published_scatter(numbers: pd.DataFrame, cells: pd.DataFrame | None, out: Pa
     return _save(fig, out, name, note, p[cols])
 
 
-def mode_bars(modes: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
+def mode_bars(modes: pd.DataFrame, config: Study, benchmarks: list[str], out: Path, name: str,
               note: str | None = None, intervals: pd.DataFrame | None = None) -> list[Path]:
     """Per benchmark: full-fine-tuning runs under each execution mode (chunk, half chunk, one step).
     ``intervals`` (``stats.mode_intervals``): each bar is the mode's cell estimate with its 95% interval;
@@ -252,7 +252,7 @@ def mode_bars(modes: pd.DataFrame, config: dict, benchmarks: list[str], out: Pat
     return _save(fig, out, name, note, s.reset_index())
 
 
-def calvin_lengths(lengths: pd.DataFrame, config: dict, benchmarks: list[str], out: Path, name: str,
+def calvin_lengths(lengths: pd.DataFrame, config: Study, benchmarks: list[str], out: Path, name: str,
                    note: str | None = None, intervals: pd.DataFrame | None = None) -> list[Path]:
     """CALVIN success rate at chain lengths 1..5 (``stats.calvin_length_success``), one line per backbone
     under full fine-tuning (and the zero-action baseline). ``intervals`` (``stats.calvin_length_intervals``):

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from vlm4vla_core.aggregate.files import read_json
+from vlm4vla_core.config import Study
 
 CLAIMS_PAGE = "inference_claims"
 
@@ -20,18 +21,17 @@ def _regime(arm: str) -> str:
     return arm.partition("/")[2] or "full"
 
 
-def evidence(claim: dict, config: dict) -> list[tuple[str, ...]]:
+def evidence(claim: dict, config: Study) -> list[tuple[str, ...]]:
     """The report pages (``html/<name>.html``) that show a claim's evidence, most specific first; each entry
     lists alternatives, of which the caller keeps the first that was written (the table with intervals, else
     the plain table, as for a results CSV without episodes)."""
-    from vlm4vla_core.config import variants
 
     if claim["kind"] == "contrast":
         arms = (claim["a"], claim["b"])
         names = [("inference_contrasts",)]
         if any(_regime(a) not in ("full", "none") for a in arms):
             names.append(("inference_regimes_table", "ablation_table"))
-        if any(a.partition("/")[0] in variants(config) for a in arms):
+        if any(a.partition("/")[0] in config.variants() for a in arms):
             names.append(("embodied_sft_table",))
         names += [("inference_main_table", "main_table"), ("ablation",)]
         return names
@@ -48,7 +48,7 @@ def _g(x, fmt: str = "{:.3g}") -> str:
     return "unbounded" if x is None or not math.isfinite(x) else fmt.format(x)
 
 
-def lines(out: Path, claims: dict | None, config: dict, pages: set[str]) -> list[dict]:
+def lines(out: Path, claims: dict | None, config: Study, pages: set[str]) -> list[dict]:
     """One finding per claim of ``out/inference/claims.json`` (written by this aggregation): verdict, text,
     estimate with its interval, adjusted p and the written pages behind it. ``pages``: the report pages written
     (the claims table, ``inference_claims``, among them: the Snakemake landing page includes the findings when

@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from vlm4vla_core.aggregate.results import ALL, ZERO, Results, metric_decimals
+from vlm4vla_core.config import Study
 
 LEVEL = 0.95
 #: the range of each metric's values, to clip intervals
@@ -476,11 +477,11 @@ class Deltas:
         return f"{r['difference']:+.{d}f} [{r['ci_low']:+.{b_}f}, {r['ci_high']:+.{b_}f}]"
 
 
-def comparisons(comp: dict[str, dict], config: dict) -> list[tuple[str, str, str, str]]:
+def comparisons(comp: dict[str, dict], config: Study) -> list[tuple[str, str, str, str]]:
     """The comparisons the tables show, as (family, benchmark, a, b): every regime vs full fine-tuning of its
     backbone, every embodied-SFT variant vs its base, every pair of backbones (full fine-tuning), every
     policy vs the zero-action baseline. A family is a kind of comparison on one benchmark."""
-    sft = {k: v["base"] for k, v in (config.get("embodied_sft") or {}).items()}
+    sft = {k: v.base for k, v in config.embodied_sft.items()}
     out = []
     for bench, c in comp.items():
         arms = c["arms"]
@@ -531,7 +532,7 @@ def adjust(rows: list[dict], method: str = "holm", key: str = "family") -> list[
     return rows
 
 
-def all_contrasts(frame: pd.DataFrame, comp: dict, config: dict, method: str = "holm") -> list[dict]:
+def all_contrasts(frame: pd.DataFrame, comp: dict, config: Study, method: str = "holm") -> list[dict]:
     rows = []
     for family, bench, a, b in comparisons(comp, config):
         rows.append(dict(family=f"{family}:{bench}", **contrast(frame, comp, bench, a, b)))

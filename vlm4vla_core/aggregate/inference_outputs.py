@@ -21,7 +21,7 @@ from vlm4vla_core.aggregate.files import ResultsError, read_json, write_json, wr
 from vlm4vla_core.aggregate.results import ALL, ZERO, Results, vqa_scores
 from vlm4vla_core.aggregate.slopes import fit_points, interaction, score_se
 from vlm4vla_core.aggregate.stats import MIN_POINTS, summarize
-from vlm4vla_core.config import RENAMED_MODES, with_sft_variants
+from vlm4vla_core.config import RENAMED_MODES, Study
 
 
 def _slope_inputs(res: Results, cells: pd.DataFrame | None, scores: dict[str, dict]) -> pd.DataFrame:
@@ -38,10 +38,10 @@ def _slope_inputs(res: Results, cells: pd.DataFrame | None, scores: dict[str, di
                     se_x=[score_se(scores[b]["score"], scores[b].get("n")) for b in y["backbone"]])
 
 
-def slope_analyses(res: Results, cells, config: dict, measured: dict, sesoi: dict) -> tuple[dict, dict]:
+def slope_analyses(res: Results, cells, config: Study, measured: dict, sesoi: dict) -> tuple[dict, dict]:
     """{scores: {benchmark: fit}} and {scores: interaction} for the config's scores and each measured set."""
     sources = {"config": vqa_scores(config), **measured}
-    family = {b: e["family"] for b, e in with_sft_variants(config).get("backbones", {}).items()}
+    family = {b: e.family for b, e in config.with_sft_variants().backbones.items()}
     slopes, inter = {}, {}
     for name, scores in sources.items():
         if not scores:
@@ -66,7 +66,7 @@ def slope_analyses(res: Results, cells, config: dict, measured: dict, sesoi: dic
     return slopes, inter
 
 
-def load_checked_claims(path: str | Path | None, config: dict) -> dict | None:
+def load_checked_claims(path: str | Path | None, config: Study) -> dict | None:
     """The claims file, schema-validated and checked against the config (None without a file)."""
     if not path:
         return None
@@ -75,7 +75,7 @@ def load_checked_claims(path: str | Path | None, config: dict) -> dict | None:
     return claims
 
 
-def write_inference(res: Results, config: dict, out: str | Path, prov: dict, measured: dict | None = None,
+def write_inference(res: Results, config: Study, out: str | Path, prov: dict, measured: dict | None = None,
                     claims_path: str | Path | dict | None = None, correction: str = "holm") -> tuple[list[Path], list[str]]:
     """Every inference artefact into ``out`` (results/<study>/inference); returns (paths, notes)."""
     from vlm4vla_core.aggregate.tables import footer, write_table
@@ -147,18 +147,18 @@ def write_inference(res: Results, config: dict, out: str | Path, prov: dict, mea
     return written, notes
 
 
-def main_table(cells: pd.DataFrame, config: dict):
+def main_table(cells: pd.DataFrame, config: Study):
     """backbone x benchmark (full fine-tuning and the zero-action baseline), each cell with its interval."""
     from vlm4vla_core.aggregate.tables import MISSING, backbone_order, ordered
 
     c = cells[cells["ablation"].isin(["full", "none"])]
     wide = c.pivot(index="backbone", columns="benchmark", values="cell")
     wide = wide.reindex(index=backbone_order(c["backbone"], config),
-                        columns=ordered(c["benchmark"], list(config.get("benchmarks") or [])))
+                        columns=ordered(c["benchmark"], list(config.benchmarks)))
     return c, wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
 
 
-def regimes_table(cells: pd.DataFrame, frame, comp, config: dict):
+def regimes_table(cells: pd.DataFrame, frame, comp, config: Study):
     """Per benchmark and backbone: every regime's cell and its paired contrast to full fine-tuning."""
     from vlm4vla_core.aggregate.results import ABLATIONS
     from vlm4vla_core.aggregate.tables import MISSING, backbone_order, ordered
@@ -166,9 +166,9 @@ def regimes_table(cells: pd.DataFrame, frame, comp, config: dict):
     c = cells[cells["backbone"] != ZERO]
     if set(c["ablation"]) <= {"full"}:
         return None
-    regimes = ordered(c["ablation"], list(config.get("ablations") or ABLATIONS))
+    regimes = ordered(c["ablation"], list(config.ablations or ABLATIONS))
     numbers, rows = [], []
-    for bench in ordered(c["benchmark"], list(config.get("benchmarks") or [])):
+    for bench in ordered(c["benchmark"], list(config.benchmarks)):
         cb = c[c["benchmark"] == bench].set_index("arm")
         for bb in backbone_order(cb["backbone"], config):
             row = {"benchmark": bench, "backbone": bb}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlm4vla_core.aggregate.files import ResultsError, read_json
-from vlm4vla_core.config import ABLATIONS, MODES, RENAMED_MODES, held_out_values, renamed_modes, variants
+from vlm4vla_core.config import ABLATIONS, MODES, RENAMED_MODES, Study, held_out_values, renamed_modes
 from vlm4vla_core.config import BASELINE as ZERO
 
 ALL = "all"
@@ -127,23 +127,23 @@ def _check_mode_rule(path: Path, rule: str, reported: str, mean_by_mode: dict[st
         raise ResultsError(f"{path}: mode_selection {rule!r} but reported_mode {reported!r}")
 
 
-def _check_against_config(path: Path, run: dict, config: dict) -> None:
-    known = [*config.get("backbones", {}), *variants(config)]
+def _check_against_config(path: Path, run: dict, config: Study) -> None:
+    known = [*config.backbones, *config.variants()]
     if run["backbone"] != ZERO and run["backbone"] not in known:
         raise ResultsError(f"{path}: backbone {run['backbone']!r} is not a key of the config's 'backbones'"
                            " or a pretraining or embodied-SFT variant")
     if run["benchmark"] not in benchmark_names(config):
         raise ResultsError(f"{path}: benchmark {run['benchmark']!r} is not in the config's 'benchmarks'")
-    allowed = ["none"] if run["backbone"] == ZERO else list(config.get("ablations", ABLATIONS))
+    allowed = ["none"] if run["backbone"] == ZERO else list(ABLATIONS if config.ablations is None else config.ablations)
     if run["ablation"] not in allowed:
         raise ResultsError(f"{path}: ablation {run['ablation']!r} is not in the config's 'ablations' {allowed}")
-    if "seeds" in config and run["seed"] not in config["seeds"]:
-        raise ResultsError(f"{path}: seed {run['seed']} is not in the config's 'seeds' {config['seeds']}")
-    if "study" in config and "study" in run and run["study"] != config["study"]:
-        raise ResultsError(f"{path}: study {run['study']!r} differs from the config's study {config['study']!r}")
+    if config.seeds is not None and run["seed"] not in config.seeds:
+        raise ResultsError(f"{path}: seed {run['seed']} is not in the config's 'seeds' {list(config.seeds)}")
+    if config.name is not None and "study" in run and run["study"] != config.name:
+        raise ResultsError(f"{path}: study {run['study']!r} differs from the config's study {config.name!r}")
 
 
-def load_runs(paths, config: dict | None = None) -> Results:
+def load_runs(paths, config: Study | None = None) -> Results:
     """Read evaluation JSONs; check each against its own mode rule and (if given) the config."""
     rows, episodes, modes, prov, seen, all_modes = [], [], [], [], {}, []
     paths = [Path(p) for p in paths]
@@ -225,7 +225,7 @@ def results_from_runs(paths) -> pd.DataFrame:
 
 
 # -- results CSV ------------------------------------------------------------
-def load_results_csv(path: str | Path, config: dict | None = None) -> Results:
+def load_results_csv(path: str | Path, config: Study | None = None) -> Results:
     """Read a long-format results CSV (columns as ``COLUMNS``; task, n_episodes, mode optional)."""
     path = Path(path)
     if not path.is_file():
@@ -278,20 +278,19 @@ def _add_missing_all_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- config helpers ---------------------------------------------------------
-def benchmark_names(config: dict) -> list[str]:
-    """Benchmark names of a config whose 'benchmarks' is a mapping (name -> settings) or a list."""
-    b = config.get("benchmarks", [])
-    return list(b) if isinstance(b, dict) else [str(x) for x in b]
+def benchmark_names(config: Study) -> list[str]:
+    """Benchmark names of a config, in its order."""
+    return list(config.benchmarks)
 
 
-def vqa_scores(config: dict) -> dict[str, dict]:
+def vqa_scores(config: Study) -> dict[str, dict]:
     """{backbone: {"score", "source"}} for backbones whose config entry carries a VQA score: given in
     the entry, or ``{published: KEY}``, the published score of model KEY (vlm4vla_core/published/published.yaml)."""
     from vlm4vla_core.published import sourced_vqa
 
     out = {}
-    for name, entry in config.get("backbones", {}).items():
-        vqa = (entry or {}).get("vqa")
+    for name, entry in config.backbones.items():
+        vqa = entry.vqa
         if vqa is not None and "published" in vqa:
             try:
                 out[name] = sourced_vqa(vqa["published"])

@@ -22,7 +22,7 @@ from vlm4vla_core.aggregate.files import write_text
 from vlm4vla_core.aggregate import inference as inf
 from vlm4vla_core.aggregate.results import ABLATIONS, ALL, ZERO, Results, metric_decimals, vqa_scores
 from vlm4vla_core.aggregate.stats import CHAIN_LENGTHS
-from vlm4vla_core.config import MODES
+from vlm4vla_core.config import MODES, Study
 
 MISSING = "-"
 #: the labels of a best-of-modes cell and of the unbiased number beside it
@@ -78,8 +78,8 @@ def ordered(values, preferred) -> list:
     return first + [v for v in values if v not in first]
 
 
-def backbone_order(present, config: dict) -> list[str]:
-    return [b for b in ordered(present, list(config.get("backbones", {}))) if b != ZERO] + ([ZERO] if ZERO in set(present) else [])
+def backbone_order(present, config: Study) -> list[str]:
+    return [b for b in ordered(present, list(config.backbones)) if b != ZERO] + ([ZERO] if ZERO in set(present) else [])
 
 
 def rcell(r) -> str:
@@ -89,7 +89,7 @@ def rcell(r) -> str:
 
 
 # -- builders: each returns (numbers for the CSV, formatted table) ------------
-def main_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
+def main_table(results: pd.DataFrame, config: Study, benchmarks: list[str]):
     s = summary(results)
     s = s[(s["task"] == ALL) & (s["ablation"].isin(["full", "none"]))]
     wide = s.pivot(index="backbone", columns="benchmark", values="cell")
@@ -98,7 +98,7 @@ def main_table(results: pd.DataFrame, config: dict, benchmarks: list[str]):
     return numbers.drop(columns=["cell", "per_seed"]), wide.fillna(MISSING).rename_axis(index="backbone", columns=None).reset_index()
 
 
-def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
+def ablation_table(results: pd.DataFrame, config: Study, benchmarks: list[str], deltas=None):
     """Every regime per benchmark and backbone, with Δ to full fine-tuning (``dcell``: with ``deltas``, an
     ``inference.Deltas``, the paired contrast and its interval)."""
     s = summary(results)
@@ -106,7 +106,7 @@ def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str], d
     full = s[s["ablation"] == "full"].set_index(["backbone", "benchmark"])["mean"]
     s = s.assign(delta_vs_full=[m - full.get((b, k), np.nan) for b, k, m in zip(s["backbone"], s["benchmark"], s["mean"])])
     s.loc[s["ablation"] == "full", "delta_vs_full"] = np.nan
-    ablations = ordered(s["ablation"], [a for a in config.get("ablations", ABLATIONS)] + list(ABLATIONS))
+    ablations = ordered(s["ablation"], [a for a in (config.ablations or ABLATIONS)] + list(ABLATIONS))
     rows = []
     for bench in ordered(s["benchmark"], benchmarks):
         for bb in backbone_order(s[s["benchmark"] == bench]["backbone"], config):
@@ -122,7 +122,7 @@ def ablation_table(results: pd.DataFrame, config: dict, benchmarks: list[str], d
     return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
+def freezing_table(results: pd.DataFrame, config: Study, benchmarks: list[str], deltas=None):
     """Module freezing as the paper lays it out: one row per backbone with a frozen variant, columns
     all trained / vision frozen / word embeddings frozen (and Δ to all trained), each cell listing the
     benchmarks in the column header's order. ``None`` when no run froze a module."""
@@ -131,7 +131,7 @@ def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str], d
     frozen = s[s["ablation"].isin(FREEZING)]
     if frozen.empty:
         return None
-    regimes = ["full", *[a for a in FREEZING if a in set(frozen["ablation"]) or a in config.get("ablations", [])]]
+    regimes = ["full", *[a for a in FREEZING if a in set(frozen["ablation"]) or a in (config.ablations or ())]]
     benches = ordered(frozen["benchmark"], benchmarks)
     s = s[s["ablation"].isin(regimes) & s["benchmark"].isin(benches) & s["backbone"].isin(frozen["backbone"])]
     full = s[s["ablation"] == "full"].set_index(["backbone", "benchmark"])["mean"]
@@ -154,7 +154,7 @@ def freezing_table(results: pd.DataFrame, config: dict, benchmarks: list[str], d
     return s.drop(columns=["task", "cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], deltas=None):
+def scratch_table(results: pd.DataFrame, config: Study, benchmarks: list[str], deltas=None):
     """From scratch vs pretrained: per backbone with a from-scratch run, the pretrained (full fine-tuning)
     row, the from-scratch row and their difference; one column per benchmark. ``None`` without such runs."""
     s = summary(results)
@@ -162,8 +162,8 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], de
     # an embodied-SFT variant is compared with its base's from-scratch run: the same architecture, randomly
     # initialised, on the same seeds (the variant's own would repeat it)
     borrowed = set()
-    for name, entry in (config.get("backbones") or {}).items():
-        base = (entry or {}).get("sft")
+    for name, entry in config.backbones.items():
+        base = entry.sft
         if base and name in set(s["backbone"]) and not ((s["backbone"] == name) & (s["ablation"] == "from_scratch")).any():
             rows = s[(s["backbone"] == base) & (s["ablation"] == "from_scratch")]
             if not rows.empty:
@@ -177,7 +177,7 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], de
     by = s.set_index(["backbone", "ablation", "benchmark"])
     numbers, rows = [], []
     for bb in backbone_order(scratch["backbone"], config):
-        scratch_label = f"from scratch ({config['backbones'][bb]['sft']}'s run)" if bb in borrowed else "from scratch"
+        scratch_label = f"from scratch ({config.backbones[bb].sft}'s run)" if bb in borrowed else "from scratch"
         pre, scr, delta = {"backbone": bb, "initialisation": "pretrained"}, {"backbone": bb, "initialisation": scratch_label}, \
             {"backbone": bb, "initialisation": "Δ (from scratch - pretrained)"}
         for k in benches:
@@ -186,7 +186,7 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], de
             pre[k] = MISSING if p is None else rcell(p)
             scr[k] = MISSING if r is None else rcell(r)
             d = np.nan if p is None or r is None else r["mean"] - p["mean"]
-            src = config["backbones"][bb]["sft"] if bb in borrowed else bb
+            src = config.backbones[bb].sft if bb in borrowed else bb
             delta[k] = MISSING if p is None or r is None else dcell(
                 deltas, k, (src, "from_scratch"), (bb, "full"), d, r["metric"], _exact(p, r))
             for ab, x in (("full", p), ("from_scratch", r)):
@@ -198,25 +198,25 @@ def scratch_table(results: pd.DataFrame, config: dict, benchmarks: list[str], de
     return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
-def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str], missing: str = NOT_RUN,
+def embodied_sft_table(results: pd.DataFrame, config: Study, benchmarks: list[str], missing: str = NOT_RUN,
                        vqa: dict[str, dict[str, dict]] | None = None, deltas=None):
     """Embodied-SFT variants (config ``embodied_sft``: key -> base, dataset) grouped under their base: the
     base row (full fine-tuning) first, then each variant (its results carry backbone = the variant key)
     with the difference to its base; cells without results read ``missing``. ``vqa``: measured VQA
     scores ({set: {backbone: {"score"}}}, the vqa-eval stage), one column ``VQA <set>`` each, so the table
     shows what the SFT did to the VQA score beside what it did to control. ``None`` without variants."""
-    variants = config.get("embodied_sft") or {}
+    variants = config.embodied_sft
     if not variants:
         return None
     s = summary(results)
     s = s[(s["task"] == ALL) & (s["ablation"] == "full")].set_index(["backbone", "benchmark"])
     benches = ordered([*benchmarks, *s.index.get_level_values("benchmark")], benchmarks)
     numbers, rows = [], []
-    bases = ordered([v["base"] for v in variants.values()], list(config.get("backbones", {})))
+    bases = ordered([v.base for v in variants.values()], list(config.backbones))
     for base in bases:
-        members = [(base, None)] + [(k, v) for k, v in variants.items() if v["base"] == base]
+        members = [(base, None)] + [(k, v) for k, v in variants.items() if v.base == base]
         for name, entry in members:
-            row = {"base": base, "model": name if entry else f"{name} (base)", "SFT dataset": entry["dataset"] if entry else MISSING}
+            row = {"base": base, "model": name if entry else f"{name} (base)", "SFT dataset": entry.dataset if entry else MISSING}
             for set_name, scores in sorted((vqa or {}).items()):
                 row[f"VQA {set_name}"] = f"{scores[name]['score']:.1f}" if name in scores else MISSING
             for k in benches:
@@ -228,7 +228,7 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
                     row[f"Δ {k} vs base"] = MISSING if r is None else dcell(deltas, k, (name, "full"), (base, "full"), d,
                                                                             r["metric"], _exact(r, b))
                 if r is not None:
-                    numbers.append(dict(base=base, backbone=name, dataset=entry["dataset"] if entry else None, benchmark=k,
+                    numbers.append(dict(base=base, backbone=name, dataset=entry.dataset if entry else None, benchmark=k,
                                         metric=r["metric"], mean=r["mean"], std=r["std"], ci_low=r["ci_low"],
                                         ci_high=r["ci_high"], n_seeds=r["n_seeds"], n_episodes=r["n_episodes"], delta_vs_base=d,
                                         **{f"vqa_{n}": (v.get(name) or {}).get("score") for n, v in sorted((vqa or {}).items())}))
@@ -241,16 +241,15 @@ def embodied_sft_table(results: pd.DataFrame, config: dict, benchmarks: list[str
     return numbers, pd.DataFrame(rows).reindex(columns=cols).fillna(MISSING)
 
 
-def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], published: pd.DataFrame):
+def published_table(results: pd.DataFrame, config: Study, benchmarks: list[str], published: pd.DataFrame):
     """Each reproduced cell (task 'all') beside its published value and the difference (reproduced -
     published). ``published``: ``vlm4vla_core.published.published_results(config)`` (names already mapped to
     the config's keys); a cell without a published counterpart says why."""
     s = summary(results)
     s = s[s["task"] == ALL]
     pub = published.set_index(["backbone", "benchmark", "ablation"])
-    sft = set(config.get("embodied_sft") or {})
-    kinds = {k: (e or {}).get("kind", k) for k, e in config.get("benchmarks", {}).items()} \
-        if isinstance(config.get("benchmarks"), dict) else {}
+    sft = set(config.embodied_sft)
+    kinds = {k: e.kind or k for k, e in config.benchmarks.items()}
     numbers, rows = [], []
     for bench in ordered(s["benchmark"], benchmarks):
         sb = s[s["benchmark"] == bench]
@@ -265,7 +264,7 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
                     elif bb in sft:
                         why = "the paper gives no numbers for the embodied-SFT variants"
                     elif bb not in set(published["backbone"]):
-                        src = config.get("backbones", {}).get(bb, {}).get("source")
+                        src = config.backbones[bb].source if bb in config.backbones else None
                         why = f"backbone not in the paper (source {src!r} matches no published model)"
                     elif bench not in set(published["benchmark"]):
                         why = f"benchmark kind {kinds.get(bench, bench)!r} is not in the paper"
@@ -287,7 +286,7 @@ def published_table(results: pd.DataFrame, config: dict, benchmarks: list[str], 
     return pd.DataFrame(numbers), pd.DataFrame(rows)
 
 
-def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[str], intervals: pd.DataFrame):
+def calvin_length_table(lengths: pd.DataFrame, config: Study, benchmarks: list[str], intervals: pd.DataFrame):
     """CALVIN success (%) at chain lengths 1..5 and the average length: the numbers from
     ``stats.calvin_length_success``, the cells with their intervals from ``inference.length_cells``."""
     keys = ["backbone", "benchmark", "ablation", "length"]
@@ -308,12 +307,12 @@ def calvin_length_table(lengths: pd.DataFrame, config: dict, benchmarks: list[st
     return numbers, pd.DataFrame(rows)
 
 
-def _config_tasks(config: dict, benchmark: str) -> list[str]:
-    b = config.get("benchmarks", {})
-    return list((b.get(benchmark) or {}).get("tasks", [])) if isinstance(b, dict) else []
+def _config_tasks(config: Study, benchmark: str) -> list[str]:
+    entry = config.benchmarks.get(benchmark)
+    return list(entry.entry.get("tasks", [])) if entry is not None else []  # a plug-in's own key
 
 
-def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str], videos: dict | None = None):
+def per_task_table(results: pd.DataFrame, config: Study, benchmarks: list[str], videos: dict | None = None):
     """Every task of every (benchmark, backbone, regime); ``videos``: (backbone, benchmark, ablation) ->
     Markdown links to its rollout videos (a ``rollouts`` column when given)."""
     s = summary(results)
@@ -331,7 +330,7 @@ def per_task_table(results: pd.DataFrame, config: dict, benchmarks: list[str], v
     return s.drop(columns=["cell", "per_seed"]), pd.DataFrame(rows)
 
 
-def modes_table(modes: pd.DataFrame, config: dict, benchmarks: list[str]):
+def modes_table(modes: pd.DataFrame, config: Study, benchmarks: list[str]):
     """Value of every execution mode (reported mode or not), mean over seeds with a 95% interval from the
     runs' values (``inference.seed_value_cells``: the modes not reported keep no episode records), the
     seed variance pooled over the cells of a benchmark and mode."""
@@ -423,14 +422,14 @@ def regression_table(fits: dict[str, dict]):
     return pd.DataFrame(rows), pd.DataFrame(shown).fillna(MISSING)
 
 
-def backbones_table(config: dict, reports: dict[str, dict]):
+def backbones_table(config: Study, reports: dict[str, dict]):
     """Published size and VQA score (config) next to the measured counts (backbone reports, when given)."""
     rows, scores = [], vqa_scores(config)
-    for name, e in config.get("backbones", {}).items():
+    for name, e in config.backbones.items():
         rep = reports.get(name, {})
         vqa = scores.get(name) or {}
         rows.append(dict(
-            backbone=name, family=e.get("family"), source=e.get("source"), params_b_published=e.get("params_b"),
+            backbone=name, family=e.family, source=e.source, params_b_published=e.params_b,
             total_params=rep.get("total_params"), backbone_params=rep.get("backbone_params"),
             vision_params=rep.get("vision_params"), image_tokens_per_frame=rep.get("image_tokens_per_frame"),
             prompt_length=rep.get("prompt_length"), hidden_size=rep.get("hidden_size"),

@@ -14,7 +14,7 @@ import pkgutil
 from functools import cache
 
 from vlm4vla_core.benchmarks.base import Benchmark, Episode
-from vlm4vla_core.config import ConfigError
+from vlm4vla_core.config import ConfigError, Study
 
 #: keys every benchmark entry may have (the kind-specific ones are declared by the plug-in)
 COMMON_KEYS = {
@@ -59,26 +59,26 @@ def vqa_generators() -> dict[str, Benchmark]:
     return {g: bench for bench in registry().values() for g in bench.vqa_generators}
 
 
-def of(config: dict, name: str) -> tuple[Benchmark, dict]:
-    """The plug-in and the settings (defaults filled in) of benchmark ``name`` of a study config."""
-    entry = config["benchmarks"][name]
-    bench = get(entry["kind"])
-    return bench, bench.settings(entry)
+def of(study: Study, name: str) -> tuple[Benchmark, dict]:
+    """The plug-in and the settings (defaults filled in) of benchmark ``name`` of a study."""
+    entry = study.benchmarks[name]
+    bench = get(entry.kind)
+    return bench, bench.settings(dict(entry.entry))
 
 
-def modes_of(config: dict, name: str) -> tuple[list[str], str, str]:
+def modes_of(study: Study, name: str) -> tuple[list[str], str, str]:
     """(execution modes, selection rule, where the modes come from) of benchmark ``name``: the entry's
     ``modes``, else the plug-in's ``official_modes``, else ``evaluation.modes``; the entry's
     ``mode_selection``, else ``evaluation.mode_selection``. A fixed rule must name one of the modes."""
-    bench, entry = of(config, name)
-    evaluation = config["evaluation"]
+    bench, entry = of(study, name)
+    evaluation = study.evaluation
     if entry.get("modes"):
         modes, source = list(entry["modes"]), f"benchmarks.{name}.modes"
     elif bench.official_modes:
         modes, source = list(bench.official_modes), f"the official scripts' modes for {bench.kind}"
     else:
-        modes, source = list(evaluation["modes"]), "evaluation.modes"
-    rule = entry.get("mode_selection") or evaluation["mode_selection"]
+        modes, source = list(evaluation.modes), "evaluation.modes"
+    rule = entry.get("mode_selection") or evaluation.mode_selection
     if rule != "best" and rule not in modes:
         key = f"benchmarks.{name}.mode_selection" if entry.get("mode_selection") else "evaluation.mode_selection"
         raise ConfigError(f"key '{key}': {rule!r} is not one of the execution modes {modes} of benchmark {name!r} "

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from vlm4vla_core.config import Study
+
 PUBLISHED = Path(__file__).with_name("published.yaml")
 
 
@@ -18,7 +20,7 @@ def published() -> dict:
     return yaml.safe_load(PUBLISHED.read_text())
 
 
-def published_results(config: dict | None = None) -> pd.DataFrame:
+def published_results(config: Study | None = None) -> pd.DataFrame:
     """Published numbers as a long-format results table (aggregate stage columns + ``source`` and
     ``table``, the key under ``tables`` in published.yaml).
 
@@ -32,13 +34,12 @@ def published_results(config: dict | None = None) -> pd.DataFrame:
     model_name = {m: m for m in pub["models"]}
     bench_name = {b: b for b in pub["benchmarks"]}
     if config is not None:
-        by_hub = {e.get("source"): k for k, e in config.get("backbones", {}).items()}
+        by_hub = {e.source: k for k, e in config.backbones.items()}
         for m, e in pub["models"].items():
             ids = [e.get("hub_id"), *e.get("aliases", [])]
             model_name[m] = next((by_hub[i] for i in ids if i in by_hub), m)
-        benches = config.get("benchmarks", {})
-        if isinstance(benches, dict):
-            by_kind = {e.get("kind"): k for k, e in benches.items()}
+        by_kind = {e.kind: k for k, e in config.benchmarks.items()}
+        if by_kind:
             bench_name.update({b: by_kind[e["kind"]] for b, e in pub["benchmarks"].items() if e["kind"] in by_kind})
     rows = []
 
@@ -106,9 +107,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     config = None
     if args.config:
-        from vlm4vla_core.config import load_config
+        from vlm4vla_core.config import load_study
 
-        config = load_config(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
+        config = load_study(args.config)  # a ConfigError: one line 'error: ...' (vlm4vla_core.__main__.run)
     from vlm4vla_core.io import atomic_write
 
     atomic_write(args.out, lambda tmp: published_results(config).to_csv(tmp, index=False))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlm4vla_core.config import Study
+
 #: the generator of this stage's own (not a benchmark's scenes)
 SHAPES = "shapes"
 SPLITS = ("train", "heldout")
@@ -26,16 +28,17 @@ def generators() -> tuple[str, ...]:
     return (SHAPES, *sorted(benchmarks.vqa_generators()))
 
 
-def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
+def write_set(config: Study, name: str, out: Path) -> dict[str, int]:
     """Both splits of the generated set ``name``; returns the record count per split."""
     from vlm4vla_core.config import ConfigError
 
-    entry = (config.get("vqa_sets") or {}).get(name)
+    vset = config.vqa_sets.get(name)
     known = generators()
-    if entry is None or entry.get("generate") not in known:
+    if vset is None or vset.generate not in known:
         raise ConfigError(f"'vqa_sets.{name}' is not a generated set (generate: {' or '.join(known)})")
+    entry = vset.entry  # the generator's own keys
     counts = {}
-    if entry["generate"] == SHAPES:
+    if vset.generate == SHAPES:
         from vlm4vla_core.vqa import shapes
 
         for split in SPLITS:
@@ -44,10 +47,10 @@ def write_set(config: dict, name: str, out: Path) -> dict[str, int]:
     else:
         from vlm4vla_core import benchmarks
 
-        plugin = benchmarks.vqa_generators()[entry["generate"]]
-        bench = config["benchmarks"][entry["benchmark"]]
+        plugin = benchmarks.vqa_generators()[vset.generate]
+        bench = dict(config.benchmarks[vset.benchmark].entry)
         for split in SPLITS:
-            counts[split] = plugin.write_vqa_split(entry["generate"], bench, entry, out, split)
+            counts[split] = plugin.write_vqa_split(vset.generate, bench, dict(entry), out, split)
     return counts
 
 

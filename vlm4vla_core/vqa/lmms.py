@@ -118,8 +118,8 @@ def _task_split(manager, task: str) -> tuple[str, str]:
     if entry["type"] != "task":
         raise LmmsError(f"{task!r} is an lmms-eval {entry['type']}, not a single task: name one of its tasks "
                         "(e.g. mmmu_val) so that one local dataset can replace its data")
-    config = utils.load_yaml_config(entry["yaml_path"], mode="simple")
-    split = config.get("test_split") or config.get("validation_split")
+    task_config = utils.load_yaml_config(entry["yaml_path"], mode="simple")
+    split = task_config.get("test_split") or task_config.get("validation_split")
     if not split:
         raise LmmsError(f"task {task!r} names no test_split or validation_split")
     return entry["yaml_path"], split

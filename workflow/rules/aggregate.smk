@@ -29,8 +29,8 @@ rule aggregate:
     params:
         cfg=STUDY_CONFIG,
         out=OUT,
-        sft_logs=[f"{OUT}/sft/{v}/metrics.jsonl" for v, entry in variants(config).items()
-                  if not entry.get("source")],  # written by the SFT runs (pretraining and embodied) beside their checkpoint
+        sft_logs=[f"{OUT}/sft/{v}/metrics.jsonl" for v, entry in STUDY_VIEW.variants().items()
+                  if not entry.source],  # written by the SFT runs (pretraining and embodied) beside their checkpoint
         digest=digest(config),  # VQA scores, backbones, seeds: any change re-draws the tables
     conda:
         "../../envs/vlm4vla.yaml"

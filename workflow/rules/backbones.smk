@@ -28,10 +28,10 @@ rule backbone_report:
         family=lambda wc: config["backbones"][wc.backbone]["family"],
         source=lambda wc: source_of(architecture_of(wc.backbone)),
         size=BACKBONE_IMAGE_SIZE,
-        head=config["policy"]["head_hidden"],
-        layers=config["policy"].get("head_layers", 2),
-        action_dim=report_head(config)[1],
-        chunk=report_head(config)[0],
+        head=STUDY_VIEW.policy.head_hidden,
+        layers=STUDY_VIEW.policy.head_layers,
+        action_dim=report_head(STUDY_VIEW)[1],
+        chunk=report_head(STUDY_VIEW)[0],
         # hub backbones: their published config on the meta device (no weights on a CPU node)
         meta=lambda wc: "" if config["backbones"][architecture_of(wc.backbone)]["source"] == "tiny" else "--meta",
     conda:

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import BASELINE, ConfigError, check_mode_names, check_resource_names, jobs, resolve_batch, resource, root_backbone, train_settings, with_sft_variants
+from vlm4vla_core.config import BASELINE, ConfigError, check_mode_names, check_resource_names, resolve_batch
 from vlm4vla_core.study import check as check_config, report_head
 
 try:
@@ -21,18 +21,19 @@ except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
 validate(config, "../schemas/config.schema.yaml")
 try:
-    check_config(config)
+    STUDY_VIEW = check_config(config)  # the typed view the package's functions take (vlm4vla_core.config.Study)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
 _dry = getattr(workflow, "dryrun", False) or getattr(getattr(workflow, "output_settings", None), "dryrun", False)
 if _dry:  # the study's GPU-hours and core-hours (python -m vlm4vla_core plan-cost)
     from vlm4vla_core.plan_cost import dry_run_line
 
-    _line = dry_run_line(config, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])))
+    _line = dry_run_line(STUDY_VIEW, " ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])))
     if _line:
         logger.info(_line)
 # every embodied-SFT variant is a backbone of the study (its source: the SFT stage's checkpoint)
-config.update(with_sft_variants(config))
+STUDY_VIEW = STUDY_VIEW.with_sft_variants()
+config.update(STUDY_VIEW.raw)
 
 # A dry run plans anywhere: with --sdm conda (the slurm profile) on a machine without conda, the
 # rules' environments are not looked at (a real run still needs conda).
@@ -54,7 +55,7 @@ RUN = OUT + "/runs/{backbone}/{benchmark}/{ablation}/seed{seed}"
 # rewritten only when it changes so that an unchanged study stays up to date.
 STUDY_CONFIG = Path(OUT) / "study_config.yaml"
 # backbones are built, fine-tuned and asked VQA at the largest image size of the study's benchmarks
-BACKBONE_IMAGE_SIZE = max(b.get("image_size", 224) for b in config["benchmarks"].values())
+BACKBONE_IMAGE_SIZE = STUDY_VIEW.image_size()
 _text = yaml.safe_dump(config, sort_keys=True)
 if not STUDY_CONFIG.exists() or STUDY_CONFIG.read_text() != _text:
     STUDY_CONFIG.parent.mkdir(parents=True, exist_ok=True)
@@ -81,13 +82,12 @@ def digest(*parts):
 
 def res(rule_name, key, default):
     """resources.<rule>.<key> (a key the rule's entry lacks: the rule it shares resources with)."""
-    return resource(config, rule_name, key, default)
+    return STUDY_VIEW.resource(rule_name, key, default)
 
 
 def train_res(backbone, key, default):
     """A resource of a backbone's train jobs: backbones.<b>.train_resources over resources.train."""
-    own = config["backbones"].get(backbone, {}).get("train_resources", {})
-    return own[key] if key in own else res("train", key, default)
+    return STUDY_VIEW.train_resource(backbone, key, default)
 
 
 def train_layout(backbone, benchmark):
@@ -95,7 +95,7 @@ def train_layout(backbone, benchmark):
     nodes, gpus = train_res(backbone, "nodes", 1), train_res(backbone, "gpus", 0)
     if gpus:
         return nodes, gpus
-    return nodes, train_settings(config, backbone, benchmark).num_processes
+    return nodes, STUDY_VIEW.train_settings(backbone, benchmark).num_processes
 
 
 def _check_global_batch():
@@ -104,7 +104,7 @@ def _check_global_batch():
         for k in config["benchmarks"]:
             nodes, per_node = train_layout(b, k)
             try:
-                resolve_batch(train_settings(config, b, k), nodes * per_node)
+                resolve_batch(STUDY_VIEW.train_settings(b, k), nodes * per_node)
             except ConfigError as err:
                 raise WorkflowError(f"invalid config: train job of backbone {b} on {k} ({nodes} nodes x {per_node}): {err}")
 
@@ -178,7 +178,7 @@ def backbone_source(wildcards):
 
 def architecture_of(backbone):
     """The backbone whose architecture and published config a fine-tuned variant shares: its root base."""
-    return root_backbone(config, backbone)
+    return STUDY_VIEW.root_backbone(backbone)
 
 
 def local_inputs(backbone):
@@ -231,7 +231,7 @@ def memory_plan(wildcards):
 
 
 def eval_files():
-    files = [f"{RUN}/eval.json".format(**job) for job in jobs(config)]
+    files = [f"{RUN}/eval.json".format(**job) for job in STUDY_VIEW.jobs()]
     if config["evaluation"].get("baseline", True):
         files += [
             f"{OUT}/runs/{BASELINE}/{b}/none/seed{s}/eval.json" for b in config["benchmarks"] for s in config["seeds"]

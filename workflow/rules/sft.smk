@@ -4,11 +4,11 @@
 # Checkpoints under sft/<variant>/checkpoints are not outputs: a failed or preempted job resumes from them.
 import shlex
 
-from vlm4vla_core.config import variants
 from vlm4vla_core.vqa import lmms
 
 VQA_SETS = config.get("vqa_sets") or {}
-SFT = variants(config)  # pretraining, then embodied-SFT variants
+# pretraining, then embodied-SFT variants: their config entries
+SFT = {name: config[v.section][name] for name, v in STUDY_VIEW.variants().items()}
 
 
 def sft_data(wildcards):
