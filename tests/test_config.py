@@ -251,7 +251,7 @@ def test_an_old_resources_key_stops_with_the_rule_name(paper):
 
 def test_resources_are_keyed_by_the_rules_that_read_them():
     """Every rule of the workflow reads resources.<its own name>; the schema allows exactly those keys."""
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "vlm4vla_core" / "schemas" / "config.schema.yaml").read_text())
     assert set(schema["properties"]["resources"]["properties"]) == set(RESOURCE_RULES)
     with_resources = set()
     for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
@@ -327,7 +327,7 @@ def test_the_ablation_names_and_the_baseline_name_have_one_home():
 
     from vlm4vla_core.config import ABLATIONS, BASELINE
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "vlm4vla_core" / "schemas" / "config.schema.yaml").read_text())
     assert schema["$defs"]["ablation"]["enum"] == list(ABLATIONS)
     found = []
     for path in sorted((ROOT / "vlm4vla_core").rglob("*.py")):

@@ -305,7 +305,7 @@ def test_the_vqa_stage_finds_a_plugin_generator_without_naming_the_benchmark(tmp
 
     assert benchmarks.vqa_generators() == {"metaworld": benchmarks.get("metaworld")}
     root = Path(__file__).resolve().parents[1]
-    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((root / "vlm4vla_core" / "schemas" / "config.schema.yaml").read_text())
     assert sorted(schema["properties"]["vqa_sets"]["additionalProperties"]["properties"]["generate"]["enum"]) == \
         sorted(generators())
     kinds = set(benchmarks.registry())

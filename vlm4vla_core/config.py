@@ -1,7 +1,7 @@
 """Study config: load, validate, resolve per-job settings.
 
-The JSON schema lives in ``workflow/schemas/config.schema.yaml``; the Snakefile
-validates against the same file with ``snakemake.utils.validate``. On top of
+The JSON schema ships inside the package (``vlm4vla_core/schemas/config.schema.yaml``, ``SCHEMA``), so an
+installed package loads a config anywhere; the Snakefile validates against the same file with ``snakemake.utils.validate``. On top of
 the schema this module checks what a schema cannot inside the config itself
 (the mode rule, the embodied-SFT bases). It is the bottom layer and imports no
 other module of the package: ``vlm4vla_core.study`` adds the checks of the
@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 #: Sections of variants that fine-tune a backbone before it becomes a VLA, in the order they apply.
 VARIANT_SECTIONS = ("pretraining", "embodied_sft")
 #: Execution modes: steps of a predicted chunk executed before re-planning (the whole chunk, half of it,

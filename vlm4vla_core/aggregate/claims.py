@@ -1,7 +1,7 @@
 """Claims as data: each claim of a study is a contrast, a slope or an interaction with a direction and a
 smallest effect of interest (SESOI); the aggregate stage gives each a verdict.
 
-A claims file (YAML, schema workflow/schemas/claims.schema.yaml)::
+A claims file (YAML, schema vlm4vla_core/schemas/claims.schema.yaml)::
 
     alpha: 0.05
     correction: holm            # or bh, within each family
@@ -38,7 +38,7 @@ from scipy import stats as sps
 from vlm4vla_core.aggregate.files import ResultsError
 from vlm4vla_core.config import Study
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "claims.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "claims.schema.yaml"
 LINE = re.compile(r"^\s*(\S+)\s*(>|<)\s*(\S+)\s+on\s+(\S+)(?:\s+by\s+([0-9.eE+-]+))?\s*$")
 VERDICTS = ("supported", "contradicted", "equivalent", "inconclusive")
 

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.config import BASELINE, ConfigError, check_mode_names, check_resource_names, resolve_batch
+from vlm4vla_core.config import BASELINE, SCHEMA as CONFIG_SCHEMA, ConfigError, check_mode_names, check_resource_names, resolve_batch
 from vlm4vla_core.study import check as check_config, report_head
 
 try:
@@ -19,7 +19,7 @@ try:
     check_resource_names(config)  # and an old resources key with the rule's name
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}")
-validate(config, "../schemas/config.schema.yaml")
+validate(config, str(CONFIG_SCHEMA))  # the package's own schema (vlm4vla_core/schemas/)
 try:
     STUDY_VIEW = check_config(config)  # the typed view the package's functions take (vlm4vla_core.config.Study)
 except ConfigError as err:
