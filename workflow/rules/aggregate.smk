@@ -1,15 +1,21 @@
 # Tables, figures and regressions of the whole study into results/<study>/.
 # `snakemake --report report.html` shows the pages under html/: every table, figure and rollout set
 # with its caption on the page, in the categories of the study's questions (vlm4vla_core/aggregate/pages.py).
-from vlm4vla_core.aggregate import pages
 
 
 report: "../report/workflow.rst"
 
 
+def page_category(wildcards):
+    # imported when a report is drawn: the aggregate package (pandas, scipy) stays out of every other run
+    from vlm4vla_core.aggregate import pages
+
+    return pages.category(wildcards.name)
+
+
 def report_pages(folder, source):
     return report(directory(folder + "/html"), patterns=["{name}.html"],
-                  category=lambda wc: pages.category(wc.name), labels={"result": "{name}", "source": source})
+                  category=page_category, labels={"result": "{name}", "source": source})
 
 
 rule aggregate:
