@@ -180,7 +180,8 @@ def plan_study(config: dict, facts: dict[str, dict]) -> dict:
             policy_s = budget["calls"] * flops / (peak_flops(eval_gpu, precision, "resources.evaluate.gpu_model")
                                                   * cost["inference_mfu"])
         shards = int(bench.get("eval_shards", 1))
-        workers = int(bench.get("eval_workers", 1))
+        workers = bench.get("eval_workers", 1)  # auto: at most the job's cores
+        workers = int(ev.get("cpus", 1) if workers == "auto" else workers)
         wall_s = max(core_s / workers, policy_s)  # summed over the run's shards
         row = rows[("evaluate" if b is not None else "evaluate_baseline", b or BASELINE)]
         row["jobs"] += shards
