@@ -64,6 +64,7 @@ def test_batches_fill_when_the_policy_is_the_slower_side():
     assert stats.requests == 36 and stats.clients == 3 and stats.errors == 0
     assert sorted(n for n, _ in stats.per_client) == [12, 12, 12] and all(span > 0.5 for _, span in stats.per_client)
     assert stats.mean_batch_size >= 2.5 and stats.fill >= 0.83, stats
+    assert sum(n * count for n, count in stats.sizes.items()) == 36 and stats.sizes[3] >= 10
     assert stats.as_dict()["fill"] == round(stats.fill, 3)
 
 

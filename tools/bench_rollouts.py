@@ -14,7 +14,12 @@ In one run, per benchmark whose simulator environment exists, on the same episod
   so the difference is the serving alone), ``tiny`` (a random-weight tiny Qwen2.5-VL policy, one torch
   thread) and ``tiny+sleep`` (the same with a sleep per batch of ``--slow-factor`` times the bare run's
   cycle, standing in for a large model's latency so that the policy is the slower side);
-- ``tiny+sleep`` once more with the server's former fixed 5 ms batching window, for comparison.
+- ``tiny+sleep`` once more with the server's former fixed 5 ms batching window, for comparison;
+- ``bare`` once more at the end: how much the shared cores' speed drifted during the run.
+
+LIBERO-10's episodes are one task per worker from init state 0 (``--episodes`` a multiple of ``--workers``):
+a worker that started at init state k would first replay the k earlier resets of its task's env
+(``LiberoSim``), a cost of splitting one task's init states, not of serving.
 
 Every run is timed from outside (process start, imports and environment builds included, as in an
 evaluation job): environment steps/s per simulator process and its ratio to the bare simulator's. And
@@ -84,13 +89,14 @@ def bare_run(bench, entry: dict, episodes, tmp: Path) -> dict:
            "--entry", str(tmp / "bare_entry.json"), "--episodes", str(tmp / "bare_episodes.json"),
            "--execute", str(entry["chunk"]), "--out", str(tmp / "bare.jsonl"), "--bare", str(tmp / "bare.json"),
            "--frame", str(tmp / "frame.npy")]
+    (tmp / "bare.jsonl").unlink(missing_ok=True)  # the worker appends
     cpu0, t0 = cpu_children(), time.perf_counter()
     if subprocess.run(cmd, cwd=ROOT).returncode:
         raise SystemExit(f"the bare simulator run failed: {' '.join(cmd)}")
     wall, cpu = time.perf_counter() - t0, cpu_children() - cpu0
     summary = json.loads((tmp / "bare.json").read_text())
     records = [json.loads(line) for line in (tmp / "bare.jsonl").read_text().splitlines()]
-    return dict(name="bare", policy="none (zero actions)", workers=1, wall_s=wall, sim_cpu_s=cpu, server_cpu_s=0.0,
+    return dict(name="bare", policy="zero actions, no server", workers=1, wall_s=wall, sim_cpu_s=cpu, server_cpu_s=0.0,
                 env_steps=summary["env_steps"], records=records, cycle_s=summary["cycle_s"],
                 per_client=[(summary["requests"], summary["span_s"])], execute=int(entry["chunk"]))
 
@@ -135,7 +141,8 @@ def summarise(run: dict, bare: dict, reference: dict | None) -> dict:
                sim_cpu_s=round(run["sim_cpu_s"], 2), server_cpu_s=round(run["server_cpu_s"], 2))
     if "server" in run:
         s = run["server"]
-        out.update(requests=s["requests"], batches=s["batches"], mean_batch=s["mean_batch_size"],
+        out.update(requests=s["requests"], batches=s["batches"], batch_sizes=s["sizes"],
+                   mean_batch=s["mean_batch_size"],
                    batch_fill=round(s["mean_batch_size"] / run["workers"], 3), window=run["window"],
                    server_wait_s=s["wait_s"], server_infer_s=s["infer_s"])
     if reference is not None:
@@ -193,6 +200,9 @@ def bench_one(kind: str, python: str, args, out: Path) -> dict:
     former = served_run(bench, entry, episodes, slow, args.workers, tmp, "tiny+sleep, former window",
                         policies[2][1], max_wait_ms=5.0)
     rows.append(summarise(former, bare, runs["tiny+sleep", 1]))
+    print(json.dumps(rows[-1]), flush=True)
+    again = bare_run(bench, entry, episodes, tmp)  # the bare simulator once more: the drift of the shared cores
+    rows.append(summarise(again, bare, bare))
     print(json.dumps(rows[-1]), flush=True)
     frame = np.load(tmp / "frame.npy")
     request = {"images": frame[None], "instructions": [episodes[0].instruction]}

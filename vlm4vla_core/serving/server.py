@@ -47,6 +47,7 @@ class ServerStats:
     clients: int = 0  # most connections open at once (the simulator workers)
     infer_s: float = 0.0  # time inside infer_batch
     wait_s: float = 0.0  # time the batching thread held a pending request back for peers
+    sizes: dict = dataclasses.field(default_factory=dict)  # batches by their size
     #: per closed connection: its inference requests and the seconds from the first one's arrival to the last
     #: one's (a worker's steady pace, its start-up and first environment build left out)
     per_client: list = dataclasses.field(default_factory=list)
@@ -238,5 +239,6 @@ class PolicyServer:
         self.stats.requests += len(batch)
         self.stats.batches += 1
         self.stats.max_batch_size = max(self.stats.max_batch_size, len(batch))
+        self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
         for pending, reply in zip(batch, replies):
             pending.answer(reply)
