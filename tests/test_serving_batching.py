@@ -206,3 +206,37 @@ def test_eval_workers_is_a_count_or_auto():
     config["benchmarks"][name]["eval_workers"] = "many"
     with pytest.raises(ConfigError, match=f"benchmarks.{name}.eval_workers"):
         check(config)
+
+
+def test_the_evaluation_records_the_workers_and_their_batching(flaky, tmp_path, monkeypatch):
+    import sys
+    import threading
+
+    config = flaky
+    entry = config["benchmarks"]["f"]
+    entry.update(raise_at=[])
+    local, _ = evaluate.evaluate(config, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "local.json")
+
+    class ThreadWorker:  # the worker module against the real server, in a thread of this process
+        def __init__(self, cmd):
+            self.rc = None
+            self.thread = threading.Thread(target=lambda: setattr(self, "rc", worker.main(cmd[3:])))
+            self.thread.start()
+
+        def wait(self):
+            self.thread.join(timeout=60)
+            return self.rc
+
+    monkeypatch.setattr(evaluate.subprocess, "Popen", ThreadWorker)
+    entry.update(simulator_python=sys.executable, eval_workers=2)
+    serving = {}
+    served, _ = evaluate.evaluate(config, "f", 0, ones, 2, ["whole_chunk"], tmp_path / "served.json", serving=serving)
+    def records(result):  # the films land under each result's own name
+        return [{k: v for k, v in e.items() if k != "video"} for e in result["whole_chunk"]["episodes"]]
+
+    assert records(served) == records(local)  # the same episodes, the same records
+    record = serving["whole_chunk"]
+    assert record["workers"] == 2 and record["rule"] == "config eval_workers"
+    plans = sum(e["plans"] for e in local["whole_chunk"]["episodes"])
+    assert record["server"]["requests"] == plans and record["server"]["clients"] == 2
+    assert sum(c["requests"] for c in record["server"]["per_client"]) == plans
