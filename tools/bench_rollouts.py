@@ -22,10 +22,9 @@ a worker that started at init state k would first replay the k earlier resets of
 (``LiberoSim``), a cost of splitting one task's init states, not of serving.
 
 Every run is timed from outside (process start, imports and environment builds included, as in an
-evaluation job): environment steps/s per simulator process and its ratio to the bare simulator's. And
-steady: each process's policy steps/s from its first policy request to its last (start-up left out),
-against the bare run's the same way. Also environment steps per CPU-second of the simulator processes,
-mean batch / workers, and
+evaluation job). Per simulator process: environment steps/s; steady, its policy steps/s from its first
+policy request to its last (start-up left out); environment steps per CPU-second; each against the mean
+of the two bare runs (the shared cores' speed drifts within a run). Also mean batch / workers, and
 whether every episode's record (success, steps, re-plans) equals the one-worker run's. Also the worker
 count ``eval_workers: auto`` would choose (``vlm4vla_core.serving.sizing``) from the bare run's cycle and
 each policy's measured latency. Writes ``<out>/bench_rollouts.json``. The numbers depend on what else the
@@ -128,16 +127,22 @@ def steady(run: dict) -> float:
     return sum(rates) / len(rates) if rates else 0.0
 
 
-def summarise(run: dict, bare: dict, reference: dict | None) -> dict:
-    rate = run["env_steps"] / run["wall_s"]
-    per_proc = rate / run["workers"]
-    bare_rate = bare["env_steps"] / bare["wall_s"]
+def rates(run: dict) -> dict:
+    """Per simulator process: environment steps/s over the run, steady policy steps/s, steps per CPU-second."""
+    return dict(wall=run["env_steps"] / run["wall_s"] / run["workers"], steady=steady(run),
+                cpu=run["env_steps"] / run["sim_cpu_s"] if run["sim_cpu_s"] else 0.0)
+
+
+def summarise(run: dict, base: dict, reference: dict | None) -> dict:
+    """A run's figures, its rates against ``base`` (the bare runs' mean rates) and its records against
+    ``reference``'s."""
+    own = rates(run)
     out = dict(run=run["name"], policy=run["policy"], workers=run["workers"], env_steps=run["env_steps"],
-               wall_s=round(run["wall_s"], 2), steps_per_s=round(rate, 2), steps_per_s_per_worker=round(per_proc, 2),
-               vs_bare=round(per_proc / bare_rate, 3),
-               steady_steps_per_s_per_worker=round(steady(run), 2),
-               steady_vs_bare=round(steady(run) / steady(bare), 3) if steady(bare) else None,
-               steps_per_sim_cpu_s=round(run["env_steps"] / run["sim_cpu_s"], 2) if run["sim_cpu_s"] else None,
+               wall_s=round(run["wall_s"], 2), steps_per_s=round(run["env_steps"] / run["wall_s"], 2),
+               steps_per_s_per_worker=round(own["wall"], 2), vs_bare=round(own["wall"] / base["wall"], 3),
+               steady_steps_per_s_per_worker=round(own["steady"], 2),
+               steady_vs_bare=round(own["steady"] / base["steady"], 3) if base["steady"] else None,
+               steps_per_sim_cpu_s=round(own["cpu"], 2), cpu_vs_bare=round(own["cpu"] / base["cpu"], 3),
                sim_cpu_s=round(run["sim_cpu_s"], 2), server_cpu_s=round(run["server_cpu_s"], 2))
     if "server" in run:
         s = run["server"]
@@ -188,22 +193,23 @@ def bench_one(kind: str, python: str, args, out: Path) -> dict:
                 ("tiny", "tiny random-weight Qwen2.5-VL", tiny),
                 ("tiny+sleep", f"tiny + {1000 * slow_s:.0f} ms per batch ({args.slow_factor:g}x the simulator's "
                                 f"cycle: a stand-in for a large model's latency)", slow)]
-    rows, runs = [], {}
+    runs, order = {}, []  # (run, its reference for the records)
     for name, label, infer in policies:
         for workers in (1, args.workers):
             run = served_run(bench, entry, episodes, infer, workers, tmp, name, label)
             runs[name, workers] = run
             # one worker: against the bare run where the actions are the same (zero); N: against one worker
-            reference = runs[name, 1] if workers > 1 else bare if name == "zero" else None
-            rows.append(summarise(run, bare, reference))
-            print(json.dumps(rows[-1]), flush=True)
+            order.append((run, runs[name, 1] if workers > 1 else bare if name == "zero" else None))
+            print(f"{name}, {workers} worker(s): {run['env_steps']} env steps in {run['wall_s']:.1f} s", flush=True)
     former = served_run(bench, entry, episodes, slow, args.workers, tmp, "tiny+sleep, former window",
                         policies[2][1], max_wait_ms=5.0)
-    rows.append(summarise(former, bare, runs["tiny+sleep", 1]))
-    print(json.dumps(rows[-1]), flush=True)
+    order.append((former, runs["tiny+sleep", 1]))
     again = bare_run(bench, entry, episodes, tmp)  # the bare simulator once more: the drift of the shared cores
-    rows.append(summarise(again, bare, bare))
-    print(json.dumps(rows[-1]), flush=True)
+    again["name"] = "bare, again"
+    order.append((again, bare))
+    first, last = rates(bare), rates(again)
+    base = {k: (first[k] + last[k]) / 2 for k in first}
+    rows = [summarise(bare, base, None)] + [summarise(run, base, reference) for run, reference in order]
     frame = np.load(tmp / "frame.npy")
     request = {"images": frame[None], "instructions": [episodes[0].instruction]}
     cap = min(len(os.sched_getaffinity(0)), len(episodes), evaluate.MAX_BATCH)
@@ -211,13 +217,8 @@ def bench_one(kind: str, python: str, args, out: Path) -> dict:
     for name, _, infer in policies[1:]:
         latency = sizing.measure_latency(evaluate.serve_batches(infer), request, sizing.batch_sizes(cap))
         choices[name] = sizing.choose_workers(latency, bare["cycle_s"], cap)
-    bare_rate = bare["env_steps"] / bare["wall_s"]
     return dict(kind=kind, episodes=len(episodes), max_steps=args.max_steps, chunk=entry["chunk"],
-                bare=dict(env_steps=bare["env_steps"], wall_s=round(bare["wall_s"], 2),
-                          steps_per_s=round(bare_rate, 2), sim_cpu_s=round(bare["sim_cpu_s"], 2),
-                          steady_steps_per_s=round(steady(bare), 2),
-                          steps_per_sim_cpu_s=round(bare["env_steps"] / bare["sim_cpu_s"], 2),
-                          cycle_ms=round(1000 * bare["cycle_s"], 2)),
+                bare_cycle_ms=round(1000 * bare["cycle_s"], 2), bare_mean={k: round(v, 3) for k, v in base.items()},
                 runs=rows, auto_workers=choices,
                 batch_invariance=batch_invariance(policy, frame, episodes[0].instruction))
 
@@ -254,15 +255,16 @@ def main() -> int:
     report["load_average_after"] = os.getloadavg()[0]
     write_json(args.out / "bench_rollouts.json", report)
     for kind, res in report["results"].items():
-        print(f"\n{kind}: bare {res['bare']['steps_per_s']} env steps/s in one process "
-              f"({res['bare']['steps_per_sim_cpu_s']} per CPU-second; steady {res['bare']['steady_steps_per_s']} "
-              f"policy steps/s), cycle {res['bare']['cycle_ms']} ms")
-        print(f"{'run':<28}{'workers':>8}{'steps/s':>9}{'/worker':>9}{'vs bare':>9}{'steady':>8}{'vs bare':>9}"
-              f"{'batch':>7}{'fill':>7}  same")
+        mean = res["bare_mean"]
+        print(f"\n{kind}: the bare runs' mean, per process: {mean['wall']:.2f} env steps/s, {mean['steady']:.2f} "
+              f"steady policy steps/s, {mean['cpu']:.2f} env steps per CPU-second; cycle {res['bare_cycle_ms']} ms")
+        print(f"{'run':<28}{'workers':>8}{'steps/s':>9}{'vs bare':>9}{'steady':>8}{'vs bare':>9}{'/CPU-s':>8}"
+              f"{'vs bare':>9}{'batch':>7}{'fill':>7}  same")
         for r in res["runs"]:
-            print(f"{r['run']:<28}{r['workers']:>8}{r['steps_per_s']:>9}{r['steps_per_s_per_worker']:>9}"
-                  f"{r['vs_bare']:>9}{r['steady_steps_per_s_per_worker']:>8}{r['steady_vs_bare']!s:>9}"
-                  f"{r.get('mean_batch', ''):>7}{r.get('batch_fill', ''):>7}  {r.get('same_records_as_1_worker', '')}")
+            print(f"{r['run']:<28}{r['workers']:>8}{r['steps_per_s_per_worker']:>9}{r['vs_bare']:>9}"
+                  f"{r['steady_steps_per_s_per_worker']:>8}{r['steady_vs_bare']!s:>9}{r['steps_per_sim_cpu_s']:>8}"
+                  f"{r['cpu_vs_bare']:>9}{r.get('mean_batch', ''):>7}{r.get('batch_fill', ''):>7}  "
+                  f"{r.get('same_records_as_1_worker', '')}")
         print("auto workers: " + ", ".join(f"{k}: {v['workers']} (latency {v['latency_ms']} ms)"
                                             for k, v in res["auto_workers"].items()))
         print(f"batch invariance of the tiny policy: {res['batch_invariance']:.2e}")
