@@ -10,9 +10,9 @@ interrupted evaluation keeps its finished episodes.
 
 ``--bare SUMMARY`` runs the episodes on the bare simulator instead: no policy server, every action
 zero (the zero-action baseline, computed here), and writes the simulator's own speed to SUMMARY
-(JSON): wall and CPU seconds, environment steps, and ``cycle_s``, the median time between two
-re-plans of an episode (its steps through the executed actions plus one rendered frame), and the
-requests a policy would have had with ``span_s`` from the first to the last (as ``ServerStats.per_client``). ``--frame``
+(JSON): wall and CPU seconds, environment steps, ``cycle_s`` (the median time between two re-plans:
+the steps through the executed actions plus one rendered frame), and the ``requests`` a policy would
+have had with ``span_s`` from the first to the last (as ``ServerStats.per_client``). ``--frame``
 saves the first frame a policy would have been sent (``.npy``), for timing the policy on it.
 """
 
@@ -84,8 +84,6 @@ def run_bare(bench, entry: dict, episodes: list[Episode], execute: int, slots: i
                              requests=len(calls), span_s=round(calls[-1] - calls[0], 3) if calls else 0.0,
                              instruction=timer.frame["instruction"] if timer.frame else None))
     if frame and timer.frame is not None:
-        import numpy as np
-
         with open(frame, "wb") as f:
             np.save(f, timer.frame["image"])
 
