@@ -190,6 +190,12 @@ def test_shards_merge_into_the_single_job_result(counting, tmp_path):
         bad = json.loads(json.dumps(shards))
         bad[1]["modes"]["whole_chunk"]["episodes"] = bad[1]["modes"]["whole_chunk"]["episodes"][:-1]
         evaluate.merge(bad, ["s0", "s1", "s2"])
+    assert "serving" not in merged
+    for i in (0, 2):  # the jobs that ran simulator workers keep their worker choice and batching, by shard
+        shards[i]["serving"] = {"whole_chunk": dict(workers=i + 1, rule="config eval_workers")}
+    assert evaluate.merge(shards, ["s0", "s1", "s2"])["serving"] == {
+        "shard0": {"whole_chunk": dict(workers=1, rule="config eval_workers")},
+        "shard2": {"whole_chunk": dict(workers=3, rule="config eval_workers")}}
     assert shard(list(range(5)), 1, 2) == [1, 3]
 
 

@@ -156,3 +156,15 @@ def test_the_dry_run_line_shows_a_plan_of_the_same_config_only(tmp_path, monkeyp
     assert "is for another config" in plan_cost.dry_run_line(Study.from_dict(raw), "c.yaml")
     del raw["cost"]
     assert plan_cost.dry_run_line(Study.from_dict(raw), "c.yaml") == ""
+
+
+def test_auto_workers_are_planned_at_the_jobs_cores():
+    """``eval_workers: auto`` chooses at most the job's cores: the plan spreads the simulator over all of them."""
+    raw = small_study()
+    raw["benchmarks"]["mw_slow"]["eval_workers"] = "auto"
+    raw["resources"]["evaluate"]["cpus"] = 4
+    plan = plan_cost.plan_study(check(raw), {"a": FACTS, "b": dict(FACTS, text_active=2000)})
+    rows = {(r["rule"], r["backbone"]): r for r in plan["rows"]}
+    policy_a = 26 * (212152 + 7296) / (989e12 * 0.25)  # as in the hand-computed plan above
+    # mw_slow: 3.0 core-seconds over 4 workers; mw_fast: its policy's time; 2 ablations
+    assert rows[("evaluate", "a")]["gpu_hours"] == pytest.approx(2 * (3.0 / 4 + policy_a) / 3600, rel=1e-12)

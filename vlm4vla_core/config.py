@@ -374,7 +374,7 @@ class BenchmarkEntry:
     data_path: str | None = None
     training: Mapping = field(default_factory=_nothing)  # overrides of the study's training defaults
     eval_shards: int = 1
-    eval_workers: int = 1
+    eval_workers: int | str = 1  # a count, or "auto" (the evaluation sizes its pool)
     eval_batch: int | None = None
     simulator_python: str | None = None
     modes: tuple[str, ...] | None = None

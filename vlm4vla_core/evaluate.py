@@ -10,7 +10,9 @@ held-out number beside a best-of-modes one.
 The simulator runs in this process when the benchmark allows it (Meta-World) and no
 ``simulator_python`` is set; otherwise this process serves the policy over a websocket and
 ``eval_workers`` simulator processes (``vlm4vla_core.benchmarks.worker``, in the simulator's own
-environment) run the episodes, their requests batched into one policy call. Finished episodes
+environment) run the episodes, their requests batched into one policy call (``eval_workers: auto``
+sizes the pool from the bare simulator's cycle and the policy's latency: ``serving.sizing``; what was
+chosen and how full the batches were is the record's ``serving``). Finished episodes
 are kept in ``<out>.parts/`` as they finish: a job that is stopped and run again runs only the
 episodes it has not finished.
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm4vla_core import benchmarks
-from vlm4vla_core.benchmarks.base import Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
+from vlm4vla_core.benchmarks.base import AUTO, Benchmark, Episode, check_failures, run_episodes, shard, zero_infer
 from vlm4vla_core.benchmarks.video import RolloutVideos
 from vlm4vla_core.config import BASELINE as ZERO
 from vlm4vla_core.config import (MAX_FAILED_SHARE, ConfigError, Study, execute_steps, held_out_values, renamed_modes,
@@ -98,44 +100,87 @@ def serve_batches(infer):
     return infer_batch
 
 
+#: ``eval_workers: auto``: the bare-simulator probe's step limit, and the most workers one policy process serves
+PROBE_STEPS, MAX_BATCH = 40, 64
+
+
+def choose_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, tmp: Path) -> dict:
+    """The worker count of a job: ``eval_workers`` from the config, or for ``auto`` the rule of
+    ``serving.sizing`` on this job's first episode run on the bare simulator (its step limit cut to
+    ``PROBE_STEPS``) and the policy's latency on that episode's first frame. The policy is only timed: it
+    holds no state between calls, so the episodes' results do not change."""
+    from vlm4vla_core.serving import sizing
+
+    setting = bench.workers(entry)
+    if setting != AUTO:
+        return dict(workers=max(1, min(setting, len(episodes))), rule="config eval_workers")
+    probe = dict(entry, max_steps=min(entry["max_steps"], PROBE_STEPS)) if "max_steps" in entry else entry
+    (tmp / "probe_entry.json").write_text(json.dumps(probe))
+    (tmp / "probe_episodes.json").write_text(json.dumps([episodes[0].as_dict()]))
+    cmd = [*bench.simulator_command(entry), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind,
+           "--entry", str(tmp / "probe_entry.json"), "--episodes", str(tmp / "probe_episodes.json"),
+           "--execute", str(execute), "--out", str(tmp / "probe.jsonl"), "--bare", str(tmp / "probe.json"),
+           "--frame", str(tmp / "frame.npy")]
+    if subprocess.run(cmd).returncode != 0 or not (tmp / "frame.npy").is_file():
+        raise RuntimeError(f"eval_workers auto: the bare-simulator probe failed ({' '.join(cmd)}); see the log above")
+    bare = read_json(tmp / "probe.json", "bare-simulator probe")
+    if bare["cycle_s"] is None:
+        raise RuntimeError("eval_workers auto: the probe episode asked the policy once; no simulator cycle to time")
+    cap = min(len(os.sched_getaffinity(0)), len(episodes), MAX_BATCH)
+    request = {"images": np.load(tmp / "frame.npy")[None], "instructions": [bare["instruction"]]}
+    latency = sizing.measure_latency(serve_batches(infer), request, sizing.batch_sizes(cap))
+    choice = sizing.choose_workers(latency, bare["cycle_s"], cap)
+    print(f"eval_workers auto: {choice['workers']} of at most {cap} (simulator cycle {choice['cycle_ms']} ms, policy "
+          f"latency {choice['latency_ms']} ms by batch size)", flush=True)
+    return dict(choice, rule="auto: serving.sizing", probe=bare)
+
+
 def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, chunk: int,
                      parts: Parts, mode: str, max_failed_share: float = MAX_FAILED_SHARE,
-                     videos: tuple[Path, int] | None = None) -> None:
-    """Serve ``infer`` and run ``episodes`` in ``eval_workers`` simulator processes; records land in ``parts``."""
+                     videos: tuple[Path, int] | None = None, max_wait_ms: float | None = None) -> dict:
+    """Serve ``infer`` and run ``episodes`` in simulator processes (``choose_workers``); records land in
+    ``parts``. Returns the worker choice and the server's batching figures (``ServerStats.as_dict``).
+    ``max_wait_ms``: the server's batching window (None: the policy's latency, ``PolicyServer``)."""
     from vlm4vla_core.serving import PolicyServer
 
     python = bench.simulator_command(entry)
-    workers = max(1, min(bench.workers(entry), len(episodes)))
-    with PolicyServer(serve_batches(infer), {"chunk": chunk, "action_dim": bench.action_dim}) as server, \
-            tempfile.TemporaryDirectory(prefix="vlm4vla-eval-") as tmp:
-        entry_file = Path(tmp) / "entry.json"
-        entry_file.write_text(json.dumps(entry))
-        procs = []
-        for w in range(workers):
-            eps_file = Path(tmp) / f"episodes{w}.json"
-            block = episodes[w * len(episodes) // workers : (w + 1) * len(episodes) // workers]
-            eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
-            cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
-                   str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
-                   "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
-                   "--max-failed-share", str(max_failed_share)]
-            if videos and videos[1] > 0:
-                cmd += ["--videos", str(videos[0]), "--videos-per-task", str(videos[1])]
-            procs.append(subprocess.Popen(cmd))
-        failed = [(w, p.wait()) for w, p in enumerate(procs)]
-        failed = [(w, rc) for w, rc in failed if rc != 0]
-        if failed:
-            ids = {e.index for e in episodes}
-            check_failures([r for i, r in parts.done(mode).items() if i in ids], len(episodes), max_failed_share)
-            raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {' '.join(python)}); see the log above")
-        print(f"policy server: {server.stats.requests} requests in {server.stats.batches} batches "
-              f"(mean batch {server.stats.mean_batch_size:.2f})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="vlm4vla-eval-") as tmp:
+        choice = choose_workers(bench, entry, episodes, infer, execute, Path(tmp))
+        workers = choice["workers"]
+        with PolicyServer(serve_batches(infer), {"chunk": chunk, "action_dim": bench.action_dim},
+                          max_batch=MAX_BATCH, max_wait_ms=max_wait_ms) as server:
+            entry_file = Path(tmp) / "entry.json"
+            entry_file.write_text(json.dumps(entry))
+            procs = []
+            for w in range(workers):
+                eps_file = Path(tmp) / f"episodes{w}.json"
+                block = episodes[w * len(episodes) // workers : (w + 1) * len(episodes) // workers]
+                eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
+                cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
+                       str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
+                       "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
+                       "--max-failed-share", str(max_failed_share)]
+                if videos and videos[1] > 0:
+                    cmd += ["--videos", str(videos[0]), "--videos-per-task", str(videos[1])]
+                procs.append(subprocess.Popen(cmd))
+            failed = [(w, p.wait()) for w, p in enumerate(procs)]
+    failed = [(w, rc) for w, rc in failed if rc != 0]
+    if failed:
+        ids = {e.index for e in episodes}
+        check_failures([r for i, r in parts.done(mode).items() if i in ids], len(episodes), max_failed_share)
+        raise RuntimeError(f"simulator worker(s) failed: {failed} (python: {' '.join(python)}); see the log above")
+    stats = server.stats
+    print(f"policy server: {stats.requests} requests in {stats.batches} batches (mean batch "
+          f"{stats.mean_batch_size:.2f} for {stats.clients} workers)", flush=True)
+    return dict(choice, server=stats.as_dict())
 
 
 def evaluate(config: Study, benchmark: str, seed: int, infer, chunk: int, modes: list[str], out: Path,
-             shard_index: int = 0, shards: int = 1, key: dict | None = None) -> tuple[dict[str, dict], "Parts"]:
+             shard_index: int = 0, shards: int = 1, key: dict | None = None,
+             serving: dict | None = None) -> tuple[dict[str, dict], "Parts"]:
     """Roll out ``infer`` on the shard's episodes in each mode; returns ({mode: {execute_steps, episodes}},
-    the finished-episode store, removed by the caller once the result is written)."""
+    the finished-episode store, removed by the caller once the result is written). ``serving``: a dict that
+    gets, per mode run through the policy server, the worker choice and the batching figures."""
     bench, entry = benchmarks.of(config, benchmark)
     episodes = shard(bench.episodes(entry, seed), shard_index, shards)
     parts = Parts(out, dict(key or {}, entry=entry, seed=seed, shard=[shard_index, shards], modes=modes))
@@ -159,7 +204,9 @@ def evaluate(config: Study, benchmark: str, seed: int, infer, chunk: int, modes:
                              on_record=lambda r: (f.write(json.dumps(r) + "\n"), f.flush()), max_failed_share=share,
                              videos=RolloutVideos(films, per_task) if per_task else None, mode=mode)
         elif todo:
-            run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share, (films, per_task))
+            served = run_with_workers(bench, entry, todo, infer, steps, chunk, parts, mode, share, (films, per_task))
+            if serving is not None:
+                serving[mode] = served
         done = parts.done(mode)
         missing = [e.index for e in episodes if e.index not in done]
         if missing:
@@ -227,9 +274,10 @@ def main(argv: list[str]) -> int:
         weights = Path(args.policy) / "policy.safetensors"
         key = dict(policy=str(Path(args.policy).resolve()), weights=hashlib.sha256(weights.read_bytes()).hexdigest())
     out = Path(args.out)
+    serving: dict[str, dict] = {}
     try:
         results, parts = evaluate(config, args.benchmark, args.seed, infer, chunk, modes, out, args.shard, args.shards,
-                                  key)
+                                  key, serving)
     except (ConfigError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -242,6 +290,8 @@ def main(argv: list[str]) -> int:
         else f"{bench.workers(entry)} worker process(es): {' '.join(bench.simulator_command(entry))}",
         provenance=provenance(config.raw),
     )
+    if serving:
+        record["serving"] = serving
     if args.shards == 1:
         record["reported_mode"] = select_mode({m: bench.score(r["episodes"]) for m, r in results.items()}, rule)
         record["selection"] = selection(bench, results, rule, record["reported_mode"])
@@ -288,7 +338,9 @@ def merge(shards: list[dict], names: list[str]) -> dict:
             raise ValueError(f"mode {mode}: the shards' episodes are not 0..{first['episodes_total'] - 1} once each")
         modes[mode] = dict(execute_steps=entry["execute_steps"], episodes=episodes,
                            failed_episodes=sum(bool(e.get("error")) for e in episodes))
-    merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode")}
+    merged = {k: v for k, v in first.items() if k not in ("shard", "reported_mode", "serving")}
+    if any("serving" in s for s in shards):  # each job's worker choice and batching, by shard
+        merged["serving"] = {f"shard{s['shard'][0]}": s["serving"] for s in shards if "serving" in s}
     merged.update(modes=modes, shards=count,
                   reported_mode=select_mode({m: bench.score(r["episodes"]) for m, r in modes.items()},
                                             first["mode_selection"]))

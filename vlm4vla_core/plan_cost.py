@@ -178,7 +178,8 @@ def plan_study(config: Study, facts: dict[str, dict]) -> dict:
             policy_s = budget["calls"] * flops / (peak_flops(eval_gpu, precision, "resources.evaluate.gpu_model")
                                                   * cost.inference_mfu)
         shards = int(bench.eval_shards)
-        workers = int(bench.eval_workers)
+        workers = bench.eval_workers  # auto: at most the job's cores
+        workers = int(config.resource("evaluate", "cpus", 1) if workers == "auto" else workers)
         wall_s = max(core_s / workers, policy_s)  # summed over the run's shards
         row = rows[("evaluate" if b is not None else "evaluate_baseline", b or BASELINE)]
         row["jobs"] += shards

@@ -24,7 +24,8 @@ COMMON_KEYS = {
     "data_path": "dataset folder for benchmarks imported from disk",
     "training": "training settings that override the study's",
     "eval_shards": "evaluation jobs the episodes are split over (merged into one result)",
-    "eval_workers": "simulator processes per evaluation job, served by one policy process",
+    "eval_workers": "simulator processes per evaluation job, served by one policy process (auto: sized from the "
+                    "simulator's cycle and the policy's latency)",
     "eval_batch": "episodes each simulator process runs in lockstep",
     "simulator_python": "Python of the simulator's own environment (default: the policy's own)",
     "modes": "execution modes of this benchmark (default: those VLM4VLA's scripts run on it, else evaluation.modes)",

@@ -102,6 +102,9 @@ class Agent:
 
 InferFn = Callable[[list[dict]], list[np.ndarray]]
 
+#: ``eval_workers: auto``: the evaluation sizes its simulator pool itself (``vlm4vla_core.evaluate.choose_workers``)
+AUTO = "auto"
+
 
 class Benchmark:
     """Base plug-in. Subclasses set the class attributes and implement the methods."""
@@ -295,8 +298,10 @@ class Benchmark:
             record["completed"] = 0
         return record
 
-    def workers(self, entry: dict) -> int:
-        return int(entry.get("eval_workers", 1))
+    def workers(self, entry: dict) -> int | str:
+        """Simulator processes per evaluation job: ``eval_workers``, a count or ``AUTO`` (chosen at run time)."""
+        setting = entry.get("eval_workers", 1)
+        return AUTO if setting == AUTO else int(setting)
 
     def slots(self, entry: dict) -> int:
         """Episodes a simulator process runs in lockstep (one batched policy call per re-plan)."""
