@@ -623,7 +623,7 @@ def test_every_caption_belongs_to_its_table(paper_out, tmp_path):
     """The study pages (runs) and the published-numbers pages (a results CSV, one value per cell)."""
     root = Path(__file__).resolve().parents[1]
     smk = (root / "workflow" / "rules" / "aggregate.smk").read_text()
-    assert "category=lambda wc: pages.category(wc.name)" in smk and not (root / "workflow" / "report" / "tables.rst").exists()
+    assert "category=page_category" in smk and "return pages.category(wildcards.name)" in smk and not (root / "workflow" / "report" / "tables.rst").exists()
     names = check_pages(paper_out)
     assert {"published_table", "embodied_sft_table", "calvin_length_table", "freezing_table", "calvin_lengths",
             "ablation", "vqa_calv", "provenance"} <= names
