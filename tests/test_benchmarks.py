@@ -349,6 +349,14 @@ def test_the_simulator_checks_are_small_studies_of_the_same_rules(tmp_path, benc
     assert set(zip(chain, chain[1:])) <= edges, edges
     assert sorted(label.values()) == sorted(chain + ["make_tiny_backbone", "backbone_report"])
 
+    # every job records its wall time under results/<study>/benchmarks/, at its log's path
+    res = _snakemake("-n", "--configfile", f"config/checks/{bench}.yaml", cwd=wf)
+    assert res.returncode == 0, res.stderr[-2000:]
+    times = re.findall(r"^    benchmark: (\S+)$", res.stdout, re.M)
+    assert len(times) == len(label) - 1  # all of them but the target rule all
+    out, run_dir = f"results/{cfg['study']}/benchmarks", f"runs/tiny-qwen2.5-vl/{bench}/full/seed0"
+    assert {f"{out}/fixture/{bench}.tsv", f"{out}/{run_dir}/train.tsv", f"{out}/{run_dir}/eval/shard0.tsv"} <= set(times)
+
     # a data_path other than the fixture rule's output stops the plan, naming the key
     res = _snakemake("-n", "--configfile", f"config/checks/{bench}.yaml", "--config",
                      f'benchmarks={{"{bench}": {{"data_path": "elsewhere"}}}}', cwd=wf)
