@@ -22,7 +22,7 @@ TOOLS ?= .venv-tools
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 LATEST ?= .venv-latest
 
-.PHONY: setup system-deps demo test docs lock test-latest dry-run-paper clean-demo libero-env libero-check lmms-env slurm-profile reliability test-long test-e2e mutants
+.PHONY: setup system-deps demo test docs lock test-latest dry-run-paper clean-demo libero-env libero-check calvin-env calvin-check lmms-env slurm-profile reliability test-long test-e2e mutants
 
 # MuJoCo renders off-screen through EGL (Mesa); a fresh Debian machine lacks the libraries.
 system-deps:
@@ -78,9 +78,18 @@ test-latest: system-deps
 libero-env: system-deps
 	envs/setup-libero-venv.sh .venv-libero
 
-# a real LIBERO-10 evaluation through the policy server, with a tiny policy (tools/libero_check.py)
+# the simulator checks: a real evaluation through the policy server of a tiny policy trained on a synthetic
+# dataset, as a study of its own (config/checks/, results into results/<benchmark>_check/)
 libero-check: setup libero-env
-	$(BIN)/python tools/libero_check.py
+	$(BIN)/snakemake --configfile config/checks/libero10.yaml --cores $(CORES)
+
+# CALVIN's simulator in its own environment, from a local git clone of mees/calvin_env (not on PyPI)
+CALVIN_ENV ?= ../calvin_env
+calvin-env: system-deps
+	envs/setup-calvin-venv.sh .venv-calvin $(CALVIN_ENV)
+
+calvin-check: setup calvin-env
+	$(BIN)/snakemake --configfile config/checks/calvin.yaml --cores $(CORES)
 
 # lmms-eval in its own environment (it needs torchvision, which the core environment never gets):
 # the vqa-lmms stage, a vqa_sets entry with framework: lmms-eval and python: .venv-lmms/bin/python

@@ -1,6 +1,7 @@
 # vlm4vla: the VLM4VLA study as a DAG over backbones x benchmarks x ablations x seeds.
 #   paper study on a cluster:  snakemake --profile slurm   (after: make slurm-profile)
 #   demo study on a laptop:    snakemake --configfile config/demo.yaml --cores 2
+#   simulator checks:          snakemake --configfile config/checks/libero10.yaml --cores 2   (or calvin.yaml)
 # config.yaml (the paper study) is the default; a --configfile replaces it rather than
 # extending it (replace-workflow-config in profiles/default).
 # Paths, wildcards and resources live here; the logic lives in vlm4vla_core.

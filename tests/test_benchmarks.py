@@ -330,21 +330,60 @@ def test_libero_study_trains_on_a_lerobot_fixture_and_evaluates(tmp_path, monkey
     assert [r["plans"] for r in zero] == [2, 2]
 
 
-@pytest.mark.parametrize("bench,entry", [
-    ("libero10", dict(kind="libero10", chunk=4, image_size=56, data_path="libero_10", episodes_per_task=1,
-                      max_steps=30, wait_steps=10, simulator_python=".venv-libero/bin/python", eval_workers=2)),
-    ("calvin", dict(kind="calvin", chunk=10, image_size=56, data_path="task_ABC_D", chains=4, max_steps=60,
-                    simulator_python=".venv-calvin/bin/python", eval_workers=2)),
-])
-def test_the_simulator_checks_write_a_valid_study(tmp_path, bench, entry):
-    """tools/libero_check.py and calvin_check.py cut the demo config to one run: whatever the demo
-    adds (its embodied-SFT axis names backbones the check drops), their study must stay valid."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    from stage_runner import check_study
+@pytest.mark.parametrize("bench", ["libero10", "calvin"])
+def test_the_simulator_checks_are_small_studies_of_the_same_rules(tmp_path, bench):
+    """config/checks/<bench>.yaml: a valid study of one run whose DAG chains fixture -> data -> train ->
+    evaluate -> merge_eval -> aggregate, and the fixture rule's command writes a folder the data stage imports."""
+    import re
+
+    import yaml
+    from test_config import _clone, _snakemake
 
     from vlm4vla_core import study
+    from vlm4vla_core.__main__ import run
 
-    checked = study.load(check_study(tmp_path, f"{bench}_check", bench, entry, train_steps=10))
+    path = ROOT / "config" / "checks" / f"{bench}.yaml"
+    checked = study.load(path, benchmark=bench)
     assert list(checked.backbones) == ["tiny-qwen2.5-vl"] and list(checked.benchmarks) == [bench]
     assert not checked.pretraining and not checked.embodied_sft and not checked.vqa_sets
     assert (checked.seeds, checked.ablations, checked.evaluation.modes) == ((0,), ("full",), ("whole_chunk",))
+    assert checked.benchmarks[bench].entry["fixture"] == "synthetic" and not checked.evaluation.baseline
+
+    wf = _clone(tmp_path)
+    res = _snakemake("--dag", "--configfile", f"config/checks/{bench}.yaml", cwd=wf)
+    assert res.returncode == 0, res.stderr[-2000:]
+    label = dict(re.findall(r'(\d+)\[label = "(\w+)', res.stdout))
+    edges = {(label[a], label[b]) for a, b in re.findall(r"(\d+) -> (\d+)", res.stdout)}
+    chain = ["fixture", "data", "train", "evaluate", "merge_eval", "aggregate", "all"]
+    assert set(zip(chain, chain[1:])) <= edges, edges
+    assert sorted(label.values()) == sorted(chain + ["make_tiny_backbone", "backbone_report"])
+
+    # every job records its wall time under results/<study>/benchmarks/, at its log's path
+    res = _snakemake("-n", "--configfile", f"config/checks/{bench}.yaml", cwd=wf)
+    assert res.returncode == 0, res.stderr[-2000:]
+    times = re.findall(r"^    benchmark: (\S+)$", res.stdout, re.M)
+    assert len(times) == len(label) - 1  # all of them but the target rule all
+    out, run_dir = f"results/{checked.name}/benchmarks", f"runs/tiny-qwen2.5-vl/{bench}/full/seed0"
+    assert {f"{out}/fixture/{bench}.tsv", f"{out}/{run_dir}/train.tsv", f"{out}/{run_dir}/eval/shard0.tsv"} <= set(times)
+
+    # a data_path other than the fixture rule's output stops the plan, naming the key
+    res = _snakemake("-n", "--configfile", f"config/checks/{bench}.yaml", "--config",
+                     f'benchmarks={{"{bench}": {{"data_path": "elsewhere"}}}}', cwd=wf)
+    assert res.returncode != 0 and f"key 'benchmarks.{bench}.data_path' is 'elsewhere'" in res.stdout + res.stderr
+
+    # the fixture rule's command, with small frames, then the data stage on its folder
+    raw = yaml.safe_load(path.read_text())
+    raw["benchmarks"][bench]["data_path"] = str(tmp_path / "fixture")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    args = ["--config", str(tmp_path / "study.yaml"), "--benchmark", bench]
+    assert run("fixture", [*args, "--frame-size", "16", "--out", str(tmp_path / "fixture")]) == 0
+    assert run("data", [*args, "--out", str(tmp_path / "data")]) == 0
+    data = TrainingSet(tmp_path / "data")
+    # LIBERO: 10 tasks x 2 demos of 20 steps, the two no-ops of each dropped (the other suite's file is not
+    # imported); CALVIN: the four language windows, of 10, 10, 12 and 20 frames
+    assert (len(data.episodes), data.num_frames) == {"libero10": (20, 360), "calvin": (4, 52)}[bench]
+
+
+def test_a_benchmark_without_a_fixture_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="kind 'metaworld' has no synthetic fixture"):
+        benchmarks.get("metaworld").write_fixture({}, tmp_path)

@@ -22,6 +22,7 @@ STAGES = {
     "plan-cost": ("vlm4vla_core.plan_cost", "main", "GPU-hours and simulator core-hours of a study, per rule and backbone"),
     "backbone-report": ("vlm4vla_core.backbones.card", "main", "Parameter and token report of a backbone"),
     "data": ("vlm4vla_core.data_stage", "main", "Build a benchmark's training set from the study config"),
+    "fixture": ("vlm4vla_core.fixture_stage", "main", "Write a benchmark's synthetic dataset in its native layout (fixture: synthetic)"),
     "collect-data": ("vlm4vla_core.benchmarks.metaworld.collect", "main", "Roll out Meta-World experts into a training set"),
     "make-vqa-data": ("vlm4vla_core.vqa.generate", "main", "Generate a VQA set (general shapes or a benchmark's scenes; train and held-out)"),
     "sft": ("vlm4vla_core.sft", "main", "Fine-tune a backbone on image conversations (answer-token loss)"),

@@ -22,6 +22,7 @@ COMMON_KEYS = {
     "chunk": "action chunk K predicted per policy call",
     "image_size": "side of the square frame the policy sees",
     "data_path": "dataset folder for benchmarks imported from disk",
+    "fixture": "synthetic: data_path is written by the workflow's fixture rule, a small synthetic set in the native layout",
     "training": "training settings that override the study's",
     "eval_shards": "evaluation jobs the episodes are split over (merged into one result)",
     "eval_workers": "simulator processes per evaluation job, served by one policy process (auto: sized from the "

@@ -176,6 +176,12 @@ class Benchmark:
         """Write the training set of this benchmark into ``out`` (see ``vlm4vla_core.episodes``)."""
         raise NotImplementedError
 
+    def write_fixture(self, entry: dict, out: Path, frame_size: int | None = None) -> None:
+        """``fixture: synthetic``: write a small synthetic dataset in this benchmark's native layout into ``out``
+        (the entry's ``data_path``), for checking the stages end to end without the released data;
+        ``frame_size``: side of its frames (None: the plug-in's)."""
+        raise ConfigError(f"benchmark kind {self.kind!r} has no synthetic fixture (fixture: synthetic)")
+
     #: generators of VQA sets this plug-in provides: ``vqa_sets.<set>.generate`` names one, and the set's
     #: ``benchmark`` a benchmark of this kind whose scenes it is built from (``write_vqa_split``)
     vqa_generators: tuple[str, ...] = ()

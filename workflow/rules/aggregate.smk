@@ -44,6 +44,8 @@ rule aggregate:
         **resources_of("aggregate"),
     log:
         OUT + "/logs/aggregate.log",
+    benchmark:
+        job_times(OUT + "/logs/aggregate.log"),
     shell:
         "python -m vlm4vla_core aggregate --config {params.cfg} --runs {input.runs}"
         " --reports {input.reports} --vqa {input.vqa} --sft-logs {params.sft_logs} --out {params.out} > {log} 2>&1"
@@ -59,6 +61,8 @@ rule published_results:
         cfg=STUDY_CONFIG,
     log:
         "results/published/logs/published_results.log",
+    benchmark:
+        job_times("results/published/logs/published_results.log"),
     shell:
         "python -m vlm4vla_core published-results --config {params.cfg} --out {output} > {log} 2>&1"
 
@@ -81,5 +85,7 @@ rule published:
         **resources_of("published"),
     log:
         "results/published/logs/aggregate.log",
+    benchmark:
+        job_times("results/published/logs/aggregate.log"),
     shell:
         "python -m vlm4vla_core aggregate --config {params.cfg} --results-csv {input.csv} --out results/published > {log} 2>&1"

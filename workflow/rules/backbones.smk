@@ -13,6 +13,8 @@ rule make_tiny_backbone:
         **resources_of("make_tiny_backbone"),
     log:
         OUT + "/logs/make_tiny_backbone/{backbone}.log",
+    benchmark:
+        job_times(OUT + "/logs/make_tiny_backbone/{backbone}.log"),
     shell:
         "python -m vlm4vla_core make-tiny-backbone --family {params.family} --image-size {params.size}"
         " --out {output} > {log} 2>&1"
@@ -40,6 +42,8 @@ rule backbone_report:
         **resources_of("backbone_report"),
     log:
         OUT + "/logs/backbone_report/{backbone}.log",
+    benchmark:
+        job_times(OUT + "/logs/backbone_report/{backbone}.log"),
     shell:
         "python -m vlm4vla_core backbone-report --family {params.family} --source {params.source}"
         " --image-size {params.size} --chunk {params.chunk} --action-dim {params.action_dim}"
@@ -60,6 +64,8 @@ rule plan_memory:
         "../../envs/vlm4vla.yaml"
     log:
         OUT + "/logs/plan_memory/{backbone}_{benchmark}.log",
+    benchmark:
+        job_times(OUT + "/logs/plan_memory/{backbone}_{benchmark}.log"),
     shell:
         "python -m vlm4vla_core plan-memory --config {params.cfg} --backbone {wildcards.backbone}"
         " --benchmark {wildcards.benchmark} --check --out {output} > {log} 2>&1"

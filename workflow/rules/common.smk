@@ -117,8 +117,35 @@ def _check_local_sources():
             raise WorkflowError(f"invalid config: key 'backbones.{name}.source': local path {src} does not exist")
 
 
+# the synthetic dataset of a benchmark entry with fixture: synthetic (rule fixture); its data_path names it
+FIXTURE = OUT + "/fixtures/{benchmark}"
+
+
+def _check_fixtures():
+    """An entry with fixture: synthetic reads its data_path from where the fixture rule writes it."""
+    for name, entry in config["benchmarks"].items():
+        want = FIXTURE.format(benchmark=name)
+        if entry.get("fixture") == "synthetic" and entry.get("data_path") != want:
+            raise WorkflowError(f"invalid config: key 'benchmarks.{name}.data_path' is {entry.get('data_path')!r}; "
+                                f"with fixture: synthetic it must be {want!r} (where the fixture rule writes it)")
+
+
+def fixture_of(wildcards):
+    """The fixture a data job waits for (fixture: synthetic), else nothing."""
+    return [FIXTURE.format(**wildcards)] if config["benchmarks"][wildcards.benchmark].get("fixture") else []
+
+
+def job_times(log):
+    """Where a job's wall time, memory and CPU time go (Snakemake's benchmark file), from its log's path:
+    <root>/logs/<name>.log or <root>/<name>.log becomes <root>/benchmarks/<name>.tsv (root: results/<study>, or
+    results/published for its rules)."""
+    root, name = (OUT, log[len(OUT) + 1:]) if log.startswith(OUT + "/") else log.split("/logs/", 1)
+    return f"{root}/benchmarks/{name.removeprefix('logs/').removesuffix('.log')}.tsv"
+
+
 _check_global_batch()
 _check_local_sources()
+_check_fixtures()
 
 
 def train_resources():

@@ -21,6 +21,8 @@ rule evaluate:
         **resources_of("evaluate"),
     log:
         RUN + "/eval/shard{shard}.log",
+    benchmark:
+        job_times(RUN + "/eval/shard{shard}.log"),
     shell:
         "python -m vlm4vla_core evaluate --config {params.cfg} --benchmark {wildcards.benchmark}"
         " --seed {wildcards.seed} --policy {input.policy} --backbone {wildcards.backbone}"
@@ -42,6 +44,8 @@ rule evaluate_baseline:
         **resources_of("evaluate_baseline"),
     log:
         BASE_RUN + "/eval/shard{shard}.log",
+    benchmark:
+        job_times(BASE_RUN + "/eval/shard{shard}.log"),
     shell:
         "python -m vlm4vla_core evaluate --config {params.cfg} --benchmark {wildcards.benchmark}"
         " --seed {wildcards.seed} --policy {BASELINE} --shard {wildcards.shard} --shards {params.shards}"
@@ -60,6 +64,8 @@ rule merge_eval:
         shard_files(RUN),
     output:
         RUN + "/eval.json",
+    benchmark:
+        job_times(RUN + "/eval/merge"),
     conda:
         "../../envs/vlm4vla.yaml"
     shell:

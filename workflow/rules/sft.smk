@@ -73,6 +73,8 @@ rule vqa_data:
         **resources_of("vqa_data"),
     log:
         OUT + "/logs/vqa_data/{vqaset}.log",
+    benchmark:
+        job_times(OUT + "/logs/vqa_data/{vqaset}.log"),
     shell:
         "python -m vlm4vla_core make-vqa-data --config {params.cfg} --set {wildcards.vqaset} --out {params.out}"
         " > {log} 2>&1"
@@ -99,6 +101,8 @@ rule sft:
         **resources_of("sft"),
     log:
         OUT + "/sft/{backbone}/sft.log",
+    benchmark:
+        job_times(OUT + "/sft/{backbone}/sft.log"),
     shell:
         "{params.launch} -m vlm4vla_core sft --config {params.cfg} --variant {wildcards.backbone}"
         " --source {params.source} --data {params.data} --image-size {params.size} --run-dir {params.run} >> {log} 2>&1"
@@ -119,5 +123,7 @@ rule vqa_eval:
         **resources_of("vqa_eval"),
     log:
         OUT + "/logs/vqa_eval/{backbone}_{vqaset}.log",
+    benchmark:
+        job_times(OUT + "/logs/vqa_eval/{backbone}_{vqaset}.log"),
     shell:
         "{params.command} --out {output} > {log} 2>&1"

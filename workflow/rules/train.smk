@@ -34,6 +34,8 @@ rule train:
         **train_resources(),
     log:
         RUN + "/train.log",
+    benchmark:
+        job_times(RUN + "/train.log"),
     shell:
         "{params.launch} train --config {params.cfg} --backbone {wildcards.backbone}"
         " --benchmark {wildcards.benchmark} --ablation {wildcards.ablation} --seed {wildcards.seed}"

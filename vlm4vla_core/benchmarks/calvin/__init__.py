@@ -62,6 +62,12 @@ class CalvinBenchmark(Benchmark):
 
         import_calvin(entry, Path(out), workers=workers)
 
+    def write_fixture(self, entry: dict, out: Path, frame_size: int | None = None) -> None:
+        """A task_ABC_D with two segments and four language windows (vlm4vla_core.testing.calvin)."""
+        from vlm4vla_core.testing.calvin import write_task_abc_d
+
+        write_task_abc_d(Path(out), size=frame_size or 200)
+
     def action_bounds(self, entry: dict, stats: dict) -> tuple[list[float], list[float]]:
         return [-REL_ACTION_RANGE] * 6, [REL_ACTION_RANGE] * 6
 

@@ -77,6 +77,12 @@ class Libero10Benchmark(Benchmark):
 
         import_libero(entry, Path(out), workers=workers)
 
+    def write_fixture(self, entry: dict, out: Path, frame_size: int | None = None) -> None:
+        """Two 20-step demos per task in the HDF5 layout (vlm4vla_core.testing.libero)."""
+        from vlm4vla_core.testing.libero import write_libero_hdf5
+
+        write_libero_hdf5(Path(out), demos=2, length=20, size=frame_size or 64)
+
     def episodes(self, entry: dict, seed: int) -> list[Episode]:
         pairs = [(t, i) for t in entry["tasks"] for i in range(entry["episodes_per_task"])]
         return [Episode(n, f"task{t}", INSTRUCTIONS[t], {"task_id": t, "init_state": i})
