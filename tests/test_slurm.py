@@ -213,7 +213,7 @@ benchmarks:
     episodes_per_task: 1
     max_steps: 120
 policy: {head_hidden: 32}
-training: {max_steps: 12, checkpoint_every: 4, log_every: 4, micro_batch: 4, warmup_steps: 4}
+training: {max_steps: 64, checkpoint_every: 4, log_every: 4, micro_batch: 4, warmup_steps: 4}
 vqa_sets:
   shapes: {train_scenes: 8, heldout_scenes: 2}
   metaworld-vqa: {train_episodes_per_task: 1, heldout_episodes_per_task: 1, frames_per_episode: 1}
