@@ -79,7 +79,7 @@ libero-env: system-deps
 	envs/setup-libero-venv.sh .venv-libero
 
 # the simulator checks: a real evaluation through the policy server of a tiny policy trained on a synthetic
-# dataset, as a study of its own (config/checks/, results into results/<benchmark>_check/)
+# dataset, as a study of its own (config/checks/; results into results/libero_check/ and results/calvin_check/)
 libero-check: setup libero-env
 	$(BIN)/snakemake --configfile config/checks/libero10.yaml --cores $(CORES)
 
