@@ -82,12 +82,12 @@ def tiny_policy(tmp: Path, chunk: int, action_dim: int):
 
 
 def bare_run(bench, entry: dict, episodes, tmp: Path) -> dict:
+    from vlm4vla_core import evaluate
+
     (tmp / "bare_entry.json").write_text(json.dumps(entry))
     (tmp / "bare_episodes.json").write_text(json.dumps([e.as_dict() for e in episodes]))
-    cmd = [*bench.simulator_command(entry), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind,
-           "--entry", str(tmp / "bare_entry.json"), "--episodes", str(tmp / "bare_episodes.json"),
-           "--execute", str(entry["chunk"]), "--out", str(tmp / "bare.jsonl"), "--bare", str(tmp / "bare.json"),
-           "--frame", str(tmp / "frame.npy")]
+    cmd = evaluate.worker_command(bench, entry, tmp / "bare_entry.json", tmp / "bare_episodes.json", entry["chunk"],
+                                  tmp / "bare.jsonl", "--bare", str(tmp / "bare.json"), "--frame", str(tmp / "frame.npy"))
     (tmp / "bare.jsonl").unlink(missing_ok=True)  # the worker appends
     cpu0, t0 = cpu_children(), time.perf_counter()
     if subprocess.run(cmd, cwd=ROOT).returncode:

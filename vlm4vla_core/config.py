@@ -515,7 +515,7 @@ class Study:
 
     def variants(self) -> dict[str, Variant]:
         """Every fine-tuned variant of the study (``pretraining`` then ``embodied_sft`` entries), by name."""
-        return {**self.pretraining, **self.embodied_sft}
+        return {name: v for section in VARIANT_SECTIONS for name, v in getattr(self, section).items()}
 
     def root_backbone(self, name: str) -> str:
         """The backbone of ``backbones`` a variant (or a chain of variants) starts from; a backbone's own name."""

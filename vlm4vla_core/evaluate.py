@@ -104,6 +104,16 @@ def serve_batches(infer):
 PROBE_STEPS, MAX_BATCH = 40, 64
 
 
+def worker_command(bench: Benchmark, entry: dict, entry_file: Path, episodes_file: Path, execute: int, out: Path,
+                   *options: str) -> list[str]:
+    """One simulator worker process (``vlm4vla_core.benchmarks.worker``) in the simulator's environment: the
+    entry and episodes from JSON files, records appended to ``out``; ``options`` add ``--url`` (a policy
+    server) or ``--bare`` and the rest."""
+    return [*bench.simulator_command(entry), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind,
+            "--entry", str(entry_file), "--episodes", str(episodes_file), "--execute", str(execute),
+            "--out", str(out), *options]
+
+
 def choose_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer, execute: int, tmp: Path) -> dict:
     """The worker count of a job: ``eval_workers`` from the config, or for ``auto`` the rule of
     ``serving.sizing`` on this job's first episode run on the bare simulator (its step limit cut to
@@ -117,10 +127,8 @@ def choose_workers(bench: Benchmark, entry: dict, episodes: list[Episode], infer
     probe = dict(entry, max_steps=min(entry["max_steps"], PROBE_STEPS)) if "max_steps" in entry else entry
     (tmp / "probe_entry.json").write_text(json.dumps(probe))
     (tmp / "probe_episodes.json").write_text(json.dumps([episodes[0].as_dict()]))
-    cmd = [*bench.simulator_command(entry), "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind,
-           "--entry", str(tmp / "probe_entry.json"), "--episodes", str(tmp / "probe_episodes.json"),
-           "--execute", str(execute), "--out", str(tmp / "probe.jsonl"), "--bare", str(tmp / "probe.json"),
-           "--frame", str(tmp / "frame.npy")]
+    cmd = worker_command(bench, entry, tmp / "probe_entry.json", tmp / "probe_episodes.json", execute,
+                         tmp / "probe.jsonl", "--bare", str(tmp / "probe.json"), "--frame", str(tmp / "frame.npy"))
     if subprocess.run(cmd).returncode != 0 or not (tmp / "frame.npy").is_file():
         raise RuntimeError(f"eval_workers auto: the bare-simulator probe failed ({' '.join(cmd)}); see the log above")
     bare = read_json(tmp / "probe.json", "bare-simulator probe")
@@ -156,10 +164,9 @@ def run_with_workers(bench: Benchmark, entry: dict, episodes: list[Episode], inf
                 eps_file = Path(tmp) / f"episodes{w}.json"
                 block = episodes[w * len(episodes) // workers : (w + 1) * len(episodes) // workers]
                 eps_file.write_text(json.dumps([e.as_dict() for e in block]))  # contiguous: a worker sees few tasks
-                cmd = [*python, "-m", "vlm4vla_core.benchmarks.worker", "--kind", bench.kind, "--entry",
-                       str(entry_file), "--episodes", str(eps_file), "--execute", str(execute), "--url", server.url,
-                       "--slots", str(bench.slots(entry)), "--out", str(parts.file(mode, f"w{w}")),
-                       "--max-failed-share", str(max_failed_share)]
+                cmd = worker_command(bench, entry, entry_file, eps_file, execute, parts.file(mode, f"w{w}"),
+                                     "--url", server.url, "--slots", str(bench.slots(entry)),
+                                     "--max-failed-share", str(max_failed_share))
                 if videos and videos[1] > 0:
                     cmd += ["--videos", str(videos[0]), "--videos-per-task", str(videos[1])]
                 procs.append(subprocess.Popen(cmd))
