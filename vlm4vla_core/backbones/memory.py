@@ -163,6 +163,16 @@ def block_facts(block: nn.Module, cfg) -> dict:
         activation_dropout=float(_first(cfg, "activation_dropout", default=0.0) or 0.0))
 
 
+def _norms_bytes(norms: list[list[int]], e: int) -> int:
+    """Bytes per token the norms ``[values, bytes per value in bf16, in fp32]`` keep at ``e`` bytes a value."""
+    return sum(values * (b16 if e == 2 else b32) for values, b16, b32 in norms)
+
+
+def _mask_bytes(kernels: str, e: int) -> int:
+    """Bytes a dropout mask keeps per value: 1 on CUDA, the activation's ``e`` on a CPU."""
+    return 1 if kernels == "cuda" else e
+
+
 def block_bytes(blk: dict, *, tokens: int, seq: int, precision: str, kernels: str = "cuda",
                 attention_mask: bool = True) -> float:
     """Bytes one transformer layer keeps for the backward pass over ``tokens`` = batch x ``seq`` tokens.
@@ -194,7 +204,7 @@ def block_bytes(blk: dict, *, tokens: int, seq: int, precision: str, kernels: st
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
     e = ACTIVATION_BYTES[precision]
-    mask = 1 if kernels == "cuda" else e
+    mask = _mask_bytes(kernels, e)
     h, heads, hd = blk["hidden"], blk["heads"], blk["head_dim"]
     q = heads * hd
     c = q if attention_mask and blk["kv_heads"] < heads else blk["kv_heads"] * hd
@@ -203,7 +213,7 @@ def block_bytes(blk: dict, *, tokens: int, seq: int, precision: str, kernels: st
     per_token += e * h * blk["layer_scales"]
     if blk["experts"]:
         per_token += e * 2 * blk["top_k"] * h + 4 * blk["experts"]
-    per_token += sum(values * (b16 if e == 2 else b32) for values, b16, b32 in blk["norms"])
+    per_token += _norms_bytes(blk["norms"], e)
     attention = blk["attention"]
     if attention == "sdpa" and kernels == "cpu" and blk["attention_dropout"] > 0:
         attention = "math"
@@ -270,9 +280,9 @@ def activation_bytes(facts: dict, *, micro_batch: int, precision: str, gradient_
         per_layer = block_bytes(block, tokens=tokens, seq=seq, precision=precision, kernels=kernels,
                                 attention_mask=attention_mask and tower == "text")
         kept = e * tokens * block["hidden"] * layers if gradient_checkpointing else per_layer * layers
-        beside = tokens * sum(values * (b16 if e == 2 else b32) for values, b16, b32 in facts[f"{tower}_norms"])
+        beside = tokens * _norms_bytes(facts[f"{tower}_norms"], e)
         if tower == "text":
-            beside += tokens * block["hidden"] * facts["embedding_dropouts"] * (1 if kernels == "cuda" else e)
+            beside += tokens * block["hidden"] * facts["embedding_dropouts"] * _mask_bytes(kernels, e)
         out[f"{tower}_per_layer"], out[f"{tower}_beside"], out[tower] = per_layer, float(beside), float(kept + beside)
     # with checkpointing the backward pass recomputes one layer at a time, of either tower
     out["recomputed"] = max(out["text_per_layer"], out["vision_per_layer"]) if gradient_checkpointing else 0.0
